@@ -1,0 +1,64 @@
+# partrig: every target installs what it needs by itself (see README.md, Quick start).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev,litert
+# Debian packages: the AVR toolchain and simavr for firmware-in-the-loop tests, chromium for
+# the browser tests, nginx and curl for the pull benchmark.
+APT_PACKAGES := gcc-avr avr-libc binutils-avr simavr libsimavr-dev libsimavrparts1 libelf-dev \
+	pkg-config avrdude chromium nginx curl
+DATA ?= $(CURDIR)/demo-data
+
+.PHONY: demo test test-long bench lint format firmware sysdeps venv clean
+
+$(BIN)/partrig: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	@touch $@
+
+venv: $(BIN)/partrig
+
+sysdeps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = "0" ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "partrig needs these Debian packages:$$missing"; \
+			echo "run: sudo apt-get install$$missing   (or run make as root)"; exit 1; \
+		fi; \
+	fi
+
+firmware: sysdeps
+	$(MAKE) -C firmware all harness
+
+demo: venv
+	$(BIN)/partrig demo --data $(DATA)
+
+test: sysdeps venv firmware
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q -m "not long" -p no:cacheprovider
+
+test-long: sysdeps venv firmware
+	$(BIN)/python -m pytest -q -m long -p no:cacheprovider
+
+bench: sysdeps venv firmware
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) demo-data
+	$(MAKE) -C firmware clean

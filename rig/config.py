@@ -1,0 +1,303 @@
+"""The one TOML configuration file, validated into pydantic models at start-up.
+
+Why one file: the operator edits a single ``partrig.toml`` on the Pi, and every part of the
+system (rig, capture, web, sorter) reads its own section of it.  The models live here, in the
+bottom layer, because ``rig`` must not import the packages above it; the later layers only read
+their sections.
+
+Where the file comes from: ``--config PATH`` on the command line, else ``$PARTRIG_CONFIG``, else
+``partrig.toml`` in the working directory, else the built-in defaults (which select the real
+hardware; ``--sim`` overrides that).
+
+Every bad value becomes a :class:`~rig.errors.ConfigError` whose message names the key as the
+operator wrote it (``turntable.microsteps``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rig.errors import ConfigError
+
+CONFIG_ENV = "PARTRIG_CONFIG"
+DEFAULT_CONFIG_NAME = "partrig.toml"
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    # NOTE: forbid unknown keys so a typo ("microstep = 16") is an error, not a silent default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SerialConfig(_Section):
+    """How to reach the RAMPS board."""
+
+    port: str = Field("/dev/partrig-ramps", description="serial device path or pyserial URL")
+    baud: Literal[9600, 57600, 115200, 230400, 250000, 500000, 1000000] = 250000
+    open_without_reset: bool = Field(
+        True, description="keep DTR low on open so the Mega does not reset (best effort)"
+    )
+    command_timeout_s: float = Field(5.0, gt=0, le=600)
+    long_command_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="timeout for M400/G4/G28 without busy keepalives"
+    )
+    busy_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="timeout once the firmware has sent busy: keepalives"
+    )
+    resend_limit: int = Field(10, ge=1, le=100, description="requests for one line before failing")
+    missing_ok_after_resend_s: float = Field(
+        0.5, gt=0, le=10, description="wait before supplying the ok a firmware did not send"
+    )
+    max_in_flight: int = Field(
+        4, ge=1, le=16, description="commands in flight when the firmware reports ADVANCED_OK"
+    )
+    reconnect_attempts: int = Field(10, ge=0, le=1000)
+    reconnect_interval_s: float = Field(0.5, gt=0, le=60)
+    handshake_timeout_s: float = Field(10.0, gt=0, le=120)
+
+
+class TurntableConfig(_Section):
+    """Mechanics of the turntable: degrees are converted to axis units from these."""
+
+    steps_per_rev: int = Field(200, ge=1, le=100000, description="full steps per motor turn")
+    microsteps: Literal[1, 2, 4, 8, 16, 32, 64, 128, 256] = 16
+    gear_ratio: float = Field(1.0, gt=0, le=1000, description="motor turns per turntable turn")
+    max_speed_deg_s: float = Field(360.0, gt=0, le=10000)
+    accel_deg_s2: float = Field(720.0, gt=0, le=100000)
+    mode: Literal["absolute", "shortest"] = Field(
+        "shortest", description="how rotate_to picks a direction"
+    )
+    position_tolerance_deg: float = Field(0.05, ge=0, le=5)
+    endstop: Literal["none", "x_min"] = Field(
+        "none", description="x_min: a homing switch on the RAMPS X-min input"
+    )
+    hold_when_idle: bool = True
+
+    @property
+    def steps_per_degree(self) -> float:
+        return self.steps_per_rev * self.microsteps * self.gear_ratio / 360.0
+
+
+class LightsConfig(_Section):
+    """The LED ring on one RAMPS MOSFET output."""
+
+    pin: Literal["D8", "D9", "D10"] = Field("D9", description="RAMPS MOSFET output")
+    level: float = Field(1.0, ge=0, le=1, description="brightness when switched on")
+
+
+class CameraConfig(_Section):
+    driver: Literal["picamera2", "opencv", "sim"] = "picamera2"
+    still_size: tuple[int, int] = Field((4056, 3040), description="width, height of stills")
+    preview_size: tuple[int, int] = Field((640, 480), description="width, height of preview")
+    device: int = Field(0, ge=0, le=63, description="V4L2 index for the opencv driver")
+    lock_exposure: bool = True
+    frontend_timeout_s: float = Field(5.0, gt=0, le=120)
+
+    @field_validator("still_size", "preview_size")
+    @classmethod
+    def _size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        w, h = v
+        if not (16 <= w <= 16384 and 16 <= h <= 16384):
+            raise ValueError("width and height must be between 16 and 16384 pixels")
+        return v
+
+
+class SimConfig(_Section):
+    """The simulated rig: fidelity and fault knobs."""
+
+    firmware: Literal["partrig", "marlin"] = Field(
+        "partrig", description="which firmware dialect the simulator speaks"
+    )
+    time_scale: float = Field(
+        1.0, ge=0, le=1000, description="1 = real time; 0 = virtual clock (instant)"
+    )
+    exposure_ms: float = Field(100.0, ge=0, le=10000, description="exposure plus readout")
+    noise: float = Field(2.0, ge=0, le=50, description="sensor noise sigma in 8-bit levels")
+    corrupt_to_firmware: float = Field(0.0, ge=0, le=0.5, description="probability per line")
+    corrupt_to_host: float = Field(0.0, ge=0, le=0.5, description="probability per line")
+    drop_ok: float = Field(0.0, ge=0, le=0.5, description="probability an ok is lost")
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    dir: Path = Field(Path("data"), description="database and images live here")
+    jpeg_quality: int = Field(92, ge=1, le=100)
+    thumbnail_px: int = Field(256, ge=32, le=1024)
+
+
+class WebConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    preview_fps: float = Field(12.0, gt=0, le=60)
+    public_banner: bool = True
+
+
+class AuthConfig(_Section):
+    """Browser password (hashed) and API keys per role.  Keys go in the ``X-Api-Key`` header."""
+
+    operator_password_hash: str = Field("", description="argon2 hash; see `partrig auth`")
+    session_secret: str = Field("", description="random secret for cookies; generated if empty")
+    viewer_keys: list[str] = Field(default_factory=list)
+    operator_keys: list[str] = Field(default_factory=list)
+    trainer_keys: list[str] = Field(default_factory=list)
+    rate_limit_per_min: int = Field(600, ge=1, le=100000)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.operator_password_hash or self.operator_keys)
+
+
+class ActuatorConfig(_Section):
+    driver: Literal["gpio", "sim"] = "gpio"
+    kind: Literal["valve", "servo"] = "valve"
+    pins: list[int] = Field(default_factory=list, description="BCM pin per bin, in bin order")
+    pulse_ms: float = Field(40.0, gt=0, le=5000)
+    servo_pin: int = Field(18, ge=0, le=27)
+    servo_angles: list[float] = Field(default_factory=list, description="degrees per bin")
+    review_bin: int = Field(0, ge=0, le=15)
+
+
+class SorterConfig(_Section):
+    enabled: bool = False
+    confidence_threshold: float = Field(0.7, ge=0, le=1)
+    stable_frames: int = Field(3, ge=1, le=100)
+    presence_threshold: float = Field(0.01, gt=0, le=1, description="changed-pixel fraction")
+    stuck_after_s: float = Field(20.0, gt=0, le=3600)
+    sample_every: int = Field(50, ge=0, le=1000000, description="keep every Nth crop; 0 = none")
+    num_threads: int = Field(2, ge=1, le=64)
+    bins: dict[str, int] = Field(default_factory=dict, description="label -> bin")
+
+
+class ModelsConfig(_Section):
+    accuracy_tolerance: float = Field(0.02, ge=0, le=1)
+    accuracy_floor: float = Field(0.8, ge=0, le=1, description="needed when no model is active")
+
+
+class SnapshotConfig(_Section):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+    seed: int = 0
+    shard_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+
+
+class Settings(_Section):
+    """The whole configuration file."""
+
+    sim: bool = Field(False, description="use the simulated rig (the --sim flag sets this)")
+    serial: SerialConfig = SerialConfig()
+    turntable: TurntableConfig = TurntableConfig()
+    lights: LightsConfig = LightsConfig()
+    camera: CameraConfig = CameraConfig()
+    simulator: SimConfig = SimConfig()
+    data: DataConfig = DataConfig()
+    web: WebConfig = WebConfig()
+    auth: AuthConfig = AuthConfig()
+    actuator: ActuatorConfig = ActuatorConfig()
+    sorter: SorterConfig = SorterConfig()
+    models: ModelsConfig = ModelsConfig()
+    snapshot: SnapshotConfig = SnapshotConfig()
+
+    source: Path | None = Field(None, exclude=True, description="file this was read from")
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key; check the spelling against docs/configuration.md"
+    elif err["type"] == "literal_error":
+        msg = "must be one of " + str(err.get("ctx", {}).get("expected", ""))
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+    return f"{key}: {msg}{shown}"
+
+
+def parse_settings(raw: dict[str, Any], source: Path | None = None) -> Settings:
+    """Validate a dict (as read from TOML) into :class:`Settings`, or raise ConfigError."""
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        where = f"{source}: " if source else ""
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError(where + "invalid configuration:\n  " + "\n  ".join(lines)) from None
+    settings.source = source
+    return settings
+
+
+def find_config(path: Path | str | None = None) -> Path | None:
+    """Which file to read: the explicit path, ``$PARTRIG_CONFIG``, or ``./partrig.toml``."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    default = Path.cwd() / DEFAULT_CONFIG_NAME
+    return default if default.exists() else None
+
+
+def load_settings(path: Path | str | None = None, *, sim: bool | None = None) -> Settings:
+    """Read and validate the configuration; ``sim`` (from ``--sim``) overrides the file."""
+    file = find_config(path)
+    raw: dict[str, Any] = {}
+    if file is not None:
+        if not file.exists():
+            raise ConfigError(
+                f"configuration file {file} does not exist; create it or unset {CONFIG_ENV}"
+            )
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    settings = parse_settings(raw, file)
+    if sim is not None and sim:
+        settings = apply_sim(settings)
+    return settings
+
+
+def apply_sim(settings: Settings) -> Settings:
+    """Switch every device to its simulator, as ``--sim`` asks."""
+    s = settings.model_copy(deep=True)
+    s.sim = True
+    s.camera.driver = "sim"
+    s.actuator.driver = "sim"
+    return s
+
+
+def dump_settings(settings: Settings) -> str:
+    """The effective configuration as TOML, for ``partrig config show``."""
+    data = settings.model_dump(mode="json", exclude={"source"})
+    return _to_toml(data)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if v is None:
+        return '""'
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    top = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    out = top + [""] if top else []
+    for name, section in data.items():
+        if isinstance(section, dict):
+            out.append(f"[{name}]")
+            out.extend(f"{k} = {_toml_value(v)}" for k, v in section.items())
+            out.append("")
+    return "\n".join(out)
