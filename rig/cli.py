@@ -20,7 +20,9 @@ err_console = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="configuration file (default: $PARTRIG_CONFIG or ./partrig.toml)"),
+    typer.Option(
+        "--config", "-c", help="configuration file (default: $PARTRIG_CONFIG or ./partrig.toml)"
+    ),
 ]
 SimOption = Annotated[bool, typer.Option("--sim", help="use the simulated rig")]
 
@@ -54,3 +56,81 @@ def config_show(config: ConfigOption = None, sim: SimOption = False) -> None:
     src = find_config(config)
     console.print(f"# effective configuration (from {src or 'built-in defaults'})", markup=False)
     console.print(dump_settings(settings), markup=False, highlight=False)
+
+
+# --- partrig demo, partrig rig ... ------------------------------------------------------------
+
+rig_app = typer.Typer(help="Drive the turntable and lights directly.", no_args_is_help=True)
+
+
+def demo(
+    data: Annotated[Path | None, typer.Option("--data", help="data directory")] = None,
+    firmware: Annotated[
+        str, typer.Option("--firmware", help="simulated firmware: partrig or marlin")
+    ] = "partrig",
+    config: ConfigOption = None,
+) -> None:
+    """A short turntable session on the simulated rig (real time), printed as it happens."""
+    from rig.config import apply_sim
+    from rig.demo import run_demo
+
+    try:
+        settings = apply_sim(load_settings(config))
+        settings.simulator.firmware = firmware  # type: ignore[assignment]
+        settings.simulator.time_scale = 1.0
+        if data is not None:
+            settings.data.dir = data
+        run_demo(settings, console)
+    except (RigError, ValueError) as exc:
+        raise fail(exc) from None
+
+
+def _with_rig(config: Path | None, sim: bool, action) -> None:
+    from rig.rig import open_rig
+
+    try:
+        with open_rig(load_settings(config, sim=sim), with_camera=False) as rig:
+            action(rig)
+            console.print_json(data=rig.status())
+    except RigError as exc:
+        raise fail(exc) from None
+
+
+@rig_app.command("status")
+def rig_status(config: ConfigOption = None, sim: SimOption = False) -> None:
+    """Open the rig, print link, firmware, angle, lights and fault as JSON."""
+    _with_rig(config, sim, lambda rig: None)
+
+
+@rig_app.command("rotate")
+def rig_rotate(
+    degrees: float,
+    mode: Annotated[str | None, typer.Option(help="absolute or shortest")] = None,
+    config: ConfigOption = None,
+    sim: SimOption = False,
+) -> None:
+    """Turn the table to DEGREES and verify it got there."""
+
+    def act(rig) -> None:
+        rig.turntable.rotate_to(degrees, mode)
+        console.print(f"at {rig.turntable.wait():.3f}°")
+
+    _with_rig(config, sim, act)
+
+
+@rig_app.command("zero")
+def rig_zero(config: ConfigOption = None, sim: SimOption = False) -> None:
+    """Confirm the table is at its zero mark (G92 X0)."""
+    _with_rig(config, sim, lambda rig: rig.turntable.set_zero())
+
+
+@rig_app.command("home")
+def rig_home(config: ConfigOption = None, sim: SimOption = False) -> None:
+    """Home on the X-min endstop (turntable.endstop = "x_min")."""
+    _with_rig(config, sim, lambda rig: rig.turntable.home())
+
+
+@rig_app.command("lights")
+def rig_lights(level: float, config: ConfigOption = None, sim: SimOption = False) -> None:
+    """Set the light to LEVEL (0..1)."""
+    _with_rig(config, sim, lambda rig: rig.lights.set(level))

@@ -294,7 +294,7 @@ def _toml_value(v: Any) -> str:
 
 def _to_toml(data: dict[str, Any]) -> str:
     top = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    out = top + [""] if top else []
+    out = [*top, ""] if top else []
     for name, section in data.items():
         if isinstance(section, dict):
             out.append(f"[{name}]")

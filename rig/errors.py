@@ -102,6 +102,10 @@ class DiskFull(StoreError, OSError):
     """No space left in the data directory; nothing already stored was touched."""
 
 
+class QueryError(StoreError, ValueError):
+    """A dataset query was malformed (a bad page cursor, a limit out of range): a client error."""
+
+
 class RunStateError(RigError):
     """A run was asked for a transition its state does not allow (answered 409 by the web app)."""
 

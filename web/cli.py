@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import typer
 
-from rig.cli import config_app
+from capture.backgrounds_cli import backgrounds_app
+from capture.capture_cli import capture_command
+from capture.dataset_cli import dataset_app
+from rig.cli import config_app, demo, rig_app
+from web.auth_cli import auth_app
+from web.serve import serve_command
 
 app = typer.Typer(
     help="partrig: turntable photo rig for small parts (capture, datasets, training, sorting).",
@@ -15,6 +20,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(config_app, name="config")
+app.add_typer(rig_app, name="rig")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(backgrounds_app, name="backgrounds")
+app.add_typer(auth_app, name="auth")
+app.command("capture")(capture_command)
+app.command("serve")(serve_command)
+app.command("demo", help="Run a short turntable session on the simulated rig (no web page).")(demo)
 
 
 def main() -> None:

@@ -1,0 +1,99 @@
+"""``partrig dataset check`` and ``partrig dataset stats``: the store from the command line.
+
+Why a sub-app here: each layer contributes its own typer app and :mod:`web.cli` mounts them
+(``app.add_typer(dataset_app, name="dataset")``), so capture never imports web.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rig.errors import RigError
+
+dataset_app = typer.Typer(help="Check and count the dataset store.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="data directory (default: data.dir from the configuration)"),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="configuration file (default: $PARTRIG_CONFIG or ./partrig.toml)"
+    ),
+]
+
+
+def _open(data: Path | None, config: Path | None):  # type: ignore[no-untyped-def]
+    from capture.store import DatasetStore
+    from rig.config import load_settings
+
+    # NOTE: an explicit --data needs no configuration file, so a broken one cannot block a check.
+    directory = data if data is not None else load_settings(config).data.dir
+    if not Path(directory).is_dir():
+        raise RigError(f"{directory} is not a directory: pass --data DIR or set data.dir")
+    return DatasetStore.open(directory)
+
+
+@dataset_app.command("check")
+def check(
+    data: DataOption = None,
+    config: ConfigOption = None,
+    checksums: Annotated[bool, typer.Option(help="re-hash every file (slow on big stores)")] = True,
+) -> None:
+    """Find orphan files, missing files, checksum mismatches and temp leftovers (exit 1 if any)."""
+    try:
+        with _open(data, config) as store:
+            report = store.check(verify_checksums=checksums)
+    except RigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    problems = report.problems()
+    for line in problems:
+        console.print(f"[red]problem[/]: {line}", highlight=False, soft_wrap=True)
+    summary = f"{report.files_checked} files, {report.rows_checked} file references checked"
+    if problems:
+        console.print(f"[bold red]{len(problems)} problem(s)[/] ({summary})")
+        raise typer.Exit(code=1)
+    console.print(f"[green]ok[/]: {summary}; database integrity ok")
+
+
+def _table(title: str, heading: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title)
+    table.add_column(heading)
+    table.add_column("shots", justify="right")
+    for key, n in counts.items():
+        table.add_row(key, str(n))
+    return table
+
+
+@dataset_app.command("stats")
+def stats(data: DataOption = None, config: ConfigOption = None) -> None:
+    """Shot counts per class, background, run, instance and class x background."""
+    try:
+        with _open(data, config) as store:
+            s = store.stats()
+    except RigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    console.print(f"[bold]{s.total}[/] shots ({s.deleted} deleted, in data/trash)")
+    console.print(_table("per class", "label", s.by_label))
+    console.print(_table("per background", "sheet", s.by_background))
+    console.print(_table("per run", "run", s.by_run))
+    console.print(_table("per instance", "instance", s.by_instance))
+    console.print(_table("per source", "source", s.by_source))
+    backgrounds = sorted({b for row in s.by_label_background.values() for b in row})
+    grid = Table(title="class x background")
+    grid.add_column("label")
+    for b in backgrounds:
+        grid.add_column(f"sheet {b}", justify="right")
+    for label, row in s.by_label_background.items():
+        grid.add_row(label, *(str(row.get(b, 0)) for b in backgrounds))
+    console.print(grid)

@@ -1,0 +1,187 @@
+"""Opening the database, one connection per thread, and the write transaction.
+
+Why one connection per thread: the run engine's writer thread commits shots while the web app
+reads pages and statistics.  In WAL mode readers never block the writer and the writer never
+blocks readers, but only if they use separate connections; a single shared connection behind a
+lock would make a slow statistics query stall the capture pipeline.  Writers still serialise
+(SQLite allows one at a time): every write takes ``BEGIN IMMEDIATE`` so the write lock is taken
+up front and ``busy_timeout`` waits for it instead of failing half way.
+
+Why ``synchronous=FULL``: each commit then fsyncs the WAL, so a shot, a run state, a latched
+fault or an incident that was reported as stored is still there after a power cut.  NORMAL
+would keep the database consistent but could forget the last commits; the price of FULL is one
+fsync per commit, small next to the file's own fsyncs (see docs/dataset.md and bench/store.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from capture.store.files import REAL_FS, FileSystem, ensure_dir, os_error
+from capture.store.schema import migrate
+from rig.errors import DiskFull, StoreError
+
+DB_NAME = "partrig.db"
+BUSY_TIMEOUT_MS = 10_000
+
+
+def db_error(exc: sqlite3.Error, data_dir: Path) -> StoreError:
+    """Map an sqlite3 error to the store error that says what to fix."""
+    text = str(exc).lower()
+    if "full" in text:
+        full = DiskFull(
+            f"no space left for the database in {data_dir}: free space on that disk or point "
+            "data.dir at a larger one; nothing already stored was changed"
+        )
+        full.errno = 28
+        return full
+    if "readonly" in text or "unable to open" in text or "permission" in text:
+        return StoreError(
+            f"cannot write the database in {data_dir} ({exc}): make the directory and "
+            f"{DB_NAME} writable by this user, or set data.dir to a writable directory"
+        )
+    if "malformed" in text or "not a database" in text:
+        return StoreError(
+            f"the database {data_dir / DB_NAME} is damaged ({exc}): restore it from a backup; "
+            "the image files are untouched"
+        )
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StoreError(f"refused by the database: {exc}")
+    return StoreError(f"database error in {data_dir}: {exc}")
+
+
+class StoreBase:
+    """Connections, transactions and the data directory; the API lives in the mixins."""
+
+    data_dir: Path
+
+    def __init__(
+        self, data_dir: Path, *, thumbnail_px: int = 256, fs: FileSystem = REAL_FS
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.db_path = self.data_dir / DB_NAME
+        self.thumbnail_px = int(thumbnail_px)
+        self.fs = fs
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(cls, data_dir: Path | str, *, thumbnail_px: int = 256):  # type: ignore[no-untyped-def]
+        """Open (creating and migrating as needed) the store in ``data_dir``."""
+        store = cls(Path(data_dir), thumbnail_px=thumbnail_px)
+        store._prepare_dir()
+        try:
+            migrate(store.db)
+        except sqlite3.Error as exc:
+            store.close()
+            raise db_error(exc, store.data_dir) from None
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _prepare_dir(self) -> None:
+        ensure_dir(self.data_dir, self.fs)
+        if not os.access(self.data_dir, os.W_OK | os.X_OK):
+            err = PermissionError(13, "Permission denied")
+            raise os_error(err, "opening the dataset store", self.data_dir)
+
+    # --- connections -----------------------------------------------------------------------------
+
+    @property
+    def db(self) -> Database:
+        """This thread's sqlite-utils Database (created on first use)."""
+        if self._closed:
+            raise StoreError("the dataset store is closed; open it again with DatasetStore.open()")
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+        return db
+
+    def _connect(self) -> Database:
+        try:
+            # NOTE: isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT),
+            # never opened behind our back by the sqlite3 module.
+            conn = sqlite3.connect(
+                self.db_path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{self.db_path} could not switch to WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise db_error(exc, self.data_dir) from None
+        with self._all_lock:
+            self._all.append(conn)
+        return Database(conn)
+
+    def close(self) -> None:
+        """Close every thread's connection; idempotent."""
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- statements ------------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: everything inside commits together or not at all."""
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise db_error(exc, self.data_dir) from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise db_error(exc, self.data_dir) from None
+            raise
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        """Rows as dicts (no JSON decoding), with sqlite errors mapped to StoreError."""
+        try:
+            return list(self.db.query(sql, params))
+        except sqlite3.Error as exc:
+            raise db_error(exc, self.data_dir) from None
+
+    def scalar(self, sql: str, params: Any = ()) -> Any:
+        try:
+            row = self.db.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise db_error(exc, self.data_dir) from None
+        return None if row is None else row[0]
+
+    def path_of(self, relpath: str) -> Path:
+        """The absolute path of a stored file."""
+        return self.data_dir / relpath

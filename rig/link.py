@@ -1,0 +1,844 @@
+"""The G-code link: a thread-safe, self-healing sender for Marlin-dialect firmware.
+
+Why it looks like this: the web app, the run engine and the sorter share one board, so every
+public method is thread-safe.  One reader thread owns the port's input; senders write under a
+write lock and wait on a per-command event, so a command costs one write, one read and one
+thread wake-up (no sleeps, no polling).  All protocol state (line numbers, the history kept
+for resends, the commands in flight) lives behind one condition variable; the reader thread
+also checks the deadlines, because it wakes every ``READ_TIMEOUT_S`` anyway.
+
+What it survives (see docs/protocol.md): corrupted lines (Resend/rs from a history, repeated
+requests from lines already in flight ignored, a cap per line), a missing ``ok`` after a
+Resend, lost ``ok`` s (a recognisable probe, never a re-send, so nothing runs twice), busy
+keepalives, a board reset at any time (``start``), fatal errors (latched), a vanished port
+(reconnect and re-handshake), and an emergency stop that bypasses everything queued.
+
+Listeners are called on a separate event thread, so they may call :meth:`GcodeLink.send`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rig import gcode
+from rig.config import SerialConfig
+from rig.errors import FirmwareHalted, FirmwareReset, GcodeError, LinkError, LinkTimeout
+from rig.gcode import FirmwareInfo, Reply
+from rig.serial_port import SerialLike, open_serial, pulse_dtr
+
+log = logging.getLogger("rig.link")
+
+# NOTE: consecutive silences answered with a probe before the link gives up (OctoPrint uses
+# a similar small number); each costs one command timeout.
+PROVOKE_ATTEMPTS = 3
+HISTORY_LINES = 256
+# NOTE: Marlin's AVR receive buffer is 128 bytes; bytes in flight must never overflow it,
+# whatever the ADVANCED_OK window says, or the overflow corrupts lines.
+RX_BUFFER_BYTES = 127
+PROBE_COMMAND = "M115"
+HANDSHAKE_ATTEMPT_S = 2.0
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    """Something the link saw that the layers above must react to.
+
+    ``kind``: ``reset`` (``start`` seen; ``during_command`` says whether a caller's command was
+    in flight), ``reconnected`` (the port came back and was re-handshaken; commands in flight
+    may or may not have run), ``halted`` (a fatal error or an emergency stop latched a fault),
+    ``fault_cleared``.
+    """
+
+    kind: str
+    during_command: bool = False
+    detail: str = ""
+
+
+class PendingCommand:
+    """One command queued or in flight; :meth:`result` blocks until its ``ok``."""
+
+    def __init__(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        internal: bool = False,
+        probe: bool = False,
+        on_done: Callable[[PendingCommand], None] | None = None,
+    ) -> None:
+        self.command = command
+        self.code = gcode.code_of(command)
+        self.long = gcode.is_long(command)
+        self.timeout = timeout
+        self.internal = internal
+        self.probe = probe
+        self.n: int | None = None
+        self.lines: list[str] = []
+        self.firmware_name_seen = False
+        self.error: BaseException | None = None
+        self._on_done = on_done
+        self._done = threading.Event()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> list[str]:
+        """The lines the firmware printed for this command (not ``ok``/busy); raises its error."""
+        if not self._done.wait(timeout):
+            raise LinkTimeout(
+                f"no reply to {self.command!r} within {timeout} s; it is still queued or in flight"
+            )
+        if self.error is not None:
+            raise self.error
+        return list(self.lines)
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        if self._done.is_set():
+            return
+        if error is not None:
+            self.error = error
+        self._done.set()
+        if self._on_done is not None:
+            self._on_done(self)
+
+    def __repr__(self) -> str:
+        return f"<PendingCommand N{self.n} {self.command!r} done={self.done()}>"
+
+
+@dataclass
+class _ResendRequest:
+    line: int
+    ignored: bool
+    deadline: float
+
+
+class GcodeLink:
+    """Numbered, checksummed G-code over one serial port, shared by many threads.
+
+    >>> with GcodeLink(settings.serial) as link:          # doctest: +SKIP
+    ...     link.send("M114")
+    ['X:0.00 Y:0.00 Z:0.00 E:0.00 Count X:0 Y:0 Z:0']
+    """
+
+    def __init__(
+        self,
+        serial_config: SerialConfig,
+        port: str | None = None,
+        *,
+        reset_hook: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = serial_config
+        self.path = port or serial_config.port
+        self.reset_hook = reset_hook
+        self.firmware: FirmwareInfo | None = None
+        self.resets = 0
+        self._cond = threading.Condition(threading.RLock())
+        self._write_lock = threading.Lock()
+        self._port: SerialLike | None = None
+        self._phase = "closed"
+        self._fault: str | None = None
+        self._fault_type: type[LinkError] = FirmwareHalted
+        self._listeners: list[Callable[[LinkEvent], None]] = []
+        self._events: queue.Queue[LinkEvent | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._dispatcher: threading.Thread | None = None
+        self._write_failed: BaseException | None = None
+        # protocol state, guarded by self._cond
+        self._queue: deque[PendingCommand] = deque()
+        self._internal_q: deque[PendingCommand] = deque()
+        self._in_flight: deque[PendingCommand] = deque()
+        self._history: dict[int, bytes] = {}
+        self._next_n = 1
+        self._window = 1
+        self._slots = serial_config.max_in_flight
+        self._ok_has_n = False
+        self._b_seen = False
+        self._resends: deque[_ResendRequest] = deque()
+        self._resend_counts: dict[int, int] = {}
+        self._ignore_line: int | None = None
+        self._ignore_left = 0
+        self._error_line: int | None = None
+        self._activity = 0.0
+        self._busy_seen = False
+        self._silences = 0
+        self._hs_gen = 0
+        self._hs_done_gen = -1
+        self._hs_deadline = 0.0
+        self._hs_events: list[LinkEvent] = []
+        self._hs_failure = ""
+
+    # --- public API ------------------------------------------------------------------------
+
+    @property
+    def fault(self) -> str | None:
+        return self._fault
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``handshaking``, ``ready``, ``reconnecting``, ``disconnected`` or
+        ``halted`` (a fault is latched)."""
+        with self._cond:
+            if self._fault is not None and self._phase != "closed":
+                return "halted"
+            return self._phase
+
+    def add_listener(self, fn: Callable[[LinkEvent], None]) -> None:
+        """Call ``fn(event)`` on the link's event thread for every :class:`LinkEvent`."""
+        with self._cond:
+            self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[LinkEvent], None]) -> None:
+        with self._cond:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+    def open(self) -> FirmwareInfo:
+        """Open the port (DTR best effort) and handshake (``M110 N0``, ``M115``).
+
+        Returns what M115 reported.  A board that resets on open is handled: bytes sent while
+        it boots are lost, its ``start`` restarts the handshake.
+        """
+        with self._cond:
+            if self._phase != "closed":
+                if self.firmware is None:
+                    raise LinkError("the link is already opening")
+                return self.firmware
+            self._port = open_serial(
+                self.path, self.config.baud, without_reset=self.config.open_without_reset
+            )
+            self._stop.clear()
+            self._write_failed = None
+            self._phase = "handshaking"
+            self._reader = threading.Thread(target=self._read_loop, name="rig.link-reader")
+            self._dispatcher = threading.Thread(target=self._dispatch, name="rig.link-events")
+            self._reader.daemon = self._dispatcher.daemon = True
+            self._reader.start()
+            self._dispatcher.start()
+            self._start_handshake(None)
+        try:
+            return self._wait_synced(self._hs_gen, self.config.handshake_timeout_s + 1.0)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the threads, fail everything pending, close the port.  Idempotent."""
+        with self._cond:
+            if self._phase == "closed":
+                return
+            self._phase = "closed"
+            self._stop.set()
+            self._fail_all(LinkError("the serial link was closed"), queued=True)
+            self._cond.notify_all()
+        self._events.put(None)
+        for t in (self._reader, self._dispatcher):
+            if t is not None and t is not threading.current_thread():
+                t.join(timeout=2.0)
+        with self._write_lock:
+            port, self._port = self._port, None
+        if port is not None:
+            with contextlib.suppress(OSError):
+                port.close()
+
+    def __enter__(self) -> GcodeLink:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, cmd: str, timeout: float | None = None) -> PendingCommand:
+        """Queue ``cmd`` and return at once; several may be in flight with ADVANCED_OK.
+
+        ``timeout`` replaces the silence allowed before the link provokes the firmware
+        (default: serial.command_timeout_s, or long_command_timeout_s for M400/G4/G28...).
+        """
+        text = gcode.validate(cmd)
+        pending = PendingCommand(text, timeout=timeout)
+        with self._cond:
+            self._check_usable()
+            self._queue.append(pending)
+            self._pump()
+        return pending
+
+    def send(self, cmd: str, timeout: float | None = None) -> list[str]:
+        """Send ``cmd`` and block until its ``ok``; return the other lines printed for it.
+
+        Raises GcodeError (refused, or the firmware does not know it), FirmwareHalted,
+        FirmwareReset, LinkTimeout or LinkError.
+        """
+        return self.submit(cmd, timeout).result()
+
+    def emergency_stop(self) -> None:
+        """Write ``M112`` straight to the port, ahead of anything queued, and latch a fault."""
+        port = self._port
+        try:
+            with self._write_lock:
+                if port is not None:
+                    port.write(b"M112\n")
+                    port.flush()
+        except OSError as exc:
+            log.error("could not write M112 (the fault is latched anyway): %s", exc)
+        log.warning("emergency stop: M112 sent")
+        with self._cond:
+            self._latch("emergency stop", FirmwareHalted)
+
+    def clear_fault(self) -> FirmwareInfo:
+        """Reset the board (reset hook or DTR), re-handshake, clear the latched fault."""
+        with self._cond:
+            if self._phase == "closed":
+                raise LinkError("the link is not open; open it before clearing a fault")
+            resets_before = self.resets
+            gen_before = self._hs_gen
+        if self.reset_hook is not None:
+            self.reset_hook()
+        else:
+            with self._write_lock:
+                pulse_dtr(self._port)
+        deadline = time.monotonic() + self.config.handshake_timeout_s
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self.resets > resets_before, self.config.handshake_timeout_s
+            )
+            if self._hs_gen == gen_before:
+                log.warning("no 'start' after the reset; handshaking anyway")
+                self._fail_all(LinkError("the board was reset"), queued=False)
+                self._start_handshake(None)
+            gen = self._hs_gen
+        info = self._wait_synced(gen, max(0.5, deadline - time.monotonic()) + 1.0)
+        with self._cond:
+            reason, self._fault = self._fault, None
+            self._write_failed = None
+            self._emit(LinkEvent("fault_cleared", detail=reason or ""))
+            self._pump()
+        log.info("fault cleared (%s)", reason)
+        return info
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._phase == "closed":
+            raise LinkError("the serial link is not open; call open() first")
+        if self._fault is not None:
+            raise self._fault_type(f"rig fault latched: {self._fault}. Clear the fault first.")
+
+    def _submit_internal(self, cmd: str, on_done: Callable[[PendingCommand], None]) -> None:
+        p = PendingCommand(cmd, timeout=HANDSHAKE_ATTEMPT_S, internal=True, on_done=on_done)
+        self._internal_q.append(p)
+        self._pump()
+
+    def _room(self, line_bytes: int) -> bool:
+        if not self._in_flight:
+            return True
+        if len(self._in_flight) >= min(self._window, self._slots):
+            return False
+        used = sum(len(self._history.get(p.n or -1, b"")) for p in self._in_flight)
+        return used + line_bytes <= RX_BUFFER_BYTES
+
+    def _pump(self) -> None:
+        """Write queued commands while the window has room (caller holds the lock)."""
+        if self._port is None or self._resends or self._write_failed is not None:
+            return
+        while True:
+            if self._internal_q:
+                q = self._internal_q
+            elif self._queue and self._phase == "ready" and self._fault is None:
+                q = self._queue
+            else:
+                return
+            p = q[0]
+            line = gcode.frame(self._next_n, p.command).encode("ascii") + b"\n"
+            if not self._room(len(line)):
+                return
+            q.popleft()
+            self._write_line(p, line)
+
+    def _write_line(self, p: PendingCommand, line: bytes) -> None:
+        p.n = self._next_n
+        self._next_n += 1
+        self._history[p.n] = line
+        self._history.pop(p.n - HISTORY_LINES, None)
+        if not self._in_flight:
+            self._activity = time.monotonic()
+            self._busy_seen = False
+        self._in_flight.append(p)
+        self._write(line)
+
+    def _write(self, data: bytes) -> None:
+        port = self._port
+        if port is None:
+            return
+        try:
+            with self._write_lock:
+                port.write(data)
+        except OSError as exc:
+            # NOTE: the reader thread notices the flag within READ_TIMEOUT_S and reconnects;
+            # reconnecting here would block a caller's thread for seconds.
+            log.warning("write to %s failed: %s", self.path, exc)
+            self._write_failed = exc
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        buf = bytearray()
+        while not self._stop.is_set():
+            port = self._port
+            try:
+                if self._write_failed is not None:
+                    raise self._write_failed
+                if port is None:
+                    raise LinkError("the serial port is gone")
+                data = port.read(1)
+                if data:
+                    waiting = port.in_waiting
+                    if waiting:
+                        data += port.read(waiting)
+            except (OSError, TypeError, AttributeError) as exc:
+                # NOTE: TypeError/AttributeError: pyserial's read on a port closed under it.
+                if self._stop.is_set():
+                    break
+                buf.clear()
+                self._reconnect(exc)
+                continue
+            if data:
+                buf += data
+                while (i := buf.find(b"\n")) >= 0:
+                    raw = bytes(buf[:i])
+                    del buf[: i + 1]
+                    text = raw.decode("ascii", "replace").strip()
+                    if text:
+                        with self._cond:
+                            self._on_line(text)
+            with self._cond:
+                self._check_deadlines(time.monotonic())
+
+    def _on_line(self, text: str) -> None:
+        log.debug("<< %s", text)
+        reply = gcode.parse_reply(text)
+        error_line, self._error_line = self._error_line, None
+        if self._phase == "closed":
+            return
+        if reply.kind == "ok":
+            self._on_ok(reply)
+        elif reply.kind == "resend":
+            if reply.n is not None and error_line == reply.n:
+                return  # the Resend that follows its Error line: one request, not two
+            self._request_resend(reply.n or 0, text)
+        elif reply.kind == "busy":
+            self._activity = time.monotonic()
+            self._busy_seen = True
+        elif reply.kind == "start":
+            self._on_start()
+        elif reply.kind == "error" and reply.fatal:
+            self._on_halt(text)
+        elif reply.kind == "error" and reply.line_error:
+            if reply.n is not None:
+                self._request_resend(reply.n + 1, text)
+                self._error_line = reply.n + 1
+        else:
+            self._on_output(reply)
+
+    def _on_output(self, reply: Reply) -> None:
+        self._activity = time.monotonic()
+        if "FIRMWARE_NAME:" in reply.text:
+            self._on_firmware_name()
+        head = self._in_flight[0] if self._in_flight else None
+        if head is None:
+            log.debug("unsolicited line: %s", reply.text)
+            return
+        if reply.unknown_command and f'"{head.command}"' not in reply.text:
+            # NOTE: the firmware names the line it refused; a garbled line whose N was hit
+            # runs as an unknown "command" and is then requested again, so it is not the head's.
+            log.warning("firmware refused a garbled line: %s", reply.text)
+            return
+        head.lines.append(reply.text)
+        if reply.unknown_command:
+            head.error = GcodeError(
+                f"the firmware does not know {head.command!r} ({reply.text}); check the "
+                f"firmware's supported commands in docs/protocol.md"
+            )
+        elif reply.kind == "error":
+            log.warning("firmware error during %r: %s", head.command, reply.text)
+
+    def _on_firmware_name(self) -> None:
+        """An M115 report started: if it is our probe's, every command ahead lost its ok."""
+        for i, p in enumerate(self._in_flight):
+            if p.code == "M115" and not p.firmware_name_seen:
+                p.firmware_name_seen = True
+                if p.probe:
+                    for q in list(self._in_flight)[:i]:
+                        log.info("ok for %r was lost; the probe shows it ran", q.command)
+                        self._complete(q)
+                return
+
+    def _on_ok(self, reply: Reply) -> None:
+        if reply.buffer_free is not None:
+            self._b_seen = True
+            self._slots = max(1, min(self.config.max_in_flight, reply.buffer_free + 1))
+        if reply.n is not None:
+            self._ok_has_n = True
+            # NOTE: replies carry no checksum: an N that names no line in flight is garbage
+            # (or stale) and must not acknowledge anything.
+            known = any(p.n == reply.n for p in self._in_flight)
+            in_range = [p for p in self._in_flight if p.n is not None and p.n <= reply.n]
+            if known:
+                for p in in_range:
+                    self._complete(p)
+                return
+            if self._resends:
+                self._resend_answered()
+            else:
+                log.debug("stale %s ignored", reply.text)
+            return
+        if self._resends:
+            self._resend_answered()
+        elif self._ok_has_n and self._window > 1:
+            log.warning("plain 'ok' from a firmware that numbers its oks; ignored")
+        elif self._in_flight:
+            head = self._in_flight[0]
+            handshake_m115 = head.internal and head.code == "M115" and not head.probe
+            if handshake_m115 and not head.firmware_name_seen:
+                # NOTE: M115 prints its report before its ok, so an ok ahead of the report
+                # is a stray one from before the handshake; taking it would shift every
+                # later reply by one.
+                log.info("stray 'ok' before the M115 report ignored")
+                return
+            self._complete(head)
+        else:
+            log.debug("ok with nothing in flight ignored")
+
+    def _complete(self, p: PendingCommand) -> None:
+        self._in_flight.remove(p)
+        self._activity = time.monotonic()
+        self._busy_seen = False
+        self._silences = 0
+        if p.n is not None:
+            self._resend_counts.pop(p.n, None)
+            if self._ignore_line is not None and p.n >= self._ignore_line:
+                self._ignore_line, self._ignore_left = None, 0
+        p._finish()
+        self._pump()
+        self._cond.notify_all()
+
+    # --- resends -----------------------------------------------------------------------------
+
+    def _request_resend(self, line: int, text: str) -> None:
+        now = time.monotonic()
+        last_sent = self._next_n - 1
+        if self._ignore_line == line and self._ignore_left > 0:
+            self._ignore_left -= 1
+            log.debug("repeated request for line %d from lines in flight ignored", line)
+            self._resends.append(_ResendRequest(line, True, now + self._ok_wait()))
+            return
+        if line > last_sent or (self._phase == "handshaking" and line not in self._history):
+            log.debug("resend request for unsent line %d ignored (%s)", line, text)
+            self._resends.append(_ResendRequest(line, True, now + self._ok_wait()))
+            return
+        if line not in self._history:
+            self._on_start(
+                why=f"the firmware asked for line {line}, which was acknowledged long ago; "
+                f"the board has probably reset"
+            )
+            return
+        count = self._resend_counts.get(line, 0) + 1
+        self._resend_counts[line] = count
+        if count > self.config.resend_limit:
+            self._resync(
+                LinkError(
+                    f"the firmware asked {count} times for line {line} "
+                    f"({self._history[line].decode().strip()!r}); the serial link is too noisy "
+                    f"or the baud rate is wrong: check the USB cable and serial.baud"
+                )
+            )
+            # NOTE: this request's own ok is still coming; swallow it, or it would be taken
+            # for the ok of the M110 just sent and every later reply would be off by one.
+            self._resends.append(_ResendRequest(line, True, now + self._ok_wait()))
+            return
+        log.info("firmware asks for line %d again (%s)", line, text)
+        self._ignore_line, self._ignore_left = line, last_sent - line
+        self._resends.append(_ResendRequest(line, False, now + self._ok_wait()))
+
+    def _ok_wait(self) -> float:
+        return self.config.missing_ok_after_resend_s
+
+    def _resend_answered(self) -> None:
+        """The ok that belongs to a Resend arrived (or was supplied): re-send the lines."""
+        req = self._resends.popleft()
+        if not req.ignored:
+            last_sent = self._next_n - 1
+            data = b"".join(self._history[n] for n in range(req.line, last_sent + 1))
+            self._activity = time.monotonic()
+            self._write(data)
+        self._pump()
+
+    # --- silences, resets, halts, reconnects ----------------------------------------------------
+
+    def _check_deadlines(self, now: float) -> None:
+        while self._resends and now >= self._resends[0].deadline:
+            log.info("no ok after Resend: %d; supplying it", self._resends[0].line)
+            self._resend_answered()
+        if not self._in_flight or self._resends:
+            return
+        head = self._in_flight[0]
+        limit = self._timeout_for(head)
+        if now - self._activity > limit:
+            self._on_silence(head, limit)
+
+    def _timeout_for(self, p: PendingCommand) -> float:
+        cfg = self.config
+        base = p.timeout or (cfg.long_command_timeout_s if p.long else cfg.command_timeout_s)
+        if self._busy_seen:
+            return (
+                cfg.busy_timeout_s
+                if p.long and p.timeout is None
+                else max(base, cfg.busy_timeout_s)
+            )
+        return base
+
+    def _on_silence(self, head: PendingCommand, limit: float) -> None:
+        self._silences += 1
+        self._ignore_line, self._ignore_left = None, 0
+        self._activity = time.monotonic()
+        if head.internal and not head.probe:
+            # NOTE: a handshake step: fail it and let the handshake retry from M110.
+            self._fail_in_flight(LinkTimeout(f"no reply to {head.command!r} in {limit} s"))
+            return
+        if self._silences > PROVOKE_ATTEMPTS:
+            self._resync(
+                LinkTimeout(
+                    f"the firmware stopped answering: no reply to {head.command!r} after "
+                    f"{PROVOKE_ATTEMPTS} prods {limit} s apart; check the cable and the "
+                    f"board's power"
+                )
+            )
+            return
+        log.warning(
+            "no reply to %r for %.1f s; probing with %s", head.command, limit, PROBE_COMMAND
+        )
+        probe = PendingCommand(PROBE_COMMAND, internal=True, probe=True)
+        self._write_line(probe, gcode.frame(self._next_n, PROBE_COMMAND).encode() + b"\n")
+
+    def _fail_in_flight(self, error: BaseException) -> bool:
+        """Fail every command in flight; True if a caller's command was among them."""
+        during = any(not p.internal for p in self._in_flight)
+        failed, self._in_flight = list(self._in_flight), deque()
+        self._resends.clear()
+        self._ignore_line, self._ignore_left = None, 0
+        for p in failed:
+            p._finish(error)
+        self._cond.notify_all()
+        return during
+
+    def _fail_all(self, error: BaseException, *, queued: bool) -> None:
+        self._fail_in_flight(error)
+        internal, self._internal_q = list(self._internal_q), deque()
+        for p in internal:
+            p._finish(error)
+        if queued:
+            waiting, self._queue = list(self._queue), deque()
+            for p in waiting:
+                p._finish(error)
+
+    def _resync(self, error: LinkError) -> None:
+        """Give up on what is in flight and re-handshake (numbering restarts at N0)."""
+        log.error("%s", error)
+        self._fail_in_flight(error)
+        self._start_handshake(None)
+
+    def _on_start(self, why: str = "") -> None:
+        self.resets += 1
+        if self._phase == "closed":
+            return
+        self._hs_gen += 1  # NOTE: bump first, so callbacks of the failed handshake go stale
+        what = ", ".join(repr(p.command) for p in self._in_flight if not p.internal)
+        msg = why or "the board reset ('start' seen)"
+        if what:
+            msg += f" while {what} was in flight; the turntable's position is unknown"
+        log.warning("%s", msg)
+        during = self._fail_in_flight(FirmwareReset(msg))
+        self._start_handshake(LinkEvent("reset", during_command=during, detail=msg))
+
+    def _on_halt(self, text: str) -> None:
+        self._latch(f"firmware halted: {text}", FirmwareHalted)
+
+    def _latch(self, reason: str, kind: type[LinkError]) -> None:
+        first = self._fault is None
+        if first:
+            self._fault, self._fault_type = reason, kind
+        log.error("fault latched: %s", reason)
+        error = self._fault_type(f"rig fault latched: {self._fault}. Clear the fault first.")
+        self._fail_all(error, queued=True)
+        if first:
+            self._emit(LinkEvent("halted", detail=reason))
+
+    def _reconnect(self, exc: BaseException) -> None:
+        msg_tail = "it may or may not have run; query the position before going on"
+        with self._cond:
+            if self._phase == "closed":
+                return
+            log.error("serial port %s lost: %s", self.path, exc)
+            self._phase = "reconnecting"
+            self._hs_gen += 1
+            for p in list(self._in_flight):
+                p._finish(
+                    LinkError(f"serial link lost while {p.command!r} was in flight: {msg_tail}")
+                )
+            self._fail_in_flight(LinkError("serial link lost"))
+            self._fail_all(LinkError("serial link lost"), queued=False)
+            port, self._port = self._port, None
+        if port is not None:
+            with contextlib.suppress(OSError):
+                port.close()
+        for attempt in range(1, self.config.reconnect_attempts + 1):
+            if self._stop.wait(self.config.reconnect_interval_s):
+                return
+            try:
+                new = open_serial(
+                    self.path, self.config.baud, without_reset=self.config.open_without_reset
+                )
+            except LinkError as err:
+                log.info("reconnect attempt %d failed: %s", attempt, err)
+                continue
+            with self._cond:
+                if self._phase == "closed":
+                    new.close()
+                    return
+                self._port, self._write_failed = new, None
+                log.warning("serial port %s reopened; handshaking", self.path)
+                self._start_handshake(LinkEvent("reconnected", detail=str(exc)))
+            return
+        with self._cond:
+            self._phase = "disconnected"
+            self._latch(
+                f"serial port {self.path} vanished ({exc}) and did not come back after "
+                f"{self.config.reconnect_attempts} attempts: check the USB cable, then clear "
+                f"the fault",
+                LinkError,
+            )
+        self._stop.wait(self.config.reconnect_interval_s)
+
+    # --- handshake (a small state machine driven by command callbacks) ---------------------------
+
+    def _start_handshake(self, event: LinkEvent | None) -> None:
+        self._hs_gen += 1
+        self._hs_failure = ""
+        gen = self._hs_gen
+        self._phase = "handshaking"
+        self._hs_deadline = time.monotonic() + self.config.handshake_timeout_s
+        if event is not None:
+            self._hs_events.append(event)
+        self._hs_send_m110(gen)
+
+    def _hs_send_m110(self, gen: int) -> None:
+        self._fail_in_flight(LinkError("the link is re-synchronising with the firmware"))
+        self._internal_q.clear()
+        self._history.clear()
+        self._resend_counts.clear()
+        self._next_n = 0
+        self._window, self._ok_has_n, self._b_seen = 1, False, False
+        self._submit_internal("M110 N0", lambda p: self._hs_after(gen, p, "M110"))
+
+    def _hs_after(self, gen: int, p: PendingCommand, step: str) -> None:
+        if gen != self._hs_gen or self._phase == "closed":
+            return
+        if p.error is not None:
+            self._hs_retry(gen, p.error)
+        elif step == "M110":
+            self._submit_internal("M115", lambda q: self._hs_after(gen, q, "M115"))
+        else:
+            try:
+                info = gcode.parse_m115(p.lines)
+            except GcodeError as exc:
+                self._hs_retry(gen, exc)
+                return
+            self._hs_finish(gen, info)
+
+    def _hs_retry(self, gen: int, error: BaseException) -> None:
+        if isinstance(error, FirmwareHalted) or self._phase == "closed":
+            self._hs_give_up(str(error))
+            return
+        if time.monotonic() >= self._hs_deadline:
+            self._hs_give_up(
+                f"no handshake with the firmware on {self.path} within "
+                f"{self.config.handshake_timeout_s} s ({error}); check serial.port, serial.baud "
+                f"and that the board is powered and flashed"
+            )
+            return
+        log.info("handshake attempt failed (%s); retrying", error)
+        self._hs_send_m110(gen)
+
+    def _hs_give_up(self, reason: str) -> None:
+        self._phase = "disconnected"
+        self._hs_failure = reason
+        if self._fault is None:
+            self._latch(reason, LinkError)
+        self._flush_hs_events()
+        self._cond.notify_all()
+
+    def _hs_finish(self, gen: int, info: FirmwareInfo) -> None:
+        self.firmware = info
+        # NOTE: stock Marlin has no Cap line for ADVANCED_OK; the form of its oks during the
+        # handshake (``ok N0 P15 B3``) says it as clearly.
+        advanced = info.advanced_ok or (self._ok_has_n and self._b_seen)
+        self._window = self.config.max_in_flight if advanced else 1
+        self._slots = self.config.max_in_flight
+        self._hs_done_gen = gen
+        self._phase = "ready"
+        log.info(
+            "firmware %s %s (%s dialect), %d command(s) in flight",
+            info.name,
+            info.version,
+            info.dialect,
+            self._window,
+        )
+        self._flush_hs_events()
+        self._pump()
+        self._cond.notify_all()
+
+    def _flush_hs_events(self) -> None:
+        events, self._hs_events = self._hs_events, []
+        for e in events:
+            self._emit(e)
+
+    def _wait_synced(self, gen: int, timeout: float) -> FirmwareInfo:
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: (
+                    (self._hs_done_gen >= gen and self._phase == "ready")
+                    or self._phase in ("disconnected", "closed")
+                ),
+                timeout,
+            )
+            if self._phase == "ready" and self.firmware is not None and ok:
+                return self.firmware
+            raise LinkError(
+                self._hs_failure
+                or f"no handshake with the firmware on {self.path} in {timeout:.1f} s; check "
+                f"serial.port, serial.baud and the board's power"
+            )
+
+    # --- events ------------------------------------------------------------------------------
+
+    def _emit(self, event: LinkEvent) -> None:
+        self._events.put(event)
+
+    def _dispatch(self) -> None:
+        while True:
+            event = self._events.get()
+            if event is None:
+                return
+            with self._cond:
+                listeners = list(self._listeners)
+            for fn in listeners:
+                try:
+                    fn(event)
+                except Exception:
+                    log.exception("link listener %r failed on %s", fn, event.kind)

@@ -1,0 +1,109 @@
+"""The trapezoid motion model: how long a move takes and where the axis is during it.
+
+Why one module: the simulated firmware times its moves with it, the turntable predicts move
+times with it, the capture plan estimates runs with it and the benchmarks compare measured
+moves against it.  If each had its own formula they would disagree by a few percent and the
+"measured vs predicted" figures would mean nothing.
+
+The profile is the textbook one that our firmware and Marlin (without junction deviation
+across several moves) both follow for a single move from rest to rest: accelerate at
+``accel`` up to ``vmax``, cruise, decelerate at ``accel``.  When the distance is too short to
+reach ``vmax`` the cruise phase vanishes and the profile is a triangle whose peak speed is
+``sqrt(distance * accel)``.
+
+Units are whatever the caller uses consistently (degrees, deg/s, deg/s^2 for the turntable).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def _check(vmax: float, accel: float) -> None:
+    if not (math.isfinite(vmax) and vmax > 0):
+        raise ValueError(f"maximum speed must be a positive finite number (got {vmax!r})")
+    if not (math.isfinite(accel) and accel > 0):
+        raise ValueError(f"acceleration must be a positive finite number (got {accel!r})")
+
+
+@dataclass(frozen=True)
+class Move:
+    """One rest-to-rest move of ``distance`` (signed) with its trapezoid profile.
+
+    ``t_accel`` is the time spent accelerating (and, symmetrically, decelerating),
+    ``t_cruise`` the time at ``peak_speed``.
+    """
+
+    distance: float
+    vmax: float
+    accel: float
+
+    def __post_init__(self) -> None:
+        _check(self.vmax, self.accel)
+        if not math.isfinite(self.distance):
+            raise ValueError(f"move distance must be finite (got {self.distance!r})")
+
+    @property
+    def length(self) -> float:
+        return abs(self.distance)
+
+    @property
+    def peak_speed(self) -> float:
+        # NOTE: sqrt(d*a) is the speed reached when accelerating over half the distance;
+        # it caps the cruise speed for short moves (the triangle case).
+        return min(self.vmax, math.sqrt(self.length * self.accel))
+
+    @property
+    def t_accel(self) -> float:
+        return self.peak_speed / self.accel
+
+    @property
+    def t_cruise(self) -> float:
+        v = self.peak_speed
+        if v <= 0:
+            return 0.0
+        cruise_distance = self.length - v * v / self.accel
+        return max(0.0, cruise_distance / v)
+
+    @property
+    def duration(self) -> float:
+        return 2.0 * self.t_accel + self.t_cruise
+
+    def position_at(self, t: float) -> float:
+        """Signed displacement from the start ``t`` seconds into the move (clamped to ends)."""
+        if self.length == 0.0 or t <= 0.0:
+            return 0.0
+        if t >= self.duration:
+            return self.distance
+        v, a, ta, tc = self.peak_speed, self.accel, self.t_accel, self.t_cruise
+        if t < ta:
+            s = 0.5 * a * t * t
+        elif t < ta + tc:
+            s = 0.5 * a * ta * ta + v * (t - ta)
+        else:
+            left = self.duration - t
+            s = self.length - 0.5 * a * left * left
+        s = min(max(s, 0.0), self.length)
+        return math.copysign(s, self.distance)
+
+    def speed_at(self, t: float) -> float:
+        """Unsigned speed ``t`` seconds into the move."""
+        if self.length == 0.0 or t <= 0.0 or t >= self.duration:
+            return 0.0
+        ta, tc = self.t_accel, self.t_cruise
+        if t < ta:
+            return self.accel * t
+        if t < ta + tc:
+            return self.peak_speed
+        return self.accel * (self.duration - t)
+
+
+def duration(distance: float, vmax: float, accel: float) -> float:
+    """Seconds for a rest-to-rest move of ``distance`` (sign ignored)."""
+    return Move(distance, vmax, accel).duration
+
+
+def position_at(t: float, distance: float, vmax: float, accel: float) -> float:
+    """Signed displacement ``t`` seconds into a move of ``distance``."""
+    return Move(distance, vmax, accel).position_at(t)

@@ -1,0 +1,333 @@
+"""Turntable: degrees in, verified whole steps out, on our firmware or stock Marlin.
+
+Why the host owns the arithmetic: the firmware (AVR, 32-bit floats) is told its steps per
+degree with ``M92`` and then only ever sees axis values that map to an exact whole step.  The
+host keeps the position as a Python ``int`` of steps in its own frame (``_host``), so rounding
+never accumulates: every target is rounded once, from the absolute angle, never from the
+previous target.  The firmware's axis value is ``_host - _offset``; when it grows past a few
+turns the host re-zeroes it with ``G92 X0`` (moving ``_offset``), so the firmware's floats stay
+small and exact.
+
+Direction modes for :meth:`rotate_to`:
+
+* ``"shortest"`` - the shortest signed path (at most 180 degrees either way; exactly 180
+  goes negative).
+* ``"absolute"`` - always turn in the positive direction, from 0 up to (not including) 360
+  degrees.  Why: approaching every angle from the same side takes the gear backlash out of the
+  picture, so the same angle is the same physical position every turn.
+
+Verification: :meth:`wait` sends ``M400`` then ``M114`` and compares ``Count`` with the
+target step.  Replies carry no checksum, so a disagreement is queried once more before a
+:class:`MotionError`.  A board reset while moving (or before the position was ever verified)
+loses the position: :class:`PositionLost` is raised and latched until :meth:`home` or
+:meth:`set_zero`.  A reset while idle at a verified position is harmless (the motor did not
+move), so the position is restored with ``G92``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from typing import Any, Literal
+
+from rig.config import TurntableConfig
+from rig.errors import FirmwareReset, GcodeError, MotionError, PositionLost
+from rig.lights import _event_kind
+from rig.motion import duration
+
+Mode = Literal["absolute", "shortest"]
+_COUNT = re.compile(r"Count\s+X:\s*(-?\d+)")
+REZERO_TURNS = 4  # re-zero the firmware's axis beyond this many turns from 0
+HOME_TIMEOUT_S = 120.0
+
+
+class Turntable:
+    """The rotary axis.  Thread-safe; one instance per link."""
+
+    def __init__(self, link: Any, config: TurntableConfig) -> None:
+        self.link = link
+        self.config = config
+        self.steps_per_degree = config.steps_per_degree
+        # NOTE: the firmware multiplies by the M92 value *as sent*; converting with that same
+        # rounded number makes round(X * spu) land exactly on the intended step.
+        self._m92 = f"{self.steps_per_degree:.6f}"
+        self._spu_sent = float(self._m92)
+        self._lock = threading.RLock()
+        self._host = 0  # target position in steps, host frame (unbounded int)
+        self._nominal = 0.0  # the exact commanded angle (unrounded), host frame, degrees
+        self._offset = 0  # firmware count = _host - _offset
+        self._moving = False
+        self._moved = False  # a move was ever sent: before that there is no position to lose
+        self._verified = False
+        self._restore_pending = False
+        self._redo_pending = False
+        self._seen_resets = getattr(link, "resets", 0)
+        self._pending_s = 0.0  # predicted seconds of the moves not yet waited for
+        self.fault: str | None = None
+        add = getattr(link, "add_listener", None)
+        if add is not None:
+            add(self._on_link_event)
+
+    # --- conversions (pure arithmetic) -------------------------------------------------------
+
+    @property
+    def steps_per_rev(self) -> float:
+        return 360.0 * self.steps_per_degree
+
+    @property
+    def angle(self) -> float:
+        """The commanded angle, 0 <= angle < 360 (as asked, before rounding to a step)."""
+        return self._nominal % 360.0
+
+    def target_steps(self, deg: float, mode: Mode | None = None) -> int:
+        """Host-frame step target for ``rotate_to(deg, mode)`` from the current target."""
+        return round(self._target_deg(deg, mode) * self.steps_per_degree)
+
+    def _target_deg(self, deg: float, mode: Mode | None) -> float:
+        if not math.isfinite(deg):
+            raise GcodeError(f"turntable angle must be a finite number of degrees (got {deg!r})")
+        mode = mode or self.config.mode
+        if mode not in ("absolute", "shortest"):
+            raise GcodeError(f"rotate mode must be 'absolute' or 'shortest' (got {mode!r})")
+        here = self._nominal
+        goal = deg % 360.0
+        delta = (goal - here) % 360.0
+        if mode == "shortest" and delta >= 180.0:
+            delta -= 360.0
+        # NOTE: round the *absolute* angle (whole turns + goal), never here + delta, so
+        # fractions of a step cannot accumulate over thousands of moves.
+        turns = round((here + delta - goal) / 360.0)
+        return turns * 360.0 + goal
+
+    def _axis_value(self, fw_steps: int) -> str:
+        for digits in (6, 8, 10):
+            text = f"{fw_steps / self._spu_sent:.{digits}f}"
+            if round(float(text) * self._spu_sent) == fw_steps:
+                return text
+        return repr(fw_steps / self._spu_sent)
+
+    def move_time(self, delta_deg: float) -> float:
+        """Seconds a rest-to-rest move of ``delta_deg`` takes (trapezoid model)."""
+        return duration(abs(delta_deg), self.config.max_speed_deg_s, self.config.accel_deg_s2)
+
+    # --- link plumbing -----------------------------------------------------------------------
+
+    def _dialect(self) -> str:
+        info = getattr(self.link, "firmware", None)
+        return getattr(info, "dialect", "partrig") or "partrig"
+
+    def _send(self, command: str, timeout: float | None = None) -> list[str]:
+        try:
+            return list(self.link.send(command, timeout=timeout))
+        except FirmwareReset as exc:
+            if self._moving or (self._moved and not self._verified):
+                self._lose(f"the board reset during '{command}' ({exc})")
+                raise PositionLost(self.fault or str(exc)) from exc
+            raise
+
+    def _lose(self, why: str) -> None:
+        self.fault = f"turntable position lost: {why}; home the turntable or confirm zero"
+        self._verified = False
+        self._moving = False
+        self._restore_pending = False
+
+    def _check_fault(self) -> None:
+        if self.fault is not None:
+            raise PositionLost(self.fault)
+
+    def _on_link_event(self, event: Any) -> None:
+        kind = _event_kind(event)
+        if kind == "reset":
+            with self._lock:
+                self._note_resets()
+        elif kind == "halted":
+            with self._lock:
+                if self._moved:
+                    self._lose("the firmware halted")
+        elif kind == "reconnected" and self._moving:
+            self._redo_pending = True
+
+    def _note_resets(self) -> None:
+        """Act on board resets the link counted since we last looked (idempotent).
+
+        NOTE: called from the link's event thread *and* before every operation, because the
+        event is delivered asynchronously: a command issued right after a reset must not run
+        on a board that has forgotten its settings and position.
+        """
+        resets = getattr(self.link, "resets", 0)
+        if resets == self._seen_resets:
+            return
+        self._seen_resets = resets
+        if self._moving or (self._moved and not self._verified):
+            self._lose("the board reset while the turntable was moving")
+        elif self.fault is None:
+            self._restore_pending = True  # idle at a verified position: the motor did not move
+
+    def _restore(self) -> None:
+        """After an idle reset: settings back, then tell the board where it still is."""
+        self._restore_pending = False
+        self.setup()
+        self._send(f"G92 X{self._axis_value(self._host - self._offset)}")
+
+    def _prepare(self) -> None:
+        self._note_resets()
+        self._check_fault()
+        if self._restore_pending:
+            self._restore()
+
+    # --- the API -----------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Send units, speed, acceleration and absolute mode (again after any reset)."""
+        c = self.config
+        with self._lock:
+            self._note_resets()
+            self._send(f"M92 X{self._m92}")
+            self._send(f"M203 X{c.max_speed_deg_s:.4f}")
+            self._send(f"M201 X{c.accel_deg_s2:.4f}")
+            if self._dialect() == "marlin":
+                self._send(f"M204 S{c.accel_deg_s2:.4f}")  # Marlin uses min(M204, M201)
+            self._send("G90")
+            if c.hold_when_idle:
+                self._send("M17")
+
+    def rotate_to(self, deg: float, mode: Mode | None = None) -> None:
+        """Start a move to ``deg`` (mod 360); returns once queued.  :meth:`wait` verifies."""
+        with self._lock:
+            self._prepare()
+            self._go(self._target_deg(deg, mode))
+
+    def rotate_by(self, deg: float) -> None:
+        """Start a relative move of ``deg`` (either sign, several turns allowed)."""
+        if not math.isfinite(deg):
+            raise GcodeError(f"turntable move must be a finite number of degrees (got {deg!r})")
+        with self._lock:
+            self._prepare()
+            # NOTE: relative to the exact commanded angle, not the rounded step, so 360
+            # moves of 1 degree end exactly one turn later whatever the steps per degree.
+            self._go(self._nominal + deg)
+
+    def _go(self, nominal_deg: float) -> None:
+        # NOTE: moves queue back to back in the firmware, so the wait covers them all.
+        self._pending_s += self.move_time(nominal_deg - self._nominal)
+        self._nominal = nominal_deg
+        host_target = round(nominal_deg * self.steps_per_degree)
+        self._host = host_target
+        self._moving = self._moved = True
+        self._redo_pending = False
+        feed = self.config.max_speed_deg_s * 60.0
+        self._send(f"G1 X{self._axis_value(host_target - self._offset)} F{feed:.2f}")
+
+    def _count(self, report: list[str]) -> int | None:
+        for line in report:
+            m = _COUNT.search(line)
+            if m:
+                return int(m.group(1))
+        return None
+
+    def _query_count(self) -> int | None:
+        return self._count(self._send("M114"))
+
+    def _within(self, count: int | None) -> bool:
+        if count is None:
+            return False
+        tol = max(self.config.position_tolerance_deg * self.steps_per_degree, 0.5)
+        return abs(count - (self._host - self._offset)) <= tol
+
+    def wait(self) -> float:
+        """Wait for the move to end, verify it, return the measured angle (0..360)."""
+        with self._lock:
+            self._prepare()
+            self._send("M400", timeout=self._long_timeout())
+            count = self._query_count()
+            if not self._within(count) and self._redo_pending:
+                # NOTE: after a reconnect the move may have been lost with the port; the board
+                # kept power, so redoing the absolute move is safe and lands on the same step.
+                self._go(self._nominal)
+                self._send("M400", timeout=self._long_timeout())
+                count = self._query_count()
+            if not self._within(count):
+                count = self._query_count()  # replies carry no checksum: ask once more
+            if not self._within(count):
+                self._moving = False
+                self._verified = False
+                want = self._host / self.steps_per_degree % 360
+                raise MotionError(
+                    f"turntable is not where it was sent: commanded {want:.3f} deg "
+                    f"(step {self._host - self._offset}), firmware reports step {count}; "
+                    "check the motor, driver and belt, then home or confirm zero"
+                )
+            self._moving = False
+            self._verified = True
+            self._redo_pending = False
+            self._pending_s = 0.0
+            assert count is not None
+            measured = (count + self._offset) / self.steps_per_degree % 360.0
+            self._maybe_rezero()
+            return measured
+
+    def _long_timeout(self) -> float:
+        """How long M400 may stay silent: the predicted moves plus a command timeout.
+
+        NOTE: the link's default for M400 is serial.long_command_timeout_s (minutes), meant
+        for unknown waits.  Here the wait is predictable, so a lost ``ok`` (which no busy
+        keepalive follows once the move is over) is noticed and probed within seconds.
+        """
+        serial = getattr(self.link, "config", None)
+        base = float(getattr(serial, "command_timeout_s", 5.0))
+        return 1.5 * self._pending_s + base
+
+    def _maybe_rezero(self) -> None:
+        if abs(self._host - self._offset) > REZERO_TURNS * self.steps_per_rev:
+            self._send("G92 X0")
+            self._offset = self._host
+
+    def position(self) -> float:
+        """Where the firmware's step counter says the table is now (0..360), even mid-move."""
+        with self._lock:
+            self._prepare()
+            count = self._query_count()
+            if count is None:
+                count = self._query_count()
+            if count is None:
+                raise MotionError("the firmware's M114 report had no Count; check the link")
+            return (count + self._offset) / self.steps_per_degree % 360.0
+
+    def set_zero(self) -> None:
+        """Declare the current position 0 degrees (``G92 X0``); clears a lost position."""
+        with self._lock:
+            self._note_resets()
+            if self._restore_pending or self.fault is not None:
+                self.setup()
+                self._restore_pending = False
+            self._send("G92 X0")
+            self._host = self._offset = 0
+            self._nominal = 0.0
+            self._moving = False
+            self._verified = True
+            self.fault = None
+
+    def hold(self, on: bool) -> None:
+        """Energise (M17) or release (M18) the motor.  Released, the table can be turned by hand."""
+        with self._lock:
+            self._send("M17" if on else "M18")
+            if not on:
+                self._verified = False  # a free table may be nudged: the position is a guess
+
+    def home(self) -> None:
+        """Home on the X-min endstop (``G28 X``); sets 0 degrees and clears a lost position."""
+        if self.config.endstop != "x_min":
+            raise MotionError(
+                "this turntable has no endstop (turntable.endstop = 'none'): turn it to the "
+                "zero mark by hand and confirm zero instead"
+            )
+        with self._lock:
+            self.setup()
+            self._restore_pending = False
+            self.fault = None
+            self._send("G28 X", timeout=HOME_TIMEOUT_S)
+            self._host = self._offset = 0
+            self._nominal = 0.0
+            self._moving = False
+            self._verified = True

@@ -1,0 +1,165 @@
+"""Real-browser tests: Debian's chromium (Playwright) against uvicorn and the simulated rig.
+
+They prove what the operator does: sign in, create and start a run from the page, answer the
+background and part prompts, see the progress bar reach 100 %, pause and resume, latch a fault
+with the emergency stop, and find the new shots in the dataset grid.  Screenshots of each page
+go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from web_helpers import PASSWORD, make_settings
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def plan(angles: int) -> str:
+    return (
+        f'name = "browser {angles}"\nbackgrounds = [1]\nangles_per_rev = {angles}\n'
+        'settle_s = 0.05\nparts = [{ label = "3001", instance = "3001-b" }]\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    import uvicorn
+
+    from web.app import create_app
+
+    settings = make_settings(
+        tmp_path_factory.mktemp("browser") / "data", simulator={"time_scale": 1.0}
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        pg.set_default_timeout(30_000)
+        pg.on("dialog", lambda d: d.accept())
+        yield pg
+        browser.close()
+
+
+def create_run_from_page(page, server: str, angles: int) -> None:
+    page.goto(server + "/runs")
+    page.fill("#plan-toml", plan(angles))
+    page.click("#preview-plan")
+    page.wait_for_selector("#plan-summary")
+    assert f"<strong>{angles}</strong> shots" in page.inner_html("#plan-summary")
+    page.click("#create-run")
+    page.wait_for_url("**/runs/*")
+
+
+def answer_prompts_until(page, states: set[str], timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = page.get_attribute("#run-state", "data-state") or ""
+        if state in states:
+            return state
+        if page.is_visible("#prompt-box") and state == "awaiting_operator":
+            page.click("#answer")
+        page.wait_for_timeout(100)
+    raise AssertionError(f"the run did not reach {states}; it is {state}")
+
+
+def test_signing_in(page, server):
+    page.goto(server + "/")
+    page.wait_for_url("**/login**")
+    page.screenshot(path=str(SHOTS / "login.png"))
+    page.fill("#password", PASSWORD)
+    page.click("#signin")
+    page.wait_for_url(server + "/")
+    page.wait_for_function("document.querySelector('#st-link').textContent.includes('simulated')")
+    page.screenshot(path=str(SHOTS / "dashboard.png"))
+
+
+def test_a_run_started_from_the_page_completes_after_answering_the_prompts(page, server):
+    create_run_from_page(page, server, 4)
+    page.screenshot(path=str(SHOTS / "run-created.png"))
+    page.click("[data-control=start]")
+    page.wait_for_selector("#prompt-box:not([hidden])")
+    assert "background" in page.inner_text("#prompt-text").lower()
+    page.screenshot(path=str(SHOTS / "run-prompt.png"))
+    assert answer_prompts_until(page, {"completed", "failed"}) == "completed"
+    page.wait_for_function("document.querySelector('#bar').dataset.pct === '100'")
+    assert "shot 4 of 4" in page.inner_text("#progress-text")
+    page.screenshot(path=str(SHOTS / "run-completed.png"))
+
+
+def test_pausing_and_resuming_a_run(page, server):
+    create_run_from_page(page, server, 36)
+    page.click("[data-control=start]")
+    answer_prompts_until(page, {"running"})
+    page.wait_for_function("document.querySelector('#bar').dataset.pct > '0'")
+    page.click("[data-control=pause]")
+    page.wait_for_function("document.querySelector('#run-state').dataset.state === 'paused'")
+    page.screenshot(path=str(SHOTS / "run-paused.png"))
+    page.click("[data-control=resume]")
+    answer_prompts_until(page, {"running"})
+    page.click("[data-control=abort]")
+    page.wait_for_function("document.querySelector('#run-state').dataset.state === 'aborted'")
+    page.goto(server + "/runs")
+    page.wait_for_selector("#run-table tbody tr")
+    page.screenshot(path=str(SHOTS / "runs.png"))
+
+
+def test_the_dataset_grid_shows_the_new_shots(page, server):
+    page.goto(server + "/dataset")
+    page.wait_for_selector("#grid .thumb")
+    assert page.locator("#grid .thumb").count() >= 4
+    page.wait_for_selector("#balance rect")
+    page.screenshot(path=str(SHOTS / "dataset.png"))
+    page.click("#grid .thumb >> nth=0")
+    page.wait_for_selector("#meta tr")
+    page.screenshot(path=str(SHOTS / "shot.png"))
+
+
+def test_the_emergency_stop_latches_a_fault_the_dashboard_shows(page, server):
+    page.goto(server + "/")
+    page.click("#estop")
+    page.wait_for_selector("#fault-box:not([hidden])")
+    assert "emergency stop" in page.inner_text("#fault-reason")
+    page.screenshot(path=str(SHOTS / "estop.png"))
+    page.check("#zero-confirmed")
+    page.click("#clear-fault")
+    page.wait_for_selector("#fault-box", state="hidden")

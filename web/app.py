@@ -1,0 +1,111 @@
+"""The FastAPI application factory and its lifespan.
+
+Why a factory: tests and the benchmark build an app around their own (simulated) rig and store;
+``partrig serve`` builds one from the configuration.  The lifespan owns what it opened: the
+store, the rig (real or simulated), the preview encoder and the runs; it marks runs a dead
+process left live as ``interrupted`` and never restarts them (the operator decides).
+
+One worker only: the rig's serial port and camera belong to exactly one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from rig.config import Settings
+from web import errors
+from web.preview import PreviewHub
+from web.run_registry import RunRegistry
+from web.security import Signer, session_secret
+
+log = logging.getLogger("web")
+
+WEB_DIR = Path(__file__).resolve().parent
+
+
+def create_app(settings: Settings, *, rig: Any = None, store: Any = None) -> FastAPI:
+    """The app for ``settings``; a given ``rig``/``store`` is used (and not closed) as is."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened: list[Any] = []
+        state = app.state
+        state.settings = settings
+        state.signer = Signer(session_secret(settings.auth))
+        state.store = store if store is not None else _open_store(settings)
+        if store is None:
+            opened.append(state.store)
+        interrupted = _recover(state.store)
+        if interrupted:
+            log.warning("runs left live by a stopped process are now interrupted: %s", interrupted)
+        state.rig, state.rig_error = rig, None
+        if rig is None:
+            try:
+                from rig.rig import open_rig
+
+                state.rig = open_rig(settings)
+                opened.append(state.rig)
+            except Exception as exc:  # NOTE: serve the dataset even when the rig is absent
+                state.rig_error = str(exc)
+                log.error("the rig could not be opened: %s", exc)
+        camera = getattr(state.rig, "camera", None)
+        state.preview = PreviewHub(camera, settings.web.preview_fps) if camera else None
+        state.runs = RunRegistry(state.store, state.rig, settings)
+        try:
+            yield
+        finally:
+            state.runs.close()
+            if state.preview is not None:
+                state.preview.close()
+            for thing in reversed(opened):
+                try:
+                    thing.close()
+                except Exception as exc:
+                    log.warning("closing %s failed: %s", type(thing).__name__, exc)
+
+    app = FastAPI(
+        title="partrig",
+        version="0.1.0",
+        summary="Turntable photo rig: capture runs, the rig, the dataset.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
+    from web.routers import auth, dataset, pages, runs
+    from web.routers import rig as rig_router
+
+    for router in (auth.router, rig_router.router, runs.router, dataset.router, pages.router):
+        app.include_router(router)
+
+    @app.get("/api/health", tags=["health"])
+    def health() -> dict[str, Any]:
+        """Liveness for the CLI (no auth): says a partrig server owns the rig here."""
+        return {"ok": True, "service": "partrig", "sim": settings.sim}
+
+    return app
+
+
+def _open_store(settings: Settings) -> Any:
+    from capture.store import DatasetStore
+
+    store = DatasetStore.open(settings.data.dir, thumbnail_px=settings.data.thumbnail_px)
+    check = getattr(store, "startup_check", None)
+    if check is not None:
+        try:
+            check()
+        except Exception as exc:  # NOTE: report, but still let the operator see the dataset
+            log.error("dataset store start-up check: %s", exc)
+    return store
+
+
+def _recover(store: Any) -> list[int]:
+    from capture.run import recover_interrupted_runs
+
+    return recover_interrupted_runs(store)

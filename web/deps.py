@@ -1,0 +1,120 @@
+"""The app's dependencies as ``Annotated`` aliases, so routes declare what they need by name.
+
+Everything lives on ``app.state`` (set up by the lifespan in :mod:`web.app`), so tests swap a
+rig or a store by passing them to :func:`web.app.create_app`, or override a dependency with
+``app.dependency_overrides``.
+
+Auth: :data:`ViewerAuth`, :data:`OperatorAuth` and :data:`TrainerAuth` each resolve to the
+calling :class:`~web.security.Principal` or answer 401 (no or bad credentials) / 403 (wrong
+role).  A browser session must also send its CSRF token on every mutating request.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+
+from rig.config import Settings
+from web.security import (
+    CSRF_FORM_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Principal,
+    Role,
+    key_name,
+    role_for_key,
+)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_rig(request: Request) -> Any:
+    rig = request.app.state.rig
+    if rig is None:
+        raise HTTPException(503, "the rig is not open: see the server log for why it failed")
+    return rig
+
+
+def get_store(request: Request) -> Any:
+    return request.app.state.store
+
+
+def get_runs(request: Request) -> Any:
+    return request.app.state.runs
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RigDep = Annotated[Any, Depends(get_rig)]
+StoreDep = Annotated[Any, Depends(get_store)]
+RunsDep = Annotated[Any, Depends(get_runs)]
+
+
+def current_principal(request: Request) -> Principal | None:
+    """Who is calling, from ``X-Api-Key`` or the session cookie; None when anonymous.
+
+    A wrong key is an error (401) rather than "anonymous", so a typo in a client's key is
+    reported as such instead of as a missing permission.
+    """
+    settings: Settings = request.app.state.settings
+    key = request.headers.get("x-api-key")
+    if key is not None:
+        role = role_for_key(settings.auth, key)
+        if role is None:
+            raise HTTPException(
+                401, "unknown API key: use a key from auth.*_keys (see `partrig auth new-key`)"
+            )
+        return Principal(role, "key", key_name(key))
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        body = request.app.state.signer.unsign("session", cookie)
+        if body is not None:
+            return Principal("operator", "session", str(body["user"]), csrf=str(body["csrf"]))
+    return None
+
+
+async def _check_csrf(request: Request, who: Principal) -> None:
+    if who.via != "session" or request.method in SAFE_METHODS:
+        return
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get(CSRF_FORM_FIELD)
+        sent = value if isinstance(value, str) else None
+    if not sent or not who.csrf or not hmac.compare_digest(sent, who.csrf):
+        raise HTTPException(
+            403, f"missing or wrong CSRF token: send the page's token in the {CSRF_HEADER} header"
+        )
+
+
+def require(*roles: Role) -> Any:
+    """A dependency that admits only ``roles`` (and checks CSRF for browser sessions)."""
+
+    async def dependency(request: Request) -> Principal:
+        who = current_principal(request)
+        if who is None:
+            raise HTTPException(
+                401,
+                "sign in at /login, or send an API key in the X-Api-Key header",
+                headers={"WWW-Authenticate": "X-Api-Key"},
+            )
+        if not who.may(*roles):
+            raise HTTPException(
+                403, f"this needs the {' or '.join(roles)} role; you are {who.role}"
+            )
+        await _check_csrf(request, who)
+        return who
+
+    return dependency
+
+
+ViewerAuth = Annotated[Principal, Depends(require("viewer", "operator", "trainer"))]
+OperatorAuth = Annotated[Principal, Depends(require("operator"))]
+TrainerAuth = Annotated[Principal, Depends(require("trainer", "operator"))]

@@ -1,0 +1,130 @@
+"""Credentials for the web app: roles, API keys, the operator's password, signed sessions.
+
+Why our own small HMAC signer instead of itsdangerous: it is one function over the standard
+library (``hmac`` + ``hashlib``), so the Pi needs no extra package, and every token carries an
+expiry and a purpose so a preview token can never be replayed as a session cookie.
+
+Roles: ``viewer`` reads, ``operator`` controls runs and the rig (and may do everything a viewer
+does), ``trainer`` uses the dataset and model API.  A browser session is always an operator's:
+the operator is the one who signs in with the password.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from rig.config import AuthConfig
+
+Role = Literal["viewer", "operator", "trainer"]
+
+SESSION_COOKIE = "partrig_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FORM_FIELD = "csrf_token"
+SESSION_TTL_S = 12 * 3600
+PREVIEW_TOKEN_TTL_S = 120
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the role, how they proved it, and a name recorded in audit trails."""
+
+    role: Role
+    via: Literal["key", "session"]
+    name: str
+    csrf: str | None = None
+
+    def may(self, *roles: Role) -> bool:
+        return self.role in roles
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash for ``auth.operator_password_hash``."""
+    from argon2 import PasswordHasher
+
+    if len(password) < 8:
+        raise ValueError("choose a password of at least 8 characters")
+    return PasswordHasher().hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """True when ``password`` matches; False for a wrong password or an unusable hash."""
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+    if not password_hash or not password:
+        return False
+    try:
+        return PasswordHasher().verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def new_api_key() -> str:
+    """A fresh random API key (URL-safe, 256 bits)."""
+    return "prk_" + secrets.token_urlsafe(32)
+
+
+def role_for_key(auth: AuthConfig, key: str) -> Role | None:
+    """The role an API key belongs to, compared in constant time; None when unknown."""
+    found: Role | None = None
+    for role, keys in (
+        ("operator", auth.operator_keys),
+        ("trainer", auth.trainer_keys),
+        ("viewer", auth.viewer_keys),
+    ):
+        for candidate in keys:
+            # NOTE: check every key (no early return) so timing does not reveal which matched.
+            if candidate and hmac.compare_digest(candidate.encode(), key.encode()) and not found:
+                found = role  # type: ignore[assignment]
+    return found
+
+
+def key_name(key: str) -> str:
+    """A short, non-secret name for a key in audit trails (a hash prefix, never the key)."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+class Signer:
+    """Signs small JSON payloads with a purpose and an expiry (HMAC-SHA256)."""
+
+    def __init__(self, secret: str | bytes) -> None:
+        self._key = secret.encode() if isinstance(secret, str) else secret
+        if len(self._key) < 16:
+            raise ValueError("the session secret must be at least 16 characters")
+
+    def sign(self, purpose: str, payload: dict[str, object], ttl_s: float) -> str:
+        body = dict(payload, p=purpose, exp=int(time.time() + ttl_s))
+        raw = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode())
+        mac = hmac.new(self._key, raw, hashlib.sha256).digest()
+        return (raw + b"." + base64.urlsafe_b64encode(mac)).decode().replace("=", "")
+
+    def unsign(self, purpose: str, token: str) -> dict[str, object] | None:
+        """The payload, or None when the token is forged, expired or for another purpose."""
+        try:
+            raw_s, _, mac_s = token.partition(".")
+            raw = raw_s.encode() + b"=" * (-len(raw_s) % 4)
+            mac = base64.urlsafe_b64decode(mac_s.encode() + b"=" * (-len(mac_s) % 4))
+            want = hmac.new(self._key, raw, hashlib.sha256).digest()
+            if not hmac.compare_digest(mac, want):
+                return None
+            body = json.loads(base64.urlsafe_b64decode(raw))
+        except (ValueError, TypeError, UnicodeError):
+            return None
+        if not isinstance(body, dict) or body.get("p") != purpose:
+            return None
+        exp = body.get("exp")
+        if not isinstance(exp, int) or exp < time.time():
+            return None
+        return body
+
+
+def session_secret(auth: AuthConfig) -> str:
+    """The configured secret, or a random one for this process (sessions end on restart)."""
+    return auth.session_secret or secrets.token_urlsafe(32)
