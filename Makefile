@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,litert
+EXTRAS ?= dev,litert,train
 # Debian packages: the AVR toolchain and simavr for firmware-in-the-loop tests, chromium for
 # the browser tests, nginx and curl for the pull benchmark.
 APT_PACKAGES := gcc-avr avr-libc binutils-avr simavr libsimavr-dev libsimavrparts1 libelf-dev \

@@ -33,7 +33,7 @@ ARGS = [
 def plan(angles: int) -> str:
     return (
         f'name = "browser {angles}"\nbackgrounds = [1]\nangles_per_rev = {angles}\n'
-        'settle_s = 0.05\nparts = [{ label = "3001", instance = "3001-b" }]\n'
+        'settle_s = 0.05\nparts = [{ label = "brick-2x4-red", instance = "brick-2x4-red-b" }]\n'
     )
 
 
@@ -102,6 +102,19 @@ def answer_prompts_until(page, states: set[str], timeout_s: float = 60) -> str:
     raise AssertionError(f"the run did not reach {states}; it is {state}")
 
 
+def answer_prompts_until_progress(page, timeout_s: float = 60) -> None:
+    """Answer prompts until the first shot moves the progress bar (the run is then shooting)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if int(page.get_attribute("#bar", "data-pct") or 0) > 0:
+            return
+        state = page.get_attribute("#run-state", "data-state") or ""
+        if page.is_visible("#prompt-box") and state == "awaiting_operator":
+            page.click("#answer")
+        page.wait_for_timeout(100)
+    raise AssertionError("the run took no shot")
+
+
 def test_signing_in(page, server):
     page.goto(server + "/")
     page.wait_for_url("**/login**")
@@ -129,13 +142,13 @@ def test_a_run_started_from_the_page_completes_after_answering_the_prompts(page,
 def test_pausing_and_resuming_a_run(page, server):
     create_run_from_page(page, server, 36)
     page.click("[data-control=start]")
-    answer_prompts_until(page, {"running"})
-    page.wait_for_function("document.querySelector('#bar').dataset.pct > '0'")
+    page.wait_for_selector("#prompt-box:not([hidden])")
+    answer_prompts_until_progress(page)
     page.click("[data-control=pause]")
     page.wait_for_function("document.querySelector('#run-state').dataset.state === 'paused'")
     page.screenshot(path=str(SHOTS / "run-paused.png"))
     page.click("[data-control=resume]")
-    answer_prompts_until(page, {"running"})
+    page.wait_for_function("document.querySelector('#run-state').dataset.state !== 'paused'")
     page.click("[data-control=abort]")
     page.wait_for_function("document.querySelector('#run-state').dataset.state === 'aborted'")
     page.goto(server + "/runs")

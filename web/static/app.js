@@ -116,11 +116,14 @@ const partrig = (() => {
   const FINAL = ["completed", "aborted"];
   function showRun(d) {
     if (d.state) { $("#run-state").textContent = d.state; $("#run-state").dataset.state = d.state; }
-    const total = d.total || 0, done = d.done || 0;
-    const pct = total ? Math.min(100, (100 * done) / total) : 0;
-    $("#bar").style.width = pct.toFixed(1) + "%";
-    $("#bar").dataset.pct = Math.round(pct);
-    $("#progress-text").textContent = `shot ${done} of ${total} (${Math.round(pct)} %)`;
+    // NOTE: only some events carry progress; the others must not reset the bar to zero.
+    if ("total" in d && "done" in d) {
+      const total = d.total || 0, done = d.done || 0;
+      const pct = total ? Math.min(100, (100 * done) / total) : 0;
+      $("#bar").style.width = pct.toFixed(1) + "%";
+      $("#bar").dataset.pct = Math.round(pct);
+      $("#progress-text").textContent = `shot ${done} of ${total} (${Math.round(pct)} %)`;
+    }
     if ("elapsed_s" in d) $("#cur-elapsed").textContent = fmtS(d.elapsed_s);
     if ("eta_s" in d) $("#cur-eta").textContent = fmtS(d.eta_s);
     if (d.reason !== undefined) $("#run-reason").textContent = d.reason || "–";
