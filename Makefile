@@ -38,7 +38,7 @@ firmware: sysdeps
 	$(MAKE) -C firmware all harness
 
 demo: venv
-	$(BIN)/partrig demo --data $(DATA)
+	$(BIN)/partrig serve --sim --data $(DATA)
 
 test: sysdeps venv firmware
 	$(BIN)/ruff check .
