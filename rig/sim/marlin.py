@@ -325,7 +325,12 @@ class SimFirmware:
     def _accept(self, raw: str) -> None:
         """Validate one received line and put its command in the queue (or reply an error)."""
         if not raw.startswith("N"):
-            self._queue.append((None, raw.split("*", 1)[0].strip()))
+            if "*" in raw:
+                # NOTE: a checksum without a line number means the N itself was corrupted on
+                # the wire; running the rest as an unnumbered command would execute garbage.
+                self._line_error("No Line Number with checksum")
+                return
+            self._queue.append((None, raw.strip()))
             return
         star = raw.rfind("*")
         body = raw[:star] if star >= 0 else raw

@@ -57,6 +57,17 @@ def test_a_numbered_line_without_checksum_is_refused(host):
     assert host.until_ok()[0] == "Error:No Checksum with line number, Last Line: 0"
 
 
+def test_a_checksum_without_a_line_number_is_refused_not_run(host, fw, frame):
+    # the leading "N" was corrupted on the wire: the command must not run unnumbered
+    corrupted = frame(1, "G1 X90").replace(b"N", b"O", 1)
+    host.serial.write(corrupted)
+    assert host.until_ok()[:2] == [
+        "Error:No Line Number with checksum, Last Line: 0",
+        "Resend: 1",
+    ]
+    assert host.send("M114")[0].startswith("X:0.00")
+
+
 def test_a_repeat_of_the_last_accepted_line_is_dropped_silently(host, frame):
     host.send("G90")
     host.serial.write(frame(1, "G90"))
