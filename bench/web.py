@@ -36,7 +36,7 @@ name = "web bench"
 backgrounds = [1]
 angles_per_rev = 36
 settle_s = 0.2
-parts = [{ label = "3001", instance = "3001-bench" }]
+parts = [{ label = "brick-2x4-red", instance = "brick-2x4-red-bench" }]
 """
 
 
