@@ -114,7 +114,11 @@ const partrig = (() => {
 
   // --- one run -------------------------------------------------------------------------------
   const FINAL = ["completed", "aborted"];
+  // NOTE: a control's HTTP answer can arrive after the SSE events that followed it; the
+  // sequence number keeps a stale answer from overwriting a newer state (e.g. a prompt).
+  let lastSeq = -1;
   function showRun(d) {
+    if (typeof d.seq === "number") { if (d.seq < lastSeq) return; lastSeq = d.seq; }
     if (d.state) { $("#run-state").textContent = d.state; $("#run-state").dataset.state = d.state; }
     // NOTE: only some events carry progress; the others must not reset the bar to zero.
     if ("total" in d && "done" in d) {
@@ -154,7 +158,7 @@ const partrig = (() => {
     let lastRefresh = 0;
     const onEvent = (e) => {
       const ev = JSON.parse(e.data);
-      showRun(Object.assign({}, ev.data || ev));
+      showRun(Object.assign({seq: ev.seq}, ev.data || ev));
       if (ev.kind === "stored" && Date.now() - lastRefresh > 2000) { lastRefresh = Date.now(); act(loadRunShots)(id); }
       if (ev.kind === "state" && FINAL.includes(ev.data.state)) { es.close(); act(loadRunShots)(id); }
     };
@@ -232,5 +236,98 @@ const partrig = (() => {
       await api("DELETE", `/api/dataset/shots/${id}`); location.href = "/dataset";
     }));
   }
-  return {api, dashboard, runsPage, runPage, datasetPage, shotPage};
+
+  // --- sorter --------------------------------------------------------------------------------
+  const fmtCounts = (obj) => Object.entries(obj || {}).map(([k, v]) => `${esc(k)}: ${v}`).join(" · ") || "–";
+  function showSorter(s) {
+    $("#sorter-state").textContent = s.state; $("#sorter-state").dataset.state = s.state;
+    $("#sorter-error").hidden = !s.error; $("#sorter-error").textContent = s.error || "";
+    $("#sorter-model").textContent = s.model_id || s.active_model || "none active";
+    $("#sorter-total").textContent = s.decisions.total;
+    $("#sorter-bins").innerHTML = fmtCounts(s.decisions.by_bin);
+    $("#sorter-reasons").innerHTML = fmtCounts(s.decisions.by_reason);
+    $("#sorter-review").textContent = `${s.review.open} open`;
+    const last = s.last_decision;
+    $("#sorter-last").textContent = last ? `${last.label} (${Number(last.confidence).toFixed(2)}) → bin ${last.bin}` : "–";
+    const inc = s.incident;
+    $("#incident-box").hidden = !(inc || s.state === "faulted");
+    $("#incident-text").textContent = inc ? `${inc.kind}: ${inc.message}` : (s.fault || "");
+    $("#sorter-start").disabled = !s.available || s.state === "running";
+    $("#sorter-stop").disabled = !s.available || s.state !== "running";
+  }
+  async function loadSorterTables() {
+    const d = await api("GET", "/api/sorter/decisions?limit=30");
+    $("#decision-table tbody").innerHTML = d.items.map((r) => `<tr><td>${r.id}</td><td>${esc(r.at)}</td><td>${esc(r.label)}</td><td>${Number(r.confidence).toFixed(3)}</td><td>${r.bin}</td><td>${esc(r.reason)}</td><td>${esc(r.model_id ?? "–")}</td></tr>`).join("");
+    const inc = await api("GET", "/api/sorter/incidents?limit=20");
+    $("#incident-table tbody").innerHTML = inc.map((i) => `<tr><td>${i.id}</td><td>${esc(i.at)}</td><td>${esc(i.kind)}</td><td>${esc(i.message)}</td><td>${esc(i.acknowledged_by ?? "open")}</td></tr>`).join("");
+  }
+  function sorterPage() {
+    const refresh = act(async () => { showSorter(await api("GET", "/api/sorter/status")); await loadSorterTables(); });
+    refresh(); setInterval(refresh, 1500);
+    $("#sorter-start").addEventListener("click", act(async () => showSorter(await api("POST", "/api/sorter/start"))));
+    $("#sorter-stop").addEventListener("click", act(async () => showSorter(await api("POST", "/api/sorter/stop"))));
+    $("#acknowledge").addEventListener("click", act(async () => { showSorter(await api("POST", "/api/sorter/acknowledge")); await loadSorterTables(); }));
+  }
+
+  // --- review queue --------------------------------------------------------------------------
+  function reviewCard(item, labels) {
+    const guesses = (item.top_k || []).map(([l, p]) => `${esc(l)} ${Number(p).toFixed(2)}`).join(", ");
+    const buttons = labels.map((l) => `<button type="button" data-label="${esc(l)}" class="${l === item.predicted ? "primary" : ""}">${esc(l)}</button>`).join("");
+    return `<div class="card review-item" data-item-id="${item.id}"><img loading="lazy" src="/api/review/${item.id}/crop" alt="review item ${item.id}">` +
+      `<p class="muted">model said ${esc(item.predicted)} (${Number(item.confidence).toFixed(2)}); top: ${guesses}</p>` +
+      `<div class="row">${buttons}<button type="button" data-discard class="danger">Discard</button></div></div>`;
+  }
+  function reviewPage() {
+    let before = null;
+    const load = act(async (append) => {
+      const q = new URLSearchParams({limit: "60"}); if (append && before) q.set("before_id", before);
+      const page = await api("GET", "/api/review?" + q);
+      const html = page.items.map((i) => reviewCard(i, page.labels)).join("");
+      if (append) $("#review-items").insertAdjacentHTML("beforeend", html);
+      else $("#review-items").innerHTML = html || "<p class='muted'>Nothing to review.</p>";
+      $("#review-counts").textContent = `${page.counts.open} open · ${page.counts.labelled} labelled · ${page.counts.discarded} discarded`;
+      before = page.next_before_id; $("#review-more").hidden = !before;
+    });
+    $("#review-items").addEventListener("click", act(async (e) => {
+      const card = e.target.closest("[data-item-id]"); if (!card || e.target.tagName !== "BUTTON") return;
+      const id = card.dataset.itemId;
+      if ("discard" in e.target.dataset) await api("POST", `/api/review/${id}/discard`);
+      else await api("POST", `/api/review/${id}/label`, {label: e.target.dataset.label});
+      card.remove();
+    }));
+    $("#review-more").addEventListener("click", () => load(true));
+    load(false);
+  }
+
+  // --- models --------------------------------------------------------------------------------
+  const pct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)} %`);
+  async function loadModels() {
+    const m = await api("GET", "/api/models");
+    $("#active-model").textContent = m.active ? `${m.active} is active` : "none active";
+    $("#rollback").disabled = !m.rollback_to;
+    $("#rollback-to").textContent = m.rollback_to ? `would restore ${m.rollback_to}` : "nothing to roll back to";
+    $("#model-table tbody").innerHTML = m.items.map((r) => {
+      const v = r.validation || {};
+      const can = r.state === "validated" || r.state === "retired";
+      return `<tr data-model-id="${esc(r.id)}"><td>${esc(r.id)}</td><td class="state">${esc(r.state)}</td><td>${esc(r.snapshot_id ?? "–")}</td>` +
+        `<td>${pct(v.accuracy)}${v.reason ? `<br><span class="muted">${esc(v.reason)}</span>` : ""}</td><td>${pct(v.required_accuracy)}</td>` +
+        `<td>${pct((r.metrics || {}).accuracy)}</td><td>${esc(r.uploaded_at)} by ${esc(r.uploaded_by ?? "–")}</td>` +
+        `<td>${can ? `<button type="button" class="primary" data-activate="${esc(r.id)}">Activate</button>` : ""}</td></tr>`;
+    }).join("");
+    const acts = await api("GET", "/api/models/activations");
+    $("#activation-table tbody").innerHTML = acts.map((a) => `<tr><td>${esc(a.at)}</td><td>${esc(a.action)}</td><td>${esc(a.model_id)}</td><td>${esc(a.previous_model_id ?? "–")}</td><td>${esc(a.who)}</td></tr>`).join("");
+  }
+  function modelsPage() {
+    act(loadModels)();
+    $("#model-table").addEventListener("click", act(async (e) => {
+      const id = e.target.dataset.activate; if (!id) return;
+      if (!confirm(`Make ${id} the sorter's model now?`)) return;
+      await api("POST", `/api/models/${id}/activate`); await loadModels();
+    }));
+    $("#rollback").addEventListener("click", act(async () => {
+      if (!confirm("Put the previous model back?")) return;
+      await api("POST", "/api/models/rollback"); await loadModels();
+    }));
+  }
+  return {api, dashboard, runsPage, runPage, datasetPage, shotPage, sorterPage, reviewPage, modelsPage};
 })();
