@@ -25,101 +25,30 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from rig import gcode
 from rig.config import SerialConfig
-from rig.errors import FirmwareHalted, FirmwareReset, GcodeError, LinkError, LinkTimeout
+from rig.errors import FirmwareHalted, GcodeError, LinkError
 from rig.gcode import FirmwareInfo, Reply
+from rig.link_handshake import LinkHandshake
+from rig.link_recovery import LinkRecovery
+from rig.link_types import (
+    HANDSHAKE_ATTEMPT_S,
+    HISTORY_LINES,
+    PROBE_COMMAND,
+    RX_BUFFER_BYTES,
+    LinkEvent,
+    PendingCommand,
+    ResendRequest,
+)
 from rig.serial_port import SerialLike, open_serial, pulse_dtr
 
 log = logging.getLogger("rig.link")
 
-# NOTE: consecutive silences answered with a probe before the link gives up (OctoPrint uses
-# a similar small number); each costs one command timeout.
-PROVOKE_ATTEMPTS = 3
-HISTORY_LINES = 256
-# NOTE: Marlin's AVR receive buffer is 128 bytes; bytes in flight must never overflow it,
-# whatever the ADVANCED_OK window says, or the overflow corrupts lines.
-RX_BUFFER_BYTES = 127
-PROBE_COMMAND = "M115"
-HANDSHAKE_ATTEMPT_S = 2.0
+__all__ = ["PROBE_COMMAND", "GcodeLink", "LinkEvent", "PendingCommand"]
 
 
-@dataclass(frozen=True)
-class LinkEvent:
-    """Something the link saw that the layers above must react to.
-
-    ``kind``: ``reset`` (``start`` seen; ``during_command`` says whether a caller's command was
-    in flight), ``reconnected`` (the port came back and was re-handshaken; commands in flight
-    may or may not have run), ``halted`` (a fatal error or an emergency stop latched a fault),
-    ``fault_cleared``.
-    """
-
-    kind: str
-    during_command: bool = False
-    detail: str = ""
-
-
-class PendingCommand:
-    """One command queued or in flight; :meth:`result` blocks until its ``ok``."""
-
-    def __init__(
-        self,
-        command: str,
-        *,
-        timeout: float | None = None,
-        internal: bool = False,
-        probe: bool = False,
-        on_done: Callable[[PendingCommand], None] | None = None,
-    ) -> None:
-        self.command = command
-        self.code = gcode.code_of(command)
-        self.long = gcode.is_long(command)
-        self.timeout = timeout
-        self.internal = internal
-        self.probe = probe
-        self.n: int | None = None
-        self.lines: list[str] = []
-        self.firmware_name_seen = False
-        self.error: BaseException | None = None
-        self._on_done = on_done
-        self._done = threading.Event()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout: float | None = None) -> list[str]:
-        """The lines the firmware printed for this command (not ``ok``/busy); raises its error."""
-        if not self._done.wait(timeout):
-            raise LinkTimeout(
-                f"no reply to {self.command!r} within {timeout} s; it is still queued or in flight"
-            )
-        if self.error is not None:
-            raise self.error
-        return list(self.lines)
-
-    def _finish(self, error: BaseException | None = None) -> None:
-        if self._done.is_set():
-            return
-        if error is not None:
-            self.error = error
-        self._done.set()
-        if self._on_done is not None:
-            self._on_done(self)
-
-    def __repr__(self) -> str:
-        return f"<PendingCommand N{self.n} {self.command!r} done={self.done()}>"
-
-
-@dataclass
-class _ResendRequest:
-    line: int
-    ignored: bool
-    deadline: float
-
-
-class GcodeLink:
+class GcodeLink(LinkRecovery, LinkHandshake):
     """Numbered, checksummed G-code over one serial port, shared by many threads.
 
     >>> with GcodeLink(settings.serial) as link:          # doctest: +SKIP
@@ -161,7 +90,7 @@ class GcodeLink:
         self._slots = serial_config.max_in_flight
         self._ok_has_n = False
         self._b_seen = False
-        self._resends: deque[_ResendRequest] = deque()
+        self._resends: deque[ResendRequest] = deque()
         self._resend_counts: dict[int, int] = {}
         self._ignore_line: int | None = None
         self._ignore_left = 0
@@ -527,303 +456,6 @@ class GcodeLink:
         p._finish()
         self._pump()
         self._cond.notify_all()
-
-    # --- resends -----------------------------------------------------------------------------
-
-    def _request_resend(self, line: int, text: str) -> None:
-        now = time.monotonic()
-        last_sent = self._next_n - 1
-        if self._ignore_line == line and self._ignore_left > 0:
-            self._ignore_left -= 1
-            log.debug("repeated request for line %d from lines in flight ignored", line)
-            self._resends.append(_ResendRequest(line, True, now + self._ok_wait()))
-            return
-        if line > last_sent or (self._phase == "handshaking" and line not in self._history):
-            log.debug("resend request for unsent line %d ignored (%s)", line, text)
-            self._resends.append(_ResendRequest(line, True, now + self._ok_wait()))
-            return
-        if line not in self._history:
-            self._on_start(
-                why=f"the firmware asked for line {line}, which was acknowledged long ago; "
-                f"the board has probably reset"
-            )
-            return
-        count = self._resend_counts.get(line, 0) + 1
-        self._resend_counts[line] = count
-        if count > self.config.resend_limit:
-            self._resync(
-                LinkError(
-                    f"the firmware asked {count} times for line {line} "
-                    f"({self._history[line].decode().strip()!r}); the serial link is too noisy "
-                    f"or the baud rate is wrong: check the USB cable and serial.baud"
-                )
-            )
-            # NOTE: this request's own ok is still coming; swallow it, or it would be taken
-            # for the ok of the M110 just sent and every later reply would be off by one.
-            self._resends.append(_ResendRequest(line, True, now + self._ok_wait()))
-            return
-        log.info("firmware asks for line %d again (%s)", line, text)
-        self._ignore_line, self._ignore_left = line, last_sent - line
-        self._resends.append(_ResendRequest(line, False, now + self._ok_wait()))
-
-    def _ok_wait(self) -> float:
-        return self.config.missing_ok_after_resend_s
-
-    def _resend_answered(self) -> None:
-        """The ok that belongs to a Resend arrived (or was supplied): re-send the lines."""
-        req = self._resends.popleft()
-        if not req.ignored:
-            last_sent = self._next_n - 1
-            data = b"".join(self._history[n] for n in range(req.line, last_sent + 1))
-            self._activity = time.monotonic()
-            self._write(data)
-        self._pump()
-
-    # --- silences, resets, halts, reconnects ----------------------------------------------------
-
-    def _check_deadlines(self, now: float) -> None:
-        while self._resends and now >= self._resends[0].deadline:
-            log.info("no ok after Resend: %d; supplying it", self._resends[0].line)
-            self._resend_answered()
-        if not self._in_flight or self._resends:
-            return
-        head = self._in_flight[0]
-        limit = self._timeout_for(head)
-        if now - self._activity > limit:
-            self._on_silence(head, limit)
-
-    def _timeout_for(self, p: PendingCommand) -> float:
-        cfg = self.config
-        base = p.timeout or (cfg.long_command_timeout_s if p.long else cfg.command_timeout_s)
-        if self._busy_seen:
-            return (
-                cfg.busy_timeout_s
-                if p.long and p.timeout is None
-                else max(base, cfg.busy_timeout_s)
-            )
-        return base
-
-    def _on_silence(self, head: PendingCommand, limit: float) -> None:
-        self._silences += 1
-        self._ignore_line, self._ignore_left = None, 0
-        self._activity = time.monotonic()
-        if head.internal and not head.probe:
-            # NOTE: a handshake step: fail it and let the handshake retry from M110.
-            self._fail_in_flight(LinkTimeout(f"no reply to {head.command!r} in {limit} s"))
-            return
-        if self._silences > PROVOKE_ATTEMPTS:
-            self._resync(
-                LinkTimeout(
-                    f"the firmware stopped answering: no reply to {head.command!r} after "
-                    f"{PROVOKE_ATTEMPTS} prods {limit} s apart; check the cable and the "
-                    f"board's power"
-                )
-            )
-            return
-        log.warning(
-            "no reply to %r for %.1f s; probing with %s", head.command, limit, PROBE_COMMAND
-        )
-        probe = PendingCommand(PROBE_COMMAND, internal=True, probe=True)
-        self._write_line(probe, gcode.frame(self._next_n, PROBE_COMMAND).encode() + b"\n")
-
-    def _fail_in_flight(self, error: BaseException) -> bool:
-        """Fail every command in flight; True if a caller's command was among them."""
-        during = any(not p.internal for p in self._in_flight)
-        failed, self._in_flight = list(self._in_flight), deque()
-        self._resends.clear()
-        self._ignore_line, self._ignore_left = None, 0
-        for p in failed:
-            p._finish(error)
-        self._cond.notify_all()
-        return during
-
-    def _fail_all(self, error: BaseException, *, queued: bool) -> None:
-        self._fail_in_flight(error)
-        internal, self._internal_q = list(self._internal_q), deque()
-        for p in internal:
-            p._finish(error)
-        if queued:
-            waiting, self._queue = list(self._queue), deque()
-            for p in waiting:
-                p._finish(error)
-
-    def _resync(self, error: LinkError) -> None:
-        """Give up on what is in flight and re-handshake (numbering restarts at N0)."""
-        log.error("%s", error)
-        self._fail_in_flight(error)
-        self._start_handshake(None)
-
-    def _on_start(self, why: str = "") -> None:
-        self.resets += 1
-        if self._phase == "closed":
-            return
-        self._hs_gen += 1  # NOTE: bump first, so callbacks of the failed handshake go stale
-        what = ", ".join(repr(p.command) for p in self._in_flight if not p.internal)
-        msg = why or "the board reset ('start' seen)"
-        if what:
-            msg += f" while {what} was in flight; the turntable's position is unknown"
-        log.warning("%s", msg)
-        during = self._fail_in_flight(FirmwareReset(msg))
-        self._start_handshake(LinkEvent("reset", during_command=during, detail=msg))
-
-    def _on_halt(self, text: str) -> None:
-        self._latch(f"firmware halted: {text}", FirmwareHalted)
-
-    def _latch(self, reason: str, kind: type[LinkError]) -> None:
-        first = self._fault is None
-        if first:
-            self._fault, self._fault_type = reason, kind
-        log.error("fault latched: %s", reason)
-        error = self._fault_type(f"rig fault latched: {self._fault}. Clear the fault first.")
-        self._fail_all(error, queued=True)
-        if first:
-            self._emit(LinkEvent("halted", detail=reason))
-
-    def _reconnect(self, exc: BaseException) -> None:
-        msg_tail = "it may or may not have run; query the position before going on"
-        with self._cond:
-            if self._phase == "closed":
-                return
-            log.error("serial port %s lost: %s", self.path, exc)
-            self._phase = "reconnecting"
-            self._hs_gen += 1
-            for p in list(self._in_flight):
-                p._finish(
-                    LinkError(f"serial link lost while {p.command!r} was in flight: {msg_tail}")
-                )
-            self._fail_in_flight(LinkError("serial link lost"))
-            self._fail_all(LinkError("serial link lost"), queued=False)
-            port, self._port = self._port, None
-        if port is not None:
-            with contextlib.suppress(OSError):
-                port.close()
-        for attempt in range(1, self.config.reconnect_attempts + 1):
-            if self._stop.wait(self.config.reconnect_interval_s):
-                return
-            try:
-                new = open_serial(
-                    self.path, self.config.baud, without_reset=self.config.open_without_reset
-                )
-            except LinkError as err:
-                log.info("reconnect attempt %d failed: %s", attempt, err)
-                continue
-            with self._cond:
-                if self._phase == "closed":
-                    new.close()
-                    return
-                self._port, self._write_failed = new, None
-                log.warning("serial port %s reopened; handshaking", self.path)
-                self._start_handshake(LinkEvent("reconnected", detail=str(exc)))
-            return
-        with self._cond:
-            self._phase = "disconnected"
-            self._latch(
-                f"serial port {self.path} vanished ({exc}) and did not come back after "
-                f"{self.config.reconnect_attempts} attempts: check the USB cable, then clear "
-                f"the fault",
-                LinkError,
-            )
-        self._stop.wait(self.config.reconnect_interval_s)
-
-    # --- handshake (a small state machine driven by command callbacks) ---------------------------
-
-    def _start_handshake(self, event: LinkEvent | None) -> None:
-        self._hs_gen += 1
-        self._hs_failure = ""
-        gen = self._hs_gen
-        self._phase = "handshaking"
-        self._hs_deadline = time.monotonic() + self.config.handshake_timeout_s
-        if event is not None:
-            self._hs_events.append(event)
-        self._hs_send_m110(gen)
-
-    def _hs_send_m110(self, gen: int) -> None:
-        self._fail_in_flight(LinkError("the link is re-synchronising with the firmware"))
-        self._internal_q.clear()
-        self._history.clear()
-        self._resend_counts.clear()
-        self._next_n = 0
-        self._window, self._ok_has_n, self._b_seen = 1, False, False
-        self._submit_internal("M110 N0", lambda p: self._hs_after(gen, p, "M110"))
-
-    def _hs_after(self, gen: int, p: PendingCommand, step: str) -> None:
-        if gen != self._hs_gen or self._phase == "closed":
-            return
-        if p.error is not None:
-            self._hs_retry(gen, p.error)
-        elif step == "M110":
-            self._submit_internal("M115", lambda q: self._hs_after(gen, q, "M115"))
-        else:
-            try:
-                info = gcode.parse_m115(p.lines)
-            except GcodeError as exc:
-                self._hs_retry(gen, exc)
-                return
-            self._hs_finish(gen, info)
-
-    def _hs_retry(self, gen: int, error: BaseException) -> None:
-        if isinstance(error, FirmwareHalted) or self._phase == "closed":
-            self._hs_give_up(str(error))
-            return
-        if time.monotonic() >= self._hs_deadline:
-            self._hs_give_up(
-                f"no handshake with the firmware on {self.path} within "
-                f"{self.config.handshake_timeout_s} s ({error}); check serial.port, serial.baud "
-                f"and that the board is powered and flashed"
-            )
-            return
-        log.info("handshake attempt failed (%s); retrying", error)
-        self._hs_send_m110(gen)
-
-    def _hs_give_up(self, reason: str) -> None:
-        self._phase = "disconnected"
-        self._hs_failure = reason
-        if self._fault is None:
-            self._latch(reason, LinkError)
-        self._flush_hs_events()
-        self._cond.notify_all()
-
-    def _hs_finish(self, gen: int, info: FirmwareInfo) -> None:
-        self.firmware = info
-        # NOTE: stock Marlin has no Cap line for ADVANCED_OK; the form of its oks during the
-        # handshake (``ok N0 P15 B3``) says it as clearly.
-        advanced = info.advanced_ok or (self._ok_has_n and self._b_seen)
-        self._window = self.config.max_in_flight if advanced else 1
-        self._slots = self.config.max_in_flight
-        self._hs_done_gen = gen
-        self._phase = "ready"
-        log.info(
-            "firmware %s %s (%s dialect), %d command(s) in flight",
-            info.name,
-            info.version,
-            info.dialect,
-            self._window,
-        )
-        self._flush_hs_events()
-        self._pump()
-        self._cond.notify_all()
-
-    def _flush_hs_events(self) -> None:
-        events, self._hs_events = self._hs_events, []
-        for e in events:
-            self._emit(e)
-
-    def _wait_synced(self, gen: int, timeout: float) -> FirmwareInfo:
-        with self._cond:
-            ok = self._cond.wait_for(
-                lambda: (
-                    (self._hs_done_gen >= gen and self._phase == "ready")
-                    or self._phase in ("disconnected", "closed")
-                ),
-                timeout,
-            )
-            if self._phase == "ready" and self.firmware is not None and ok:
-                return self.firmware
-            raise LinkError(
-                self._hs_failure
-                or f"no handshake with the firmware on {self.path} in {timeout:.1f} s; check "
-                f"serial.port, serial.baud and the board's power"
-            )
 
     # --- events ------------------------------------------------------------------------------
 

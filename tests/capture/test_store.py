@@ -64,21 +64,22 @@ def test_reopening_is_idempotent_and_keeps_the_data(tmp_path: Path) -> None:
 
 def test_migrations_apply_only_the_missing_ones_each_in_a_transaction(tmp_path: Path) -> None:
     applied: list[str] = []
+    extra = len(MIGRATIONS) + 1
 
-    def v2(db) -> None:
-        applied.append("v2")
-        db.execute("CREATE TABLE snapshots (id INTEGER PRIMARY KEY)")
+    def v_extra(db) -> None:
+        applied.append("extra")
+        db.execute("CREATE TABLE extra_table (id INTEGER PRIMARY KEY)")
 
-    def v3_broken(db) -> None:
+    def v_broken(db) -> None:
         db.execute("CREATE TABLE half (id INTEGER)")
         raise sqlite3.OperationalError("boom")
 
     with DatasetStore.open(tmp_path) as store:
-        assert migrate(store.db, [*MIGRATIONS, v2]) == 2
-        assert migrate(store.db, [*MIGRATIONS, v2]) == 2 and applied == ["v2"]
-        with pytest.raises(StoreError, match="v3_broken"):
-            migrate(store.db, [*MIGRATIONS, v2, v3_broken])
-        assert store.scalar("PRAGMA user_version") == 2
+        assert migrate(store.db, [*MIGRATIONS, v_extra]) == extra
+        assert migrate(store.db, [*MIGRATIONS, v_extra]) == extra and applied == ["extra"]
+        with pytest.raises(StoreError, match="v_broken"):
+            migrate(store.db, [*MIGRATIONS, v_extra, v_broken])
+        assert store.scalar("PRAGMA user_version") == extra
         assert "half" not in store.db.table_names(), "a failed migration must roll back"
 
 

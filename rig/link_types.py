@@ -1,0 +1,98 @@
+"""The link's small types and limits: commands in flight, events, resend requests.
+
+Why a module of its own: :mod:`rig.link` (the sender), :mod:`rig.link_recovery` (resends,
+silences, resets, reconnects) and :mod:`rig.link_handshake` all use them, and callers
+(the turntable, the web app) only need :class:`LinkEvent` and :class:`PendingCommand`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rig import gcode
+from rig.errors import LinkTimeout
+
+# NOTE: consecutive silences answered with a probe before the link gives up (OctoPrint uses
+# a similar small number); each costs one command timeout.
+PROVOKE_ATTEMPTS = 3
+HISTORY_LINES = 256
+# NOTE: Marlin's AVR receive buffer is 128 bytes; bytes in flight must never overflow it,
+# whatever the ADVANCED_OK window says, or the overflow corrupts lines.
+RX_BUFFER_BYTES = 127
+PROBE_COMMAND = "M115"
+HANDSHAKE_ATTEMPT_S = 2.0
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    """Something the link saw that the layers above must react to.
+
+    ``kind``: ``reset`` (``start`` seen; ``during_command`` says whether a caller's command was
+    in flight), ``reconnected`` (the port came back and was re-handshaken; commands in flight
+    may or may not have run), ``halted`` (a fatal error or an emergency stop latched a fault),
+    ``fault_cleared``.
+    """
+
+    kind: str
+    during_command: bool = False
+    detail: str = ""
+
+
+class PendingCommand:
+    """One command queued or in flight; :meth:`result` blocks until its ``ok``."""
+
+    def __init__(
+        self,
+        command: str,
+        *,
+        timeout: float | None = None,
+        internal: bool = False,
+        probe: bool = False,
+        on_done: Callable[[PendingCommand], None] | None = None,
+    ) -> None:
+        self.command = command
+        self.code = gcode.code_of(command)
+        self.long = gcode.is_long(command)
+        self.timeout = timeout
+        self.internal = internal
+        self.probe = probe
+        self.n: int | None = None
+        self.lines: list[str] = []
+        self.firmware_name_seen = False
+        self.error: BaseException | None = None
+        self._on_done = on_done
+        self._done = threading.Event()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> list[str]:
+        """The lines the firmware printed for this command (not ``ok``/busy); raises its error."""
+        if not self._done.wait(timeout):
+            raise LinkTimeout(
+                f"no reply to {self.command!r} within {timeout} s; it is still queued or in flight"
+            )
+        if self.error is not None:
+            raise self.error
+        return list(self.lines)
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        if self._done.is_set():
+            return
+        if error is not None:
+            self.error = error
+        self._done.set()
+        if self._on_done is not None:
+            self._on_done(self)
+
+    def __repr__(self) -> str:
+        return f"<PendingCommand N{self.n} {self.command!r} done={self.done()}>"
+
+
+@dataclass
+class ResendRequest:
+    line: int
+    ignored: bool
+    deadline: float
