@@ -97,3 +97,9 @@ def stats(data: DataOption = None, config: ConfigOption = None) -> None:
     for label, row in s.by_label_background.items():
         grid.add_row(label, *(str(row.get(b, 0)) for b in backgrounds))
     console.print(grid)
+
+
+# NOTE: imported last: the snapshot commands live in their own module and join this sub-app.
+from capture.snapshot_cli import register as _register_snapshot_commands  # noqa: E402
+
+_register_snapshot_commands(dataset_app)

@@ -146,7 +146,7 @@ class AuthConfig(_Section):
     viewer_keys: list[str] = Field(default_factory=list)
     operator_keys: list[str] = Field(default_factory=list)
     trainer_keys: list[str] = Field(default_factory=list)
-    rate_limit_per_min: int = Field(600, ge=1, le=100000)
+    rate_limit_per_min: int = Field(6000, ge=1, le=1000000)
 
     @property
     def configured(self) -> bool:
@@ -167,7 +167,9 @@ class SorterConfig(_Section):
     enabled: bool = False
     confidence_threshold: float = Field(0.7, ge=0, le=1)
     stable_frames: int = Field(3, ge=1, le=100)
-    presence_threshold: float = Field(0.01, gt=0, le=1, description="changed-pixel fraction")
+    presence_threshold: float = Field(
+        0.002, gt=0, le=1, description="changed-pixel fraction of the frame that means a part"
+    )
     stuck_after_s: float = Field(20.0, gt=0, le=3600)
     sample_every: int = Field(50, ge=0, le=1000000, description="keep every Nth crop; 0 = none")
     num_threads: int = Field(2, ge=1, le=64)

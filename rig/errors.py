@@ -43,6 +43,14 @@ class LinkTimeout(LinkError, TimeoutError):
     """The firmware did not answer in time, even after being prodded."""
 
 
+class PortLost(LinkError):
+    """The serial port vanished while a command was in flight: it may or may not have run.
+
+    The board kept its power, so an idempotent command (an absolute move) may be sent again
+    once the link has reconnected.
+    """
+
+
 class FirmwareReset(LinkError):
     """The board reset (``start`` seen) while commands were in flight or a move was running.
 
@@ -112,3 +120,18 @@ class RunStateError(RigError):
 
 class NotFound(RigError, LookupError):
     """A run, shot, snapshot or model with that id does not exist."""
+
+
+# --- dataset hand-off ---------------------------------------------------------------------------
+
+
+class PullError(RigError, IOError):
+    """Pulling a snapshot from a rig failed: unreachable, a bad answer, or a bad manifest."""
+
+
+class AccessDenied(PullError, PermissionError):
+    """The rig refused the API key (401: unknown key; 403: the key's role may not do this)."""
+
+
+class ChecksumMismatch(PullError):
+    """A downloaded file kept failing its sha256 check after every retry."""

@@ -99,6 +99,7 @@ class GcodeLink(LinkRecovery, LinkHandshake):
         self._busy_seen = False
         self._silences = 0
         self._hs_gen = 0
+        self._hs_base = -1  # the line number of this handshake attempt's M110; -1: none yet
         self._hs_done_gen = -1
         self._hs_deadline = 0.0
         self._hs_events: list[LinkEvent] = []
@@ -130,7 +131,8 @@ class GcodeLink(LinkRecovery, LinkHandshake):
                 self._listeners.remove(fn)
 
     def open(self) -> FirmwareInfo:
-        """Open the port (DTR best effort) and handshake (``M110 N0``, ``M115``).
+        """Open the port (DTR best effort) and handshake (``M110 N0``, ``M115``; later
+        handshakes number from a fresh base, see :mod:`rig.link_handshake`).
 
         Returns what M115 reported.  A board that resets on open is handled: bytes sent while
         it boots are lost, its ``start`` restarts the handshake.
@@ -146,6 +148,7 @@ class GcodeLink(LinkRecovery, LinkHandshake):
             self._stop.clear()
             self._write_failed = None
             self._phase = "handshaking"
+            self._hs_base = -1
             self._reader = threading.Thread(target=self._read_loop, name="rig.link-reader")
             self._dispatcher = threading.Thread(target=self._dispatch, name="rig.link-events")
             self._reader.daemon = self._dispatcher.daemon = True
@@ -259,8 +262,12 @@ class GcodeLink(LinkRecovery, LinkHandshake):
         if self._fault is not None:
             raise self._fault_type(f"rig fault latched: {self._fault}. Clear the fault first.")
 
-    def _submit_internal(self, cmd: str, on_done: Callable[[PendingCommand], None]) -> None:
-        p = PendingCommand(cmd, timeout=HANDSHAKE_ATTEMPT_S, internal=True, on_done=on_done)
+    def _submit_internal(
+        self, cmd: str, on_done: Callable[[PendingCommand], None], *, sync: bool = False
+    ) -> None:
+        p = PendingCommand(
+            cmd, timeout=HANDSHAKE_ATTEMPT_S, internal=True, sync=sync, on_done=on_done
+        )
         self._internal_q.append(p)
         self._pump()
 
@@ -284,17 +291,20 @@ class GcodeLink(LinkRecovery, LinkHandshake):
             else:
                 return
             p = q[0]
-            line = gcode.frame(self._next_n, p.command).encode("ascii") + b"\n"
+            # NOTE: the sync probe is misnumbered on purpose and takes no number of its own.
+            n = self._hs_base + 2 if p.sync else self._next_n
+            line = gcode.frame(n, p.command).encode("ascii") + b"\n"
             if not self._room(len(line)):
                 return
             q.popleft()
             self._write_line(p, line)
 
     def _write_line(self, p: PendingCommand, line: bytes) -> None:
-        p.n = self._next_n
-        self._next_n += 1
-        self._history[p.n] = line
-        self._history.pop(p.n - HISTORY_LINES, None)
+        if not p.sync:
+            p.n = self._next_n
+            self._next_n += 1
+            self._history[p.n] = line
+            self._history.pop(p.n - HISTORY_LINES, None)
         if not self._in_flight:
             self._activity = time.monotonic()
             self._busy_seen = False
@@ -369,7 +379,7 @@ class GcodeLink(LinkRecovery, LinkHandshake):
         elif reply.kind == "error" and reply.fatal:
             self._on_halt(text)
         elif reply.kind == "error" and reply.line_error:
-            if reply.n is not None:
+            if reply.n is not None and not self._hs_sync_refusal(reply):
                 self._request_resend(reply.n + 1, text)
                 self._error_line = reply.n + 1
         else:
@@ -380,7 +390,8 @@ class GcodeLink(LinkRecovery, LinkHandshake):
         if "FIRMWARE_NAME:" in reply.text:
             self._on_firmware_name()
         head = self._in_flight[0] if self._in_flight else None
-        if head is None:
+        if head is None or head.sync:
+            # NOTE: before the sync probe is refused, every line is from before the M110.
             log.debug("unsolicited line: %s", reply.text)
             return
         if reply.unknown_command and f'"{head.command}"' not in reply.text:
@@ -433,6 +444,9 @@ class GcodeLink(LinkRecovery, LinkHandshake):
             log.warning("plain 'ok' from a firmware that numbers its oks; ignored")
         elif self._in_flight:
             head = self._in_flight[0]
+            if head.sync:
+                log.info("'ok' ahead of the sync probe's refusal is stale; ignored")
+                return
             handshake_m115 = head.internal and head.code == "M115" and not head.probe
             if handshake_m115 and not head.firmware_name_seen:
                 # NOTE: M115 prints its report before its ok, so an ok ahead of the report

@@ -1,9 +1,17 @@
-"""The link's handshake: ``M110 N0`` then ``M115``, retried until it succeeds or times out.
+"""The link's handshake: ``M110 N<base>`` then ``M115``, retried until it succeeds or times out.
 
 Why a small state machine driven by command callbacks: a handshake can be started by the
 reader thread (a ``start`` from a reset, a resync) where blocking is impossible, so each step
 submits the next one from the previous one's completion.  A generation number makes the
 callbacks of an abandoned handshake harmless.
+
+Why a fresh line-number base per attempt: the board may still hold lines the link gave up on
+(it stalled, or its input survived a reset) and answer them after the new attempt began.
+With every attempt numbered from its own base, such replies name lines that are not in
+flight and are ignored, and old lines the board reads after the new ``M110`` are refused.  A
+firmware without ADVANCED_OK numbers no ``ok``, so there the handshake first proves which
+``M110`` the firmware ran: a deliberately misnumbered sync probe must be refused with
+``Last Line: <base>``, and everything before that refusal is stale.
 """
 
 from __future__ import annotations
@@ -13,8 +21,15 @@ import time
 
 from rig import gcode
 from rig.errors import FirmwareHalted, GcodeError, LinkError
-from rig.gcode import FirmwareInfo
-from rig.link_types import LinkEvent, PendingCommand
+from rig.gcode import FirmwareInfo, Reply
+from rig.link_types import (
+    HS_BASE_MAX,
+    HS_BASE_STEP,
+    SYNC_PROBE_COMMAND,
+    LinkEvent,
+    PendingCommand,
+    ResendRequest,
+)
 
 log = logging.getLogger("rig.link")
 
@@ -39,16 +54,31 @@ class LinkHandshake:
         self._internal_q.clear()
         self._history.clear()
         self._resend_counts.clear()
-        self._next_n = 0
+        self._hs_base = self._hs_next_base()
+        self._next_n = self._hs_base
         self._window, self._ok_has_n, self._b_seen = 1, False, False
-        self._submit_internal("M110 N0", lambda p: self._hs_after(gen, p, "M110"))
+        self._submit_internal(f"M110 N{self._hs_base}", lambda p: self._hs_after(gen, p, "M110"))
+
+    def _hs_next_base(self) -> int:
+        """0 for the first attempt after open (the usual ``N0 M110 N0``), then a multiple of
+        HS_BASE_STEP above every line number used so far."""
+        if self._hs_base < 0:
+            return 0
+        used = max(self._next_n, self._hs_base + 1)
+        base = (used // HS_BASE_STEP + 1) * HS_BASE_STEP
+        return base if base <= HS_BASE_MAX else HS_BASE_STEP
 
     def _hs_after(self, gen: int, p: PendingCommand, step: str) -> None:
         if gen != self._hs_gen or self._phase == "closed":
             return
         if p.error is not None:
             self._hs_retry(gen, p.error)
-        elif step == "M110":
+        elif step == "M110" and not self._ok_has_n:
+            # NOTE: a plain ok says nothing about which M110 it answers; prove it first.
+            self._submit_internal(
+                SYNC_PROBE_COMMAND, lambda q: self._hs_after(gen, q, "sync"), sync=True
+            )
+        elif step in ("M110", "sync"):
             self._submit_internal("M115", lambda q: self._hs_after(gen, q, "M115"))
         else:
             try:
@@ -57,6 +87,25 @@ class LinkHandshake:
                 self._hs_retry(gen, exc)
                 return
             self._hs_finish(gen, info)
+
+    def _hs_sync_refusal(self, reply: Reply) -> bool:
+        """A line error arrived: True if it is the refusal of the sync probe in flight.
+
+        The probe is line base+2, so a firmware that ran this attempt's ``M110 N<base>``
+        refuses it naming ``Last Line: <base>``; the Resend and ok that follow the refusal are
+        swallowed.  A refusal naming another line is a stale one from before the M110.
+        """
+        head = self._in_flight[0] if self._in_flight else None
+        if head is None or not head.sync:
+            return False
+        if reply.n != self._hs_base:
+            log.info("stale line error before the handshake's sync: %s", reply.text)
+            return False
+        self._error_line = self._hs_base + 1
+        deadline = time.monotonic() + self._ok_wait()
+        self._resends.append(ResendRequest(self._hs_base + 1, True, deadline))
+        self._complete(head)
+        return True
 
     def _hs_retry(self, gen: int, error: BaseException) -> None:
         if isinstance(error, FirmwareHalted) or self._phase == "closed":

@@ -14,7 +14,7 @@ import time
 from collections import deque
 
 from rig import gcode
-from rig.errors import FirmwareHalted, FirmwareReset, LinkError, LinkTimeout
+from rig.errors import FirmwareHalted, FirmwareReset, LinkError, LinkTimeout, PortLost
 from rig.link_types import PROBE_COMMAND, PROVOKE_ATTEMPTS, LinkEvent, PendingCommand, ResendRequest
 from rig.serial_port import open_serial
 
@@ -144,7 +144,7 @@ class LinkRecovery:
                 p._finish(error)
 
     def _resync(self, error: LinkError) -> None:
-        """Give up on what is in flight and re-handshake (numbering restarts at N0)."""
+        """Give up on what is in flight and re-handshake (numbering from a fresh base)."""
         log.error("%s", error)
         self._fail_in_flight(error)
         self._start_handshake(None)
@@ -185,9 +185,9 @@ class LinkRecovery:
             self._hs_gen += 1
             for p in list(self._in_flight):
                 p._finish(
-                    LinkError(f"serial link lost while {p.command!r} was in flight: {msg_tail}")
+                    PortLost(f"serial link lost while {p.command!r} was in flight: {msg_tail}")
                 )
-            self._fail_in_flight(LinkError("serial link lost"))
+            self._fail_in_flight(PortLost("serial link lost"))
             self._fail_all(LinkError("serial link lost"), queued=False)
             port, self._port = self._port, None
         if port is not None:

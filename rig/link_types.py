@@ -23,6 +23,14 @@ HISTORY_LINES = 256
 RX_BUFFER_BYTES = 127
 PROBE_COMMAND = "M115"
 HANDSHAKE_ATTEMPT_S = 2.0
+# NOTE: every handshake attempt after the first numbers its lines from a fresh multiple of
+# this, above every number used before, so no reply of an abandoned attempt can name a line
+# of the new one; past the maximum the bases wrap (lines stay within Marlin's 96 bytes).
+HS_BASE_STEP = 1000
+HS_BASE_MAX = 9_000_000
+# NOTE: the plain-ok sync probe: sent as line base+2, the firmware must refuse it naming
+# ``Last Line: <base>``, the one reply of a plain-ok firmware that proves which M110 it ran.
+SYNC_PROBE_COMMAND = "M114"
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,11 @@ class LinkEvent:
 
 
 class PendingCommand:
-    """One command queued or in flight; :meth:`result` blocks until its ``ok``."""
+    """One command queued or in flight; :meth:`result` blocks until its ``ok``.
+
+    ``internal``: the link's own (handshake, probes); ``probe``: a silence probe; ``sync``:
+    the plain-ok handshake's sync probe, misnumbered on purpose and never executed.
+    """
 
     def __init__(
         self,
@@ -50,6 +62,7 @@ class PendingCommand:
         timeout: float | None = None,
         internal: bool = False,
         probe: bool = False,
+        sync: bool = False,
         on_done: Callable[[PendingCommand], None] | None = None,
     ) -> None:
         self.command = command
@@ -58,6 +71,7 @@ class PendingCommand:
         self.timeout = timeout
         self.internal = internal
         self.probe = probe
+        self.sync = sync
         self.n: int | None = None
         self.lines: list[str] = []
         self.firmware_name_seen = False

@@ -26,15 +26,18 @@ move), so the position is restored with ``G92``.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
 from typing import Any, Literal
 
 from rig.config import TurntableConfig
-from rig.errors import FirmwareReset, GcodeError, MotionError, PositionLost
+from rig.errors import FirmwareReset, GcodeError, MotionError, PortLost, PositionLost
 from rig.lights import _event_kind
 from rig.motion import duration
+
+log = logging.getLogger("rig.turntable")
 
 Mode = Literal["absolute", "shortest"]
 _COUNT = re.compile(r"Count\s+X:\s*(-?\d+)")
@@ -125,6 +128,15 @@ class Turntable:
                 self._lose(f"the board reset during '{command}' ({exc})")
                 raise PositionLost(self.fault or str(exc)) from exc
             raise
+
+    def _ask(self, command: str, timeout: float | None = None) -> list[str]:
+        """Send a command that is safe to repeat (M400, M114), once more if the port was lost."""
+        try:
+            return self._send(command, timeout)
+        except PortLost as exc:
+            log.warning("%s interrupted by a lost port (%s); asking again", command, exc)
+            self._redo_pending = self._redo_pending or self._moving
+            return self._send(command, timeout)
 
     def _lose(self, why: str) -> None:
         self.fault = f"turntable position lost: {why}; home the turntable or confirm zero"
@@ -217,7 +229,13 @@ class Turntable:
         self._moving = self._moved = True
         self._redo_pending = False
         feed = self.config.max_speed_deg_s * 60.0
-        self._send(f"G1 X{self._axis_value(host_target - self._offset)} F{feed:.2f}")
+        try:
+            self._send(f"G1 X{self._axis_value(host_target - self._offset)} F{feed:.2f}")
+        except PortLost as exc:
+            # NOTE: the port vanished with the move in flight; it may or may not have run.
+            # The move is absolute, so wait() checks the count and sends it again if needed.
+            log.warning("turntable move interrupted by a lost port (%s); verifying on wait", exc)
+            self._redo_pending = True
 
     def _count(self, report: list[str]) -> int | None:
         for line in report:
@@ -227,7 +245,7 @@ class Turntable:
         return None
 
     def _query_count(self) -> int | None:
-        return self._count(self._send("M114"))
+        return self._count(self._ask("M114"))
 
     def _within(self, count: int | None) -> bool:
         if count is None:
@@ -239,13 +257,13 @@ class Turntable:
         """Wait for the move to end, verify it, return the measured angle (0..360)."""
         with self._lock:
             self._prepare()
-            self._send("M400", timeout=self._long_timeout())
+            self._ask("M400", timeout=self._long_timeout())
             count = self._query_count()
             if not self._within(count) and self._redo_pending:
                 # NOTE: after a reconnect the move may have been lost with the port; the board
                 # kept power, so redoing the absolute move is safe and lands on the same step.
                 self._go(self._nominal)
-                self._send("M400", timeout=self._long_timeout())
+                self._ask("M400", timeout=self._long_timeout())
                 count = self._query_count()
             if not self._within(count):
                 count = self._query_count()  # replies carry no checksum: ask once more

@@ -24,6 +24,7 @@ from web import errors
 from web.preview import PreviewHub
 from web.run_registry import RunRegistry
 from web.security import Signer, session_secret
+from web.sorting import open_sorting
 
 log = logging.getLogger("web")
 
@@ -58,9 +59,12 @@ def create_app(settings: Settings, *, rig: Any = None, store: Any = None) -> Fas
         camera = getattr(state.rig, "camera", None)
         state.preview = PreviewHub(camera, settings.web.preview_fps) if camera else None
         state.runs = RunRegistry(state.store, state.rig, settings)
+        state.sorting = open_sorting(settings, state.store, state.rig)
+        state.sorter, state.models = state.sorting.sorter, state.sorting.registry
         try:
             yield
         finally:
+            state.sorting.close()
             state.runs.close()
             if state.preview is not None:
                 state.preview.close()
@@ -78,11 +82,16 @@ def create_app(settings: Settings, *, rig: Any = None, store: Any = None) -> Fas
     )
     errors.install(app)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
-    from web.routers import auth, dataset, pages, runs
+    from web.routers import auth, dataset, pages, review, runs, sorter
+    from web.routers import models as models_router
     from web.routers import rig as rig_router
+    from web.routers import snapshots as snapshots_router
 
     for router in (auth.router, rig_router.router, runs.router, dataset.router, pages.router):
         app.include_router(router)
+    for router in (models_router.router, sorter.router, review.router):
+        app.include_router(router)
+    app.include_router(snapshots_router.router)
 
     @app.get("/api/health", tags=["health"])
     def health() -> dict[str, Any]:

@@ -10,6 +10,10 @@ import typer
 from capture.backgrounds_cli import backgrounds_app
 from capture.capture_cli import capture_command
 from capture.dataset_cli import dataset_app
+from capture.pull_cli import pull_command
+from classify.model_cli import model_app
+from classify.sort_cli import sort_command
+from classify.train_cli import train_command
 from rig.cli import config_app, demo, rig_app
 from web.auth_cli import auth_app
 from web.serve import serve_command
@@ -22,10 +26,14 @@ app = typer.Typer(
 app.add_typer(config_app, name="config")
 app.add_typer(rig_app, name="rig")
 app.add_typer(dataset_app, name="dataset")
+dataset_app.command("pull")(pull_command)
 app.add_typer(backgrounds_app, name="backgrounds")
 app.add_typer(auth_app, name="auth")
 app.command("capture")(capture_command)
 app.command("serve")(serve_command)
+app.command("sort")(sort_command)
+app.command("train")(train_command)
+app.add_typer(model_app, name="model")
 app.command("demo", help="Run a short turntable session on the simulated rig (no web page).")(demo)
 
 

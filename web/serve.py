@@ -78,12 +78,17 @@ def serve_command(
     port: Annotated[int | None, typer.Option(help="port (default web.port)")] = None,
     data: Annotated[Path | None, typer.Option(help="data directory (default data.dir)")] = None,
     config: Annotated[Path | None, typer.Option(help="configuration file")] = None,
+    sorter: Annotated[
+        bool, typer.Option("--sorter", help="start the sorter on boot (as sorter.enabled)")
+    ] = False,
 ) -> None:
-    """Start the web app: dashboard, runs, dataset and the API."""
+    """Start the web app: dashboard, runs, dataset, sorter, models and the API."""
     try:
         settings = load_settings(config, sim=sim or None)
         if data is not None:
             settings.data.dir = data
+        if sorter:
+            settings.sorter.enabled = True
         serve(settings, host, port)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -12,7 +12,7 @@ Usage::
 The class is assembled from small mixins, one job each: :mod:`.base` (connections and
 transactions), :mod:`.runs` (runs, catalogue, references), :mod:`.shots` (write path, queries,
 curation), :mod:`.events` (incidents, the latched fault) and :mod:`.audit` (check, stats,
-thumbnails).  See docs/dataset.md.
+thumbnails).  See docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -23,13 +23,18 @@ from capture.store.audit import MANAGED_DIRS, REFERENCED_FILE_QUERIES, AuditMixi
 from capture.store.base import DB_NAME
 from capture.store.events import EventsMixin
 from capture.store.files import StoredFile
+from capture.store.models import ModelsMixin
 from capture.store.records import CheckReport, DatasetStats, ShotPage, ShotRecord
 from capture.store.runs import RunsMixin
 from capture.store.schema import MIGRATIONS, RUN_STATES
 from capture.store.shots import ShotsMixin
+from capture.store.snapshots import SnapshotsMixin
+from capture.store.sorting import SortingMixin
 
 
-class DatasetStore(RunsMixin, ShotsMixin, EventsMixin, AuditMixin):
+class DatasetStore(
+    RunsMixin, ShotsMixin, EventsMixin, AuditMixin, ModelsMixin, SnapshotsMixin, SortingMixin
+):
     """The one store of runs, shots, incidents and faults; thread-safe (a connection per thread).
 
     Open with :meth:`DatasetStore.open`; use as a context manager or call :meth:`close`.

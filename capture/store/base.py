@@ -10,7 +10,7 @@ up front and ``busy_timeout`` waits for it instead of failing half way.
 Why ``synchronous=FULL``: each commit then fsyncs the WAL, so a shot, a run state, a latched
 fault or an incident that was reported as stored is still there after a power cut.  NORMAL
 would keep the database consistent but could forget the last commits; the price of FULL is one
-fsync per commit, small next to the file's own fsyncs (see docs/dataset.md and bench/store.py).
+fsync per commit, small next to the file's own fsyncs (see docs/datasets.md and bench/store.py).
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ from collections.abc import Callable
 
 from sqlite_utils import Database
 
+from capture.store.models_schema import v_models
+from capture.store.snapshot_schema import v_snapshots
+from capture.store.sorting_schema import v_sorting
 from rig.errors import StoreError
 
 #: A run's states; the same strings as capture.run_state.RunState.
@@ -166,7 +169,7 @@ def _v1_core(db: Database) -> None:
 
 
 #: Every migration in order; ``MIGRATIONS[i]`` takes the schema to version ``i + 1``.
-MIGRATIONS: list[Migration] = [_v1_core]
+MIGRATIONS: list[Migration] = [_v1_core, v_models, v_snapshots, v_sorting]
 
 
 def schema_version(db: Database) -> int:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.firmware
 # command timeout keep 1,000 moves with lost oks well inside the suite's time budget.
 FAST = TurntableConfig(max_speed_deg_s=2000.0, accel_deg_s2=100000.0, endstop="x_min")
 SERIAL = SerialConfig(
-    command_timeout_s=0.3,
+    command_timeout_s=0.5,
     busy_timeout_s=2.5,
     long_command_timeout_s=1.5,
     missing_ok_after_resend_s=0.2,

@@ -45,9 +45,12 @@ class Peer:
         self.drop_ok: set[int] = set()  # N whose ok is not sent, once each
         self.flush_on_error = True  # Marlin flushes its RX buffer after a line error
         self.ok_after_resend = True
+        self.reset_keeps_input = False  # True: lines received survive a reset (simavr's FIFO)
         self.busy_interval = 0.05  # None: no busy keepalives
         self.delays: dict[str, float] = {}  # command code -> seconds it blocks
         self.on_command: Callable[[Peer, str], bool] | None = None  # True: handled, no ok
+        # called before each received line is handled; may stall the peer with wait_input()
+        self.before_line: Callable[[Peer, str], None] | None = None
         # observation
         self.executed: list[str] = []
         self.received: list[str] = []
@@ -113,8 +116,9 @@ class Peer:
         self.last_n = 0
         self.x = 0.0
         self.halted = False
-        self._buf.clear()
-        self._lines.clear()
+        if not self.reset_keeps_input:
+            self._buf.clear()
+            self._lines.clear()
         self.write("start", "echo:partrig-peer booted")
 
     def kill(self) -> None:
@@ -164,8 +168,20 @@ class Peer:
                 continue
             line = self._lines.pop(0)
             self.max_waiting = max(self.max_waiting, len(self._lines))
+            if self.before_line is not None:
+                self.before_line(self, line)
             if not self.halted:
                 self._handle(line)
+
+    def wait_input(self, until: Callable[[list[str]], bool], timeout: float) -> bool:
+        """Stall (a busy or booting board): keep receiving, handle nothing, until ``until``
+        holds for the lines buffered behind the current one, or ``timeout`` passes."""
+        end = time.monotonic() + timeout
+        while not self._stop.is_set() and time.monotonic() < end:
+            if until(self._lines):
+                return True
+            self._fill(0.01)
+        return until(self._lines)
 
     def _line_error(self, msg: str) -> None:
         if self.flush_on_error:

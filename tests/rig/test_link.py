@@ -73,7 +73,10 @@ def test_send_returns_the_lines_printed_for_the_command(link, peer):
 def test_lines_are_numbered_consecutively_with_checksums(link, peer):
     for _ in range(5):
         link.send("M400")
-    numbered = [line for line in peer.received if not line.startswith("N0 ")]
+    # NOTE: from the handshake's M115 on; before it a plain-ok handshake's sync probe is
+    # misnumbered on purpose (tests/rig/test_link_races.py).
+    first = next(i for i, line in enumerate(peer.received) if line.startswith("N1 M115"))
+    numbered = peer.received[first:]
     numbers = [int(line.split()[0][1:]) for line in numbered]
     assert numbers == list(range(1, len(numbers) + 1))
     assert all("*" in line for line in numbered)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from rig.config import TurntableConfig
-from rig.errors import GcodeError, MotionError, PositionLost
+from rig.errors import GcodeError, MotionError, PortLost, PositionLost
 from rig.turntable import Turntable
 
 
@@ -237,3 +237,41 @@ def test_every_move_is_verified_under_corrupted_lines_and_lost_oks(sim_rig):
         assert abs((got - goal + 180) % 360 - 180) <= 0.5 / tt.steps_per_degree
     assert fw.actual_angle_deg() == pytest.approx(tt.angle, abs=0.5 / tt.steps_per_degree)
     assert fw.stats["corrupt_in"] + fw.stats["corrupt_out"] + fw.stats["dropped_ok"] > 0
+
+
+class PortLosingLink(RecordingLink):
+    """A board that obeys G1/M114, and a port that vanishes on the first G1 sent.
+
+    ``ran`` says whether that first G1 reached the board before the port went.
+    """
+
+    def __init__(self, tt_config: TurntableConfig, ran: bool) -> None:
+        super().__init__()
+        self.ran, self.lost, self.steps = ran, False, 0
+        self.spu = tt_config.steps_per_degree
+
+    def send(self, cmd: str, timeout: float | None = None) -> list[str]:
+        self.sent.append(cmd)
+        if cmd.startswith("G1"):
+            target = round(float(cmd.split()[1][1:]) * self.spu)
+            if not self.lost:
+                self.lost = True
+                if self.ran:
+                    self.steps = target
+                raise PortLost(f"serial link lost while {cmd!r} was in flight")
+            self.steps = target
+        if cmd == "M114":
+            return [f"X:{self.steps / self.spu:.2f} Y:0.00 Z:0.00 E:0.00 Count X:{self.steps}"]
+        return []
+
+
+@pytest.mark.parametrize("ran", [False, True])
+def test_a_move_cut_off_by_a_lost_port_is_done_exactly_once(ran):
+    cfg = TurntableConfig()
+    link = PortLosingLink(cfg, ran)
+    tt = Turntable(link, cfg)
+    tt.rotate_to(90.0)  # the port vanishes with this G1 in flight: no error escapes
+    assert tt.wait() == pytest.approx(90.0)
+    g1s = [c for c in link.sent if c.startswith("G1")]
+    assert len(g1s) == (1 if ran else 2), "resent only when the board did not run it"
+    assert link.steps == round(90 * cfg.steps_per_degree)

@@ -96,3 +96,18 @@ def dataset_page(request: Request) -> Response:
 @router.get("/dataset/shots/{shot_id}", response_class=HTMLResponse)
 def shot_page(request: Request, shot_id: int) -> Response:
     return _page(request, "shot.html", page="dataset", shot_id=shot_id)
+
+
+@router.get("/sorter", response_class=HTMLResponse)
+def sorter_page(request: Request) -> Response:
+    return _page(request, "sorter.html", page="sorter")
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review_page(request: Request) -> Response:
+    return _page(request, "review.html", page="review")
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(request: Request) -> Response:
+    return _page(request, "models.html", page="models")

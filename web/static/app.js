@@ -248,7 +248,7 @@ const partrig = (() => {
     $("#sorter-reasons").innerHTML = fmtCounts(s.decisions.by_reason);
     $("#sorter-review").textContent = `${s.review.open} open`;
     const last = s.last_decision;
-    $("#sorter-last").textContent = last ? `${last.label} (${Number(last.confidence).toFixed(2)}) → bin ${last.bin}` : "–";
+    $("#sorter-last").textContent = last ? `${last.label ?? "no model"} (${Number(last.confidence).toFixed(2)}, ${last.reason}) → bin ${last.bin}` : "–";
     const inc = s.incident;
     $("#incident-box").hidden = !(inc || s.state === "faulted");
     $("#incident-text").textContent = inc ? `${inc.kind}: ${inc.message}` : (s.fault || "");
@@ -273,9 +273,11 @@ const partrig = (() => {
   function reviewCard(item, labels) {
     const guesses = (item.top_k || []).map(([l, p]) => `${esc(l)} ${Number(p).toFixed(2)}`).join(", ");
     const buttons = labels.map((l) => `<button type="button" data-label="${esc(l)}" class="${l === item.predicted ? "primary" : ""}">${esc(l)}</button>`).join("");
+    const said = item.model_id ? `${esc(item.model_id)} said ${esc(item.predicted)} (${Number(item.confidence).toFixed(2)}); top: ${guesses}` : "no model was active";
     return `<div class="card review-item" data-item-id="${item.id}"><img loading="lazy" src="/api/review/${item.id}/crop" alt="review item ${item.id}">` +
-      `<p class="muted">model said ${esc(item.predicted)} (${Number(item.confidence).toFixed(2)}); top: ${guesses}</p>` +
-      `<div class="row">${buttons}<button type="button" data-discard class="danger">Discard</button></div></div>`;
+      `<p class="muted">${said}</p><div class="row">${buttons}</div>` +
+      `<div class="row"><input data-other placeholder="other label" size="14" aria-label="other label"><button type="button" data-label-other>Label</button>` +
+      `<button type="button" data-discard class="danger">Discard</button></div></div>`;
   }
   function reviewPage() {
     let before = null;
@@ -292,7 +294,11 @@ const partrig = (() => {
       const card = e.target.closest("[data-item-id]"); if (!card || e.target.tagName !== "BUTTON") return;
       const id = card.dataset.itemId;
       if ("discard" in e.target.dataset) await api("POST", `/api/review/${id}/discard`);
-      else await api("POST", `/api/review/${id}/label`, {label: e.target.dataset.label});
+      else {
+        const label = "labelOther" in e.target.dataset ? card.querySelector("[data-other]").value.trim() : e.target.dataset.label;
+        if (!label) return;
+        await api("POST", `/api/review/${id}/label`, {label});
+      }
       card.remove();
     }));
     $("#review-more").addEventListener("click", () => load(true));

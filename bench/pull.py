@@ -1,0 +1,353 @@
+"""Benchmark: pulling a snapshot through partrig's server and client vs curl against nginx.
+
+Prints one JSON object as its last line:
+``{"bench": "pull", "bytes", "partrig_MBps", "nginx_MBps", "ratio", "incremental_bytes_ratio",
+...}``
+
+- ``partrig_MBps``: ``partrig serve`` (uvicorn, one worker, a trainer key) on loopback, pulled
+  by :func:`capture.pull.pull` with ``--workers`` parallel downloads: every file streamed to
+  ``.part``, sha256-checked, fsynced, renamed.  Best of ``--repeat`` runs into an empty folder,
+  alternating with the nginx runs so that load from other processes hits both sides alike.
+- ``nginx_MBps``: nginx (``sendfile on``) serving the same shard folder, fetched by one curl
+  process per file with the same parallelism, then every file fsynced, so both sides stop the
+  clock when the bytes are durable.  ``nginx_nosync_MBps`` is the same without the fsyncs.
+- ``ratio`` = partrig / nginx (goal >= 0.9).
+- ``incremental_bytes_ratio``: on the folder format (content-addressed), a snapshot and a newer
+  one with 1 % new shots are pulled into one folder; bytes fetched for the second / its size
+  (goal <= 0.02).
+
+The synthetic snapshots (incompressible WebDataset shards of ``--size-gb``, and two folder
+snapshots) follow the on-disk contract and are written once under bench/out/pull/ and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from capture.pull import pull  # noqa: E402
+
+KEY = "bench-trainer-key-0123456789"
+SHARDS_ID, OLD_ID, NEW_ID = "snap-0001", "snap-0002", "snap-0003"
+SHOT_BYTES = 400_000
+FOLDER_SHOTS, FOLDER_SHOT_BYTES = 1000, 100_000
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path, snapshot_id: str, entries: list[dict[str, Any]], tag: str) -> None:
+    report = folder / "report.json"
+    report.write_text(json.dumps({"bench": tag}), encoding="utf-8")
+    entries = [
+        *entries,
+        {
+            "path": "report.json",
+            "format": "report",
+            "sha256": sha256_of(report),
+            "size": report.stat().st_size,
+        },
+    ]
+    manifest = {
+        "id": snapshot_id,
+        "created_at": "2026-11-29T00:00:00Z",
+        "software_version": "bench",
+        "filter": {"bench": tag},
+        "rules": {
+            "train": 1.0,
+            "val": 0.0,
+            "test": 0.0,
+            "seed": 0,
+            "group_by": "instance",
+            "weaker": False,
+        },
+        "classes": [{"index": 0, "label": "noise"}],
+        "counts": {"total": len(entries), "by_split": {}, "by_class_split": {}},
+        "formats": sorted({e["format"] for e in entries} - {"report"}),
+        "files": entries,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def is_ready(folder: Path, tag: str) -> bool:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return manifest["filter"].get("bench") == tag and all(
+        (folder / e["path"]).stat().st_size == e["size"] for e in manifest["files"]
+    )
+
+
+def make_shards(data: Path, size_gb: float, shard_mb: int) -> None:
+    """Incompressible WebDataset shards totalling ``size_gb`` (written once, then reused)."""
+    folder = data / "snapshots" / SHARDS_ID
+    tag = f"shards-{size_gb}-{shard_mb}"
+    if is_ready(folder, tag):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "webdataset").mkdir(parents=True)
+    print(f"writing {size_gb} GB of shards under {folder} (once)", file=sys.stderr)
+    rng = np.random.default_rng(1)
+    total, shot, n, entries = int(size_gb * 1e9), 1, 0, []
+    while sum(e["size"] for e in entries) < total:
+        path = folder / "webdataset" / f"train-{n:06d}.tar"
+        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+            while (
+                tar.offset < shard_mb * 1_000_000
+                and tar.offset + sum(e["size"] for e in entries) < total
+            ):
+                key = f"s{shot:08d}"
+                for name, blob in ((f"{key}.jpg", rng.bytes(SHOT_BYTES)), (f"{key}.cls", b"0")):
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mtime = len(blob), 0
+                    tar.addfile(info, io.BytesIO(blob))
+                shot += 1
+        entries.append(
+            {
+                "path": f"webdataset/{path.name}",
+                "format": "webdataset",
+                "sha256": sha256_of(path),
+                "size": path.stat().st_size,
+            }
+        )
+        n += 1
+    write_manifest(folder, SHARDS_ID, entries, tag)
+
+
+def make_folder(data: Path, snapshot_id: str, shots: int) -> None:
+    """A folder-format snapshot; a shot's image bytes depend only on its id (as in the store)."""
+    folder = data / "snapshots" / snapshot_id
+    tag = f"folder-{shots}"
+    if is_ready(folder, tag):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    split = folder / "folder" / "train"
+    (split / "000-noise").mkdir(parents=True)
+    entries, lines = [], []
+    for shot in range(1, shots + 1):
+        name = f"000-noise/s{shot:08d}.jpg"
+        blob = np.random.default_rng(10_000 + shot).bytes(FOLDER_SHOT_BYTES)
+        (split / name).write_bytes(blob)
+        entries.append(
+            {
+                "path": f"folder/train/{name}",
+                "format": "folder",
+                "sha256": hashlib.sha256(blob).hexdigest(),
+                "size": len(blob),
+            }
+        )
+        lines.append(json.dumps({"file_name": name, "label": "noise", "class": 0, "shot": shot}))
+    meta = split / "metadata.jsonl"
+    meta.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    entries.append(
+        {
+            "path": "folder/train/metadata.jsonl",
+            "format": "folder",
+            "sha256": sha256_of(meta),
+            "size": meta.stat().st_size,
+        }
+    )
+    write_manifest(folder, snapshot_id, entries, tag)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not start")
+
+
+def start_partrig(data: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    config = tmp / "partrig.toml"
+    config.write_text(
+        f'[data]\ndir = "{data}"\n[auth]\ntrainer_keys = ["{KEY}"]\n'
+        f'rate_limit_per_min = 100000\nsession_secret = "{"b" * 32}"\n',
+        encoding="utf-8",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "web.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    log = open(tmp / "partrig.log", "wb")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/api/health", proc, "partrig serve")
+    return proc, url
+
+
+def start_nginx(root: Path, tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    user = "user root;" if os.geteuid() == 0 else ""
+    temp = " ".join(
+        f"{kind}_temp_path {tmp}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"{user}\nworker_processes 2;\ndaemon off;\npid {tmp}/nginx.pid;\n"
+        f"error_log {tmp}/nginx-error.log;\nevents {{ worker_connections 1024; }}\n"
+        f"http {{ access_log off; sendfile on; tcp_nopush on; {temp}\n"
+        f"  server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }} }}\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "e.log")])
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/manifest.json", proc, "nginx")
+    return proc, url
+
+
+def curl_all(
+    url: str, files: list[dict[str, Any]], dest: Path, workers: int
+) -> tuple[float, float]:
+    """Fetch every file with one curl each, ``workers`` at a time; (seconds, seconds + fsync)."""
+
+    def one(entry: dict[str, Any]) -> None:
+        out = dest / entry["path"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["curl", "-sf", "-o", str(out), f"{url}/{entry['path']}"], check=True)
+
+    def fsync(entry: dict[str, Any]) -> None:
+        fd = os.open(dest / entry["path"], os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, files))
+        fetched = time.perf_counter() - start
+        list(pool.map(fsync, files))
+    durable = time.perf_counter() - start
+    for entry in files:
+        assert (dest / entry["path"]).stat().st_size == entry["size"], entry["path"]
+    return fetched, durable
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-gb", type=float, default=2.0, help="size of the shard snapshot")
+    ap.add_argument("--shard-mb", type=int, default=128, help="target shard size")
+    ap.add_argument("--workers", type=int, default=8, help="parallel downloads, both sides")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per side; the best counts")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "pull")
+    args = ap.parse_args()
+
+    data = args.out.resolve() / "data"
+    make_shards(data, args.size_gb, args.shard_mb)
+    make_folder(data, OLD_ID, FOLDER_SHOTS)
+    make_folder(data, NEW_ID, FOLDER_SHOTS + FOLDER_SHOTS // 100)
+    shards_dir = data / "snapshots" / SHARDS_ID
+    manifest = json.loads((shards_dir / "manifest.json").read_text(encoding="utf-8"))
+    files = [f for f in manifest["files"] if f["format"] == "webdataset"]
+    total = sum(f["size"] for f in files)
+
+    work = args.out.resolve() / "work"
+    partrig_s: list[float] = []
+    nginx_s: list[float] = []
+    nginx_nosync_s: list[float] = []
+
+    def fresh() -> None:
+        # NOTE: start each run with an empty folder and no dirty pages from the previous one,
+        # so neither side pays for the other's write-back.
+        shutil.rmtree(work, ignore_errors=True)
+        os.sync()
+
+    with tempfile.TemporaryDirectory(dir=args.out) as tmp_s:
+        tmp = Path(tmp_s)
+        server, url = start_partrig(data, tmp)
+        nginx, nurl = start_nginx(shards_dir, tmp, args.workers)
+        try:
+            # NOTE: runs alternate between the two sides, so a burst of load on this shared
+            # machine hits both alike.
+            for _ in range(args.repeat):
+                fresh()
+                r = pull(url, SHARDS_ID, work, key=KEY, workers=args.workers, progress=False)
+                assert r.bytes_fetched == r.bytes_total >= total, r
+                partrig_s.append(r.seconds)
+                fresh()
+                fetched, durable = curl_all(nurl, files, work, args.workers)
+                nginx_nosync_s.append(fetched)
+                nginx_s.append(durable)
+            fresh()
+            pull(url, OLD_ID, work, key=KEY, fmt="folder", workers=args.workers, progress=False)
+            inc = pull(
+                url, NEW_ID, work, key=KEY, fmt="folder", workers=args.workers, progress=False
+            )
+        finally:
+            for proc in (server, nginx):
+                proc.terminate()
+                proc.wait(10)
+    shutil.rmtree(work, ignore_errors=True)
+
+    mbps = {
+        k: total / min(v) / 1e6
+        for k, v in (("partrig", partrig_s), ("nginx", nginx_s), ("nosync", nginx_nosync_s))
+    }
+    print(f"partrig runs (s): {[round(s, 2) for s in partrig_s]}", file=sys.stderr)
+    print(f"nginx+curl runs (s, durable): {[round(s, 2) for s in nginx_s]}", file=sys.stderr)
+    print(
+        json.dumps(
+            {
+                "bench": "pull",
+                "bytes": total,
+                "files": len(files),
+                "workers": args.workers,
+                "partrig_MBps": round(mbps["partrig"], 1),
+                "nginx_MBps": round(mbps["nginx"], 1),
+                "ratio": round(mbps["partrig"] / mbps["nginx"], 3),
+                "nginx_nosync_MBps": round(mbps["nosync"], 1),
+                "ratio_nosync": round(mbps["partrig"] / mbps["nosync"], 3),
+                "incremental_bytes": inc.bytes_fetched,
+                "incremental_bytes_ratio": round(inc.bytes_fetched / inc.bytes_total, 4),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

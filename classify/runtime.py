@@ -1,0 +1,182 @@
+"""Run a TFLite classifier on the Pi: load it, crop the part, predict label and top-k.
+
+Why a fallback chain: LiteRT (``ai_edge_litert``) is the maintained runtime and has 64-bit Pi
+wheels; ``tflite_runtime`` is the old standalone package some Pis still carry; ``tf.lite`` is
+there on a trainer that has TensorFlow.  The first that imports wins, and
+:attr:`Classifier.runtime` says which one, so a status page can show it.  No import of any of
+them happens until a model is loaded, so this module imports anywhere.
+
+Predictions go through :func:`classify.preprocess.prepare`, the same code training used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classify.preprocess import prepare
+from rig.errors import ModelError
+
+#: Runtimes in order of preference: (name reported, module to import, attribute path).
+RUNTIMES: tuple[tuple[str, str, str], ...] = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter", "Interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter", "Interpreter"),
+    ("tf.lite", "tensorflow", "lite.Interpreter"),
+)
+
+MODEL_FILE = "model.tflite"
+LABELS_FILE = "labels.txt"
+
+
+def find_interpreter() -> tuple[str, Any]:
+    """The first runtime that imports: ``(name, Interpreter class)``; ModelError if none does."""
+    tried = []
+    for name, module_name, attr in RUNTIMES:
+        try:
+            module = importlib.import_module(module_name)
+            found: Any = module
+            for part in attr.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError) as exc:
+            tried.append(f"{name} ({exc.__class__.__name__}: {exc})")
+            continue
+        return name, found
+    raise ModelError(
+        "no TFLite runtime could be imported; install LiteRT with "
+        "`pip install ai-edge-litert` (tried: " + "; ".join(tried) + ")"
+    )
+
+
+def read_labels(path: Path) -> list[str]:
+    """The labels of ``labels.txt``: one a line, in the model's output order."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ModelError(f"cannot read the labels file {path}: {exc.strerror}") from None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels:
+        raise ModelError(f"the labels file {path} is empty; it needs one label per line")
+    return labels
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model thinks one part is."""
+
+    label: str
+    index: int
+    confidence: float
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+
+
+class Classifier:
+    """A loaded TFLite image classifier.
+
+    Works with the full-int8 model (``uint8`` in and out) and with the float model (``float32``
+    in, raw 0..255 pixels, because scaling lives inside the model).  Not thread-safe: one
+    interpreter per thread, or a lock around :meth:`predict` (the sorter holds one).
+
+    >>> clf = Classifier.from_dir(Path("models/model-0003"))  # doctest: +SKIP
+    >>> clf.predict(frame, bbox=(410, 300, 120, 96)).label      # doctest: +SKIP
+    'brick-2x4-red'
+    """
+
+    def __init__(self, interpreter: Any, labels: Sequence[str], runtime: str) -> None:
+        self._interpreter = interpreter
+        self.labels = list(labels)
+        self.runtime = runtime
+        inp = interpreter.get_input_details()
+        out = interpreter.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise ModelError("the model must have exactly one input and one output tensor")
+        self._input = inp[0]
+        self._output = out[0]
+        shape = [int(v) for v in self._input["shape"]]
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
+            raise ModelError(f"the model input must be 1 x N x N x 3 pixels (got {shape})")
+        self.input_size: int = shape[1]
+        self.input_dtype = np.dtype(self._input["dtype"])
+        n_out = int(self._output["shape"][-1])
+        if n_out != len(self.labels):
+            raise ModelError(
+                f"the model has {n_out} outputs but labels.txt has {len(self.labels)} labels; "
+                "use the labels.txt written with this model"
+            )
+
+    @classmethod
+    def load(cls, model_path: Path, labels: Sequence[str], num_threads: int = 2) -> Classifier:
+        """Load ``model_path`` with the first runtime available (see :data:`RUNTIMES`)."""
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ModelError(f"no model file at {model_path}; check the path")
+        runtime, interpreter_class = find_interpreter()
+        try:
+            interpreter = interpreter_class(model_path=str(model_path), num_threads=num_threads)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{runtime} cannot load {model_path.name}: {exc}") from None
+        return cls(interpreter, labels, runtime)
+
+    @classmethod
+    def from_dir(cls, model_dir: Path, num_threads: int = 2) -> Classifier:
+        """Load ``model.tflite`` and ``labels.txt`` from a model folder."""
+        model_dir = Path(model_dir)
+        labels = read_labels(model_dir / LABELS_FILE)
+        return cls.load(model_dir / MODEL_FILE, labels, num_threads)
+
+    def invoke_raw(self, batch_uint8: np.ndarray) -> np.ndarray:
+        """Run the model on prepared pixels (1 x N x N x 3 ``uint8``); the output as floats.
+
+        Quantized outputs are dequantized, so the result reads as probabilities either way.
+        """
+        batch = np.asarray(batch_uint8)
+        if batch.ndim == 3:
+            batch = batch[None]
+        expected = (1, self.input_size, self.input_size, 3)
+        if batch.shape != expected:
+            raise ModelError(f"the model takes a batch of shape {expected} (got {batch.shape})")
+        interp = self._interpreter
+        try:
+            interp.set_tensor(self._input["index"], batch.astype(self.input_dtype, copy=False))
+            interp.invoke()
+            raw = interp.get_tensor(self._output["index"])
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"the model failed to run: {exc}") from None
+        scale, zero = self._output.get("quantization", (0.0, 0))
+        if raw.dtype != np.float32 and scale:
+            return (raw.astype(np.float32) - zero) * scale
+        return raw.astype(np.float32, copy=False)
+
+    def probabilities(self, prepared: np.ndarray) -> np.ndarray:
+        """Class probabilities for one prepared crop (``input_size`` square ``uint8``)."""
+        return self.invoke_raw(prepared)[0]
+
+    def predict(
+        self,
+        image_rgb: np.ndarray,
+        bbox: Sequence[float] | None = None,
+        colour_matrix: list[list[float]] | np.ndarray | None = None,
+        top_k: int = 3,
+    ) -> Prediction:
+        """Crop, preprocess and classify one frame (RGB ``uint8``)."""
+        try:
+            prepared = prepare(image_rgb, bbox, colour_matrix, self.input_size)
+        except ValueError as exc:
+            raise ModelError(f"cannot prepare the frame for the model: {exc}") from None
+        return self.decide(self.probabilities(prepared), top_k)
+
+    def decide(self, probs: np.ndarray, top_k: int = 3) -> Prediction:
+        """The :class:`Prediction` for a probability vector in label order."""
+        probs = np.asarray(probs, np.float32)
+        if not np.all(np.isfinite(probs)):
+            raise ModelError("the model returned non-finite scores")
+        order = np.argsort(-probs, kind="stable")
+        best = int(order[0])
+        k = max(1, min(int(top_k), len(self.labels)))
+        ranked = [(self.labels[int(i)], float(probs[int(i)])) for i in order[:k]]
+        return Prediction(self.labels[best], best, float(probs[best]), ranked)

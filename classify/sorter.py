@@ -1,0 +1,444 @@
+"""The unattended sorter: see a part, wait until it is still, classify it, fire, log, repeat.
+
+One frame at a time (:meth:`Sorter.process`), the loop moves through three phases:
+
+* ``empty``: nothing differs from the empty reference.  A part appearing starts ``arriving``.
+* ``arriving``: the part is there but may still bounce or slide; once it has been still for
+  ``sorter.stable_frames`` frames it is cropped and classified (the shared
+  :func:`classify.preprocess.prepare`, via ``Classifier.predict`` with the reference's colour
+  matrix), a bin is chosen (:mod:`classify.decide`), the actuator fires, and the decision is
+  handed to the durable log (:mod:`classify.decision_log`).  Then ``leaving``.
+* ``leaving``: the actuator has fired; the part must be gone from the next frames.  When it is,
+  back to ``empty``.
+
+Faults (contracts, "Faults"): a camera error is retried :data:`CAMERA_RETRIES` times before it
+latches; a stuck part (present longer than ``sorter.stuck_after_s``), an actuator error, a model
+error, or a decision log that cannot write latch at once.  Latched, the sorter is in its safe
+state: it takes no frames and fires nothing.  Each fault is an incident in the store (so it
+survives a restart and shows on the page) and stays until :meth:`Sorter.acknowledge`.
+
+Threads: :meth:`start` runs the loop in a thread; tests drive it without one through
+:meth:`step` and :meth:`run_parts`.  :meth:`set_classifier` swaps the model while it runs; each
+decision is made and logged with one consistent (classifier, model id) pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from capture.colour import colour_matrix_from_reference
+from capture.store.records import utc_now
+from capture.store.sorting import DecisionRecord
+from classify.decide import choose_bin
+from classify.decision_log import DecisionLog
+from classify.preprocess import crop_square, square_region
+from classify.presence import PresenceDetector, median_frame
+from rig.camera import check_frame
+from rig.config import Settings
+from rig.errors import CameraError, FaultLatched, RigError
+
+CAMERA_RETRIES = 3
+CAMERA_RETRY_DELAY_S = 0.05
+REFERENCE_FRAMES = 5
+TOP_K = 3
+#: Incident kinds the sorter latches on; ``sorter_camera_retry`` is recorded but not latched.
+FAULT_KINDS = ("camera", "stuck", "actuator", "model", "log", "internal")
+RETRY_KIND = "sorter_camera_retry"
+
+
+@dataclass(frozen=True)
+class SortDecision:
+    """What the sorter did with one part."""
+
+    label: str | None
+    confidence: float
+    top_k: list[tuple[str, float]]
+    bin: int
+    reason: str
+    model_id: str | None
+    bbox: tuple[int, int, int, int]
+    latency_ms: float
+    at: str
+    truth: str | None = None
+
+
+class Sorter:
+    """The sorting loop over ``camera`` (its preview stream), ``actuator`` and ``store``.
+
+    ``clock`` (a :class:`~rig.sim.clock.SimClock`) times the loop in simulation; ``truth`` is
+    the simulator's oracle of the part's real label, recorded with each decision for tests.
+    """
+
+    def __init__(
+        self,
+        camera: Any,
+        actuator: Any,
+        store: Any,
+        settings: Settings,
+        clock: Any = None,
+        *,
+        truth: Callable[[], str | None] | None = None,
+    ) -> None:
+        self.camera = camera
+        self.actuator = actuator
+        self.store = store
+        self.settings = settings
+        self.cfg = settings.sorter
+        self._now: Callable[[], float] = clock.now if clock is not None else time.monotonic
+        self._sleep: Callable[[float], None] = clock.sleep if clock is not None else time.sleep
+        self._truth = truth
+        self._lock = threading.RLock()
+        self._model_lock = threading.Lock()
+        self._classifier: Any = None
+        self._model_id: str | None = None
+        self._presence: PresenceDetector | None = None
+        self.colour_matrix: list[list[float]] | None = None
+        self._log = DecisionLog(store)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._phase = "empty"
+        self._since = 0.0
+        self._still = 0
+        self._decided = 0
+        self.counts: dict[str, Any] = {
+            "frames": 0,
+            "decisions": 0,
+            "cleared": 0,
+            "review": 0,
+            "by_bin": {},
+            "camera_errors": 0,
+            "faults": 0,
+        }
+        self.last_decision: SortDecision | None = None
+        self.incident: dict[str, Any] | None = self._latched_incident()
+
+    # --- the model -------------------------------------------------------------------------------
+
+    def set_classifier(self, classifier: Any, model_id: str | None) -> None:
+        """Swap the model (None: no model, every part goes to review); safe while running."""
+        with self._model_lock:
+            self._classifier, self._model_id = classifier, model_id
+
+    @property
+    def model_id(self) -> str | None:
+        with self._model_lock:
+            return self._model_id
+
+    # --- the reference ---------------------------------------------------------------------------
+
+    def take_reference(self, frames: int = REFERENCE_FRAMES) -> None:
+        """Capture the empty platform (median of a few frames) and its colour correction.
+
+        The platform must be empty: whatever is on it becomes part of the background.
+        """
+        shots = [check_frame(self.camera.preview(), "reference frame") for _ in range(frames)]
+        reference = median_frame(shots)
+        with self._lock:
+            self._presence = PresenceDetector(reference, self.cfg.presence_threshold)
+            matrix = colour_matrix_from_reference(reference)
+            self.colour_matrix = None if matrix is None else np.asarray(matrix).tolist()
+            self._phase = "empty"
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        if self.incident is not None:
+            return "faulted"
+        thread = self._thread
+        return "running" if thread is not None and thread.is_alive() else "stopped"
+
+    def start(self) -> None:
+        """Run the loop in a thread (taking the reference first if there is none)."""
+        with self._lock:
+            if self.incident is not None:
+                raise FaultLatched(self.incident["message"])
+            if self._thread is not None and self._thread.is_alive():
+                return
+            if self._presence is None:
+                self.take_reference()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="sorter", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop after the current frame and commit every logged decision."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._log.flush()
+
+    def close(self) -> None:
+        """Stop, commit the log and stop its writer; the camera and actuator stay the caller's."""
+        self.stop()
+        self._log.close()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every decision so far is durably in the store."""
+        return self._log.flush(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.incident is not None:
+                self._stop.wait(0.05)
+                continue
+            self.step()
+
+    # --- stepping --------------------------------------------------------------------------------
+
+    def step(self) -> SortDecision | None:
+        """Take one frame and act on it; None unless a part was sorted.  Never raises: an
+        unexpected error latches an ``internal`` fault (fail safe, nothing fires)."""
+        if self.incident is not None:
+            return None
+        try:
+            frame = self._frame()
+            return None if frame is None else self.process(frame)
+        except Exception as exc:
+            self._latch("internal", f"the sorter stopped on an unexpected error: {exc!r}")
+            return None
+
+    def run_parts(self, n: int, max_frames: int | None = None) -> list[SortDecision]:
+        """Step until ``n`` parts are sorted, a fault latches, or ``max_frames`` frames pass."""
+        if self._presence is None and self.incident is None:
+            self.take_reference()
+        limit = max_frames if max_frames is not None else 500 * max(1, n) + 100
+        out: list[SortDecision] = []
+        for _ in range(limit):
+            if len(out) >= n or self.incident is not None:
+                break
+            decision = self.step()
+            if decision is not None:
+                out.append(decision)
+        return out
+
+    def _frame(self) -> np.ndarray | None:
+        """The next preview frame; transient camera errors are retried, then latched."""
+        errors: list[str] = []
+        for _ in range(CAMERA_RETRIES + 1):
+            try:
+                frame = check_frame(self.camera.preview(), "sorter frame")
+            except (CameraError, OSError) as exc:
+                errors.append(str(exc))
+                self.counts["camera_errors"] += 1
+                if self._presence is not None:
+                    self._presence.forget()
+                self._sleep(CAMERA_RETRY_DELAY_S)
+                continue
+            if errors:
+                self._record_retry(errors)
+            return frame
+        self._latch(
+            "camera",
+            f"the camera failed {len(errors)} times in a row ({errors[-1]}); check the camera"
+            " and its cable, then acknowledge",
+        )
+        return None
+
+    def process(self, frame: np.ndarray) -> SortDecision | None:
+        """Advance the loop by one frame (the bench calls this directly on a frame stream)."""
+        t_in = time.perf_counter()
+        if self._log.error is not None:
+            self._latch("log", f"decisions cannot be logged: {self._log.error}")
+            return None
+        if self._presence is None:
+            raise RigError("the sorter has no empty reference; call take_reference() first")
+        self.counts["frames"] += 1
+        now = self._now()
+        seen = self._presence.look(frame)
+        if self._phase == "empty":
+            if not seen.present:
+                return None
+            self._phase, self._since, self._still = "arriving", now, 1
+        elif self._phase == "arriving":
+            if not seen.present:
+                self._phase = "empty"  # NOTE: it fell off before settling; nothing to sort.
+                return None
+            self._still = self._still + 1 if seen.still else 1
+        else:  # leaving
+            if not seen.present:
+                self._phase = "empty"
+                self.counts["cleared"] += 1
+                return None
+            self._check_stuck(now)
+            return None
+        if self._still >= self.cfg.stable_frames:
+            return self._sort(frame, seen.bbox, t_in)  # type: ignore[arg-type]
+        self._check_stuck(now)
+        return None
+
+    def _check_stuck(self, now: float) -> None:
+        if now - self._since > self.cfg.stuck_after_s:
+            self._latch(
+                "stuck",
+                f"a part has been on the platform for {now - self._since:.1f} s (limit"
+                f" sorter.stuck_after_s = {self.cfg.stuck_after_s:g} s); remove it by hand,"
+                " then acknowledge",
+            )
+
+    def _sort(
+        self, frame: np.ndarray, bbox: tuple[int, int, int, int], t_in: float
+    ) -> SortDecision | None:
+        with self._model_lock:
+            classifier, model_id = self._classifier, self._model_id
+        prediction = None
+        if classifier is not None:
+            try:
+                prediction = classifier.predict(
+                    frame, bbox=bbox, colour_matrix=self.colour_matrix, top_k=TOP_K
+                )
+            except Exception as exc:
+                self._latch(
+                    "model",
+                    f"model {model_id} failed on a frame ({exc}); activate another model or"
+                    " roll back, then acknowledge",
+                )
+                return None
+        label = None if prediction is None else prediction.label
+        confidence = 0.0 if prediction is None else float(prediction.confidence)
+        choice = choose_bin(label, confidence, self.settings)
+        truth = self._truth() if self._truth is not None else None
+        try:
+            self.actuator.fire(choice.bin)
+        except Exception as exc:
+            self._latch(
+                "actuator",
+                f"firing bin {choice.bin} for {label or 'a part'} failed ({exc}); check the"
+                " actuator, clear the platform, then acknowledge",
+            )
+            return None
+        latency_ms = (time.perf_counter() - t_in) * 1000.0
+        self._phase = "leaving"
+        top_k = [] if prediction is None else [(str(k), float(v)) for k, v in prediction.top_k]
+        decision = SortDecision(
+            label, confidence, top_k, choice.bin, choice.reason, model_id, tuple(bbox),
+            latency_ms, utc_now(), truth,
+        )  # fmt: skip
+        self._log_decision(decision, frame, choice.review)
+        return decision
+
+    def _log_decision(self, d: SortDecision, frame: np.ndarray, review: bool) -> None:
+        self._decided += 1
+        every = self.cfg.sample_every
+        keep = review or (every > 0 and self._decided % every == 0)
+        crop = crop_box = None
+        if keep:
+            h, w = frame.shape[:2]
+            region = square_region(d.bbox, w, h)
+            crop = crop_square(frame, region).copy()
+            crop_box = (d.bbox[0] - region[0], d.bbox[1] - region[1], d.bbox[2], d.bbox[3])
+        record = DecisionRecord(
+            label=d.label or "unknown",
+            confidence=d.confidence,
+            bin=d.bin,
+            reason=d.reason,
+            top_k=d.top_k,
+            model_id=d.model_id,
+            review=review,
+            bbox=d.bbox,
+            crop_bbox=crop_box,
+            colour_matrix=self.colour_matrix if keep else None,
+            truth=d.truth,
+            latency_ms=round(d.latency_ms, 3),
+            at=d.at,
+        )
+        self._log.append(record, crop)
+        with self._lock:  # NOTE: status() copies these from another thread.
+            counts = self.counts
+            counts["decisions"] += 1
+            counts["review"] += int(review)
+            key = str(d.bin)
+            counts["by_bin"][key] = counts["by_bin"].get(key, 0) + 1
+            self.last_decision = d
+
+    # --- faults ----------------------------------------------------------------------------------
+
+    def _latched_incident(self) -> dict[str, Any] | None:
+        """A sorter fault latched before a restart is still latched (it lives in the store)."""
+        for row in self.store.list_incidents(unacknowledged=True):
+            kind = str(row["kind"])
+            if kind.startswith("sorter_") and kind != RETRY_KIND:
+                return {"id": row["id"], "kind": kind, "message": row["message"], "at": row["at"]}
+        return None
+
+    def _latch(self, kind: str, message: str) -> None:
+        """Enter the safe state: fire nothing, take no frames, record the incident."""
+        with self._lock:
+            if self.incident is not None:
+                return
+            self.counts["faults"] += 1
+            self._stop_moving_parts()
+            incident: dict[str, Any] = {
+                "id": None,
+                "kind": f"sorter_{kind}",
+                "message": message,
+                "at": utc_now(),
+            }
+            self.incident = incident
+        # NOTE: the fault latches in memory even when the store cannot record it (a full disk
+        # is then the store's own error on the page).
+        with contextlib.suppress(RigError):
+            incident["id"] = self.store.add_incident(f"sorter_{kind}", message)
+
+    def _stop_moving_parts(self) -> None:
+        self._phase = "empty"
+        if self._presence is not None:
+            self._presence.forget()
+
+    def _record_retry(self, errors: list[str]) -> None:
+        try:
+            incident_id = self.store.add_incident(
+                RETRY_KIND,
+                f"the camera failed {len(errors)} time(s) and recovered on retry: {errors[0]}",
+            )
+            self.store.acknowledge_incident(incident_id, "sorter (recovered by retry)")
+        except RigError:
+            pass
+
+    def acknowledge(self, who: str = "operator") -> bool:
+        """Clear the latched fault (the operator has dealt with it); False if none was latched.
+
+        After a stuck part or an actuator error, clear the platform first: whatever is on it
+        when the sorter resumes is treated as a new part.
+        """
+        with self._lock:
+            incident = self.incident
+            if incident is None:
+                return False
+            if incident["id"] is not None:
+                self.store.acknowledge_incident(incident["id"], who)
+            self.incident = None
+            self._stop_moving_parts()
+            return True
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Everything the Sorter page shows."""
+        with self._model_lock:
+            classifier, model_id = self._classifier, self._model_id
+        with self._lock:
+            counts = {**self.counts, "by_bin": dict(self.counts["by_bin"])}
+            last = self.last_decision
+            incident = None if self.incident is None else dict(self.incident)
+        return {
+            "state": self.state,
+            "phase": self._phase,
+            "model_id": model_id,
+            "runtime": getattr(classifier, "runtime", None),
+            "reference": self._presence is not None,
+            "colour_corrected": self.colour_matrix is not None,
+            "counts": counts,
+            "log_backlog": self._log.backlog,
+            "logged": self._log.committed,
+            "last_decision": None if last is None else asdict(last),
+            "incident": incident,
+        }

@@ -1,0 +1,335 @@
+"""The training recipe: snapshot in, a deployable model folder out.
+
+Runs off the Pi, on a machine with TensorFlow (the ``train`` extra).  The flow:
+
+1. open the snapshot and crop every shot from its stored box with
+   :func:`classify.preprocess.prepare` (the sorter's own code);
+2. train with turntable augmentation (:mod:`classify.augment`), class weights against
+   imbalance, and early stopping on the val split (the best epoch's weights are kept);
+3. export ``model.tflite`` (full int8, calibrated on training crops) and
+   ``model-float.tflite``;
+4. touch the test split once, at the end, through the exported models in the runtime the Pi
+   uses, and write ``labels.txt``, ``metrics.json`` and ``confusion.png``.
+
+The folder is assembled under a temporary name and renamed into place, so a model folder is
+either complete or absent: ``partrig model push`` never uploads half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from capture.store.files import fsync_dir, write_durably
+from classify.augment import AugmentConfig, as_affine, augment, background_patch
+from classify.export import export_float, export_int8
+from classify.metrics import confusion, confusion_png, summarise
+from classify.model_build import build_model, check_options
+from classify.preprocess import prepare, prepare_mask
+from classify.runtime import Classifier
+from classify.train_data import Sample, Snapshot, open_snapshot
+from rig.errors import ModelError, StoreError
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainOptions:
+    """Everything that shapes a training run; recorded in ``metrics.json``."""
+
+    backbone: str = "mobilenet_v2"
+    alpha: float = 1.0
+    size: int = 224
+    weights: str | None = None
+    epochs: int = 30
+    batch: int = 32
+    patience: int = 5
+    learning_rate: float = 1e-3
+    seed: int = 0
+    #: Augmented samples per epoch at least; small datasets are repeated with fresh draws.
+    min_epoch_samples: int = 512
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class Prepared:
+    """One split as arrays: crops (``uint8``), class indices, and for training the extras."""
+
+    crops: np.ndarray
+    classes: np.ndarray
+    matrices: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray | None] = field(default_factory=list)
+    backgrounds: list[np.ndarray] = field(default_factory=list)
+
+
+def prepare_split(samples: list[Sample], size: int, *, for_training: bool) -> Prepared:
+    """Crop every sample; training crops stay uncorrected (augmentation corrects them)."""
+    crops, classes = [], []
+    out = Prepared(np.zeros((0, size, size, 3), np.uint8), np.zeros((0,), np.int64))
+    for s in samples:
+        image = s.image()
+        matrix = None if for_training else s.colour_matrix
+        crops.append(prepare(image, s.bbox, matrix, size))
+        classes.append(s.class_index)
+        if for_training:
+            out.matrices.append(as_affine(s.colour_matrix))
+            mask = s.mask()
+            out.masks.append(None if mask is None else prepare_mask(mask, s.bbox, size))
+            patch = background_patch(image, s.bbox, size)
+            if patch is not None:
+                out.backgrounds.append(patch)
+    if crops:
+        out.crops = np.stack(crops)
+        out.classes = np.asarray(classes, np.int64)
+    return out
+
+
+def class_weights(classes: np.ndarray, labels: list[str]) -> dict[int, float]:
+    """Inverse-frequency weights (mean 1); every class needs training shots."""
+    counts = np.bincount(classes, minlength=len(labels))
+    missing = [labels[i] for i, c in enumerate(counts) if c == 0]
+    if missing:
+        raise StoreError(
+            f"the train split has no shots of {', '.join(missing)}; capture some, or leave "
+            "these classes out of the snapshot's filter"
+        )
+    return {i: float(len(classes) / (len(labels) * c)) for i, c in enumerate(counts)}
+
+
+def pick_strategy() -> tuple[Any, list[str]]:
+    """MirroredStrategy across several GPUs, else the default (one GPU, or the CPU)."""
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy(), gpus
+    return tf.distribute.get_strategy(), gpus or ["CPU"]
+
+
+def augmented_epoch(
+    train: Prepared, opts: TrainOptions, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of fresh augmentations; small sets repeat to ``min_epoch_samples``."""
+    repeats = max(1, -(-opts.min_epoch_samples // len(train.crops)))
+    order = np.tile(np.arange(len(train.crops)), repeats)
+    x = np.stack(
+        [
+            augment(train.crops[i], train.matrices[i], train.masks[i], train.backgrounds, rng,
+                    opts.augment)
+            for i in order
+        ]
+    )  # fmt: skip
+    return x, train.classes[order]
+
+
+def _epoch_line(row: dict[str, Any]) -> str:
+    line = f"epoch {row['epoch']}: loss {row['loss']:.4f} acc {row['accuracy']:.3f}"
+    if "val_loss" in row:
+        line += f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.3f}"
+    return line
+
+
+def fit(
+    model: Any,
+    train: Prepared,
+    val: Prepared,
+    weights: dict[int, float],
+    opts: TrainOptions,
+    log: Log,
+) -> dict[str, Any]:
+    """Train epoch by epoch on fresh augmentations; keep the best val epoch's weights."""
+    rng = np.random.default_rng(opts.seed)
+    best: dict[str, Any] = {"epoch": 0, "val_accuracy": -1.0, "val_loss": float("inf")}
+    best_weights = model.get_weights()
+    history = []
+    for epoch in range(1, opts.epochs + 1):
+        x, y = augmented_epoch(train, opts, rng)
+        hist = model.fit(
+            x,
+            y,
+            batch_size=opts.batch,
+            epochs=1,
+            verbose=0,
+            class_weight=weights,
+            shuffle=True,
+        )
+        row = {
+            "epoch": epoch,
+            "loss": round(float(hist.history["loss"][-1]), 4),
+            "accuracy": round(float(hist.history["accuracy"][-1]), 4),
+        }
+        if len(val.crops):
+            loss, acc = model.evaluate(val.crops, val.classes, batch_size=opts.batch, verbose=0)
+            row.update(val_loss=round(float(loss), 4), val_accuracy=round(float(acc), 4))
+            better = row["val_accuracy"] > best["val_accuracy"] or (
+                row["val_accuracy"] == best["val_accuracy"] and row["val_loss"] < best["val_loss"]
+            )
+        else:
+            # NOTE: without a val split there is nothing to stop on; keep the last epoch.
+            better = True
+        history.append(row)
+        log(_epoch_line(row))
+        if better:
+            best = {
+                "epoch": epoch,
+                "val_accuracy": row.get("val_accuracy", -1.0),
+                "val_loss": row.get("val_loss", float("inf")),
+            }
+            best_weights = model.get_weights()
+        elif epoch - best["epoch"] >= opts.patience:
+            log(f"early stop: no val improvement for {opts.patience} epochs")
+            break
+    model.set_weights(best_weights)
+    return {
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "history": history,
+        "val_accuracy": best["val_accuracy"] if len(val.crops) else None,
+    }
+
+
+def evaluate(model_path: Path, labels: list[str], test: Prepared) -> tuple[dict, np.ndarray]:
+    """Accuracy of an exported model in the Pi's runtime; the summary and confusion matrix."""
+    clf = Classifier.load(model_path, labels, num_threads=max(1, os.cpu_count() or 1))
+    predicted = [int(np.argmax(clf.probabilities(c))) for c in test.crops]
+    matrix = confusion(test.classes, predicted, len(labels))
+    summary = summarise(matrix, labels)
+    summary["runtime"] = clf.runtime
+    return summary, matrix
+
+
+def _calibration(train: Prepared, rng: np.random.Generator, limit: int = 200) -> list:
+    from capture.colour import apply_colour_matrix
+
+    order = rng.permutation(len(train.crops))[:limit]
+    return [apply_colour_matrix(train.crops[i], train.matrices[i]) for i in order]
+
+
+def train(snapshot_dir: Path, out_dir: Path, opts: TrainOptions, log: Log = print) -> dict:
+    """Train on the snapshot at ``snapshot_dir``; write the model folder ``out_dir``."""
+    import keras
+
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ModelError(f"{out_dir} exists and is not empty; choose a new --out folder")
+    check_options(opts.backbone, opts.alpha, opts.size, opts.weights)
+    snap = open_snapshot(Path(snapshot_dir))
+    labels = snap.labels
+    keras.utils.set_random_seed(opts.seed)
+    splits = {name: snap.samples(name) for name in ("train", "val", "test")}
+    log(
+        f"snapshot {snap.id}: {len(labels)} classes, "
+        + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+    )
+    train_set = prepare_split(splits["train"], opts.size, for_training=True)
+    val_set = prepare_split(splits["val"], opts.size, for_training=False)
+    test_set = prepare_split(splits["test"], opts.size, for_training=False)
+    weights = class_weights(train_set.classes, labels)
+
+    strategy, devices = pick_strategy()
+    log(f"training {opts.backbone} at {opts.size} px on {', '.join(devices)}")
+    with strategy.scope():
+        model = build_model(len(labels), opts.backbone, opts.alpha, opts.size, opts.weights)
+        model.compile(
+            optimizer=keras.optimizers.Adam(opts.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    outcome = fit(model, train_set, val_set, weights, opts, log)
+    train_seconds = time.monotonic() - started
+
+    temp = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.partial")
+    temp.mkdir(parents=True)
+    try:
+        rng = np.random.default_rng(opts.seed)
+        export_float(model, temp / "model-float.tflite")
+        export_int8(model, _calibration(train_set, rng), temp / "model.tflite")
+        metrics = _test_once(temp, labels, test_set)
+        metrics.update(_record(snap, opts, outcome, devices, splits, weights, train_seconds))
+        write_durably(temp / "labels.txt", ("\n".join(labels) + "\n").encode())
+        write_durably(temp / "metrics.json", json.dumps(metrics, indent=2).encode())
+        if metrics["confusion_int8"] is not None:
+            png = confusion_png(
+                np.asarray(metrics["confusion_int8"]), labels, f"{snap.id} test, int8"
+            )
+            write_durably(temp / "confusion.png", png)
+        if out_dir.exists():
+            out_dir.rmdir()
+        temp.rename(out_dir)
+        fsync_dir(out_dir.parent)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    log(
+        f"wrote {out_dir}: test accuracy float {metrics['float_accuracy']}, "
+        f"int8 {metrics['int8_accuracy']}"
+    )
+    return metrics
+
+
+def _test_once(folder: Path, labels: list[str], test: Prepared) -> dict[str, Any]:
+    if not len(test.crops):
+        return {
+            "accuracy": None,
+            "float_accuracy": None,
+            "int8_accuracy": None,
+            "int8_drop": None,
+            "per_class": None,
+            "confusion_int8": None,
+            "runtime": None,
+            "test": None,
+        }
+    float_summary, _ = evaluate(folder / "model-float.tflite", labels, test)
+    int8_summary, matrix = evaluate(folder / "model.tflite", labels, test)
+    return {
+        "accuracy": int8_summary["accuracy"],
+        "float_accuracy": float_summary["accuracy"],
+        "int8_accuracy": int8_summary["accuracy"],
+        "int8_drop": round(float_summary["accuracy"] - int8_summary["accuracy"], 4),
+        "per_class": int8_summary["per_class"],
+        "confusion_int8": matrix.tolist(),
+        "runtime": int8_summary["runtime"],
+        "test": {"float": float_summary, "int8": int8_summary},
+    }
+
+
+def _record(
+    snap: Snapshot,
+    opts: TrainOptions,
+    outcome: dict,
+    devices: list[str],
+    splits: dict[str, list],
+    weights: dict[int, float],
+    seconds: float,
+) -> dict:
+    options = asdict(opts)
+    options["augment"] = asdict(opts.augment)
+    return {
+        "snapshot": snap.id,
+        "labels": snap.labels,
+        "backbone": opts.backbone,
+        "alpha": opts.alpha,
+        "input_size": opts.size,
+        "weights": str(opts.weights) if opts.weights else "none",
+        "val_accuracy": outcome["val_accuracy"],
+        "best_epoch": outcome["best_epoch"],
+        "epochs_run": outcome["epochs_run"],
+        "history": outcome["history"],
+        "counts": {k: len(v) for k, v in splits.items()},
+        "class_weights": {snap.labels[i]: round(w, 4) for i, w in weights.items()},
+        "devices": devices,
+        "train_seconds": round(seconds, 1),
+        "options": options,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

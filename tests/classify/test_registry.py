@@ -1,0 +1,197 @@
+"""The model registry: uploads are stored durably, validated on the rig, activated, rolled back.
+
+The models are real full-int8 TFLite files with known behaviour (registry_helpers.py), and the
+snapshot is a real one of real stored shots, so every check runs the code the rig runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("capture.snapshot")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from registry_helpers import (
+    LABELS,
+    add_colour_shots,
+    colour_model,
+    make_snapshot,
+    upload_files,
+)
+
+from classify.registry import ModelRegistry
+from rig.config import parse_settings
+from rig.errors import ModelError, NotFound, RunStateError
+
+
+class RecordingSorter:
+    """Stands in for classify.sorter.Sorter: records every classifier swapped in."""
+
+    def __init__(self) -> None:
+        self.swaps: list[tuple[Any, str | None]] = []
+
+    def set_classifier(self, classifier: Any, model_id: str | None) -> None:
+        self.swaps.append((classifier, model_id))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "good": colour_model(root / "good"),
+        "swapped": colour_model(root / "swapped", swap=True),
+        "reordered": colour_model(root / "reordered", labels=LABELS[::-1]),
+        "float": colour_model(root / "float", int8=False),
+        "other-snapshot": colour_model(root / "other", snapshot="snap-0099"),
+    }
+
+
+@pytest.fixture
+def rig_env(tmp_path):
+    from capture.store import DatasetStore
+
+    settings = parse_settings(
+        {"data": {"dir": str(tmp_path / "data")}, "models": {"accuracy_floor": 0.9}}
+    )
+    store = DatasetStore.open(settings.data.dir)
+    add_colour_shots(store)
+    manifest = make_snapshot(store, settings)
+    assert manifest["id"] == "snap-0001"
+    sorter = RecordingSorter()
+    yield ModelRegistry(store, settings, sorter), store, sorter
+    store.close()
+
+
+def test_a_good_model_is_stored_with_checksums_and_validated_on_the_rigs_test_split(
+    rig_env, models
+):
+    registry, store, _ = rig_env
+    files = upload_files(models["good"])
+    result = registry.upload(files, "trainer-1")
+    assert result["id"] == "model-0001" and result["state"] == "validated", result
+    validation = result["validation"]
+    assert validation["accuracy"] == 1.0 and validation["test_shots"] > 0
+    assert validation["required_accuracy"] == 0.9 and validation["baseline"] is None
+    assert [c["check"] for c in validation["checks"]] == [
+        "loads",
+        "input",
+        "labels",
+        "test_split",
+        "accuracy",
+    ]
+    row = store.get_model("model-0001")
+    assert row["state"] == "validated" and row["labels"] == LABELS
+    assert row["snapshot_id"] == "snap-0001" and row["uploaded_by"] == "trainer-1"
+    stored = store.model_dir("model-0001")
+    for entry in row["files"]:
+        data = (stored / entry["name"]).read_bytes()
+        assert data == files[entry["name"]]
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert not [p for p in stored.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    ("name", "failed", "words"),
+    [
+        ("swapped", "accuracy", "needs 0.9000"),
+        ("reordered", "labels", "another order"),
+        ("float", "input", "uint8"),
+        ("other-snapshot", "labels", "snap-0099"),
+    ],
+)
+def test_a_model_that_fails_a_check_is_kept_as_rejected_with_the_reason(
+    rig_env, models, name, failed, words
+):
+    registry, store, _ = rig_env
+    result = registry.upload(upload_files(models[name]), "trainer-1")
+    assert result["state"] == "rejected"
+    failing = [c for c in result["validation"]["checks"] if not c["ok"]]
+    assert failing[0]["check"] == failed and words in failing[0]["detail"], failing
+    assert store.get_model(result["id"])["state"] == "rejected"
+    with pytest.raises(RunStateError):
+        registry.activate(result["id"], "op")
+    assert store.active_model() is None
+
+
+def test_an_upload_that_is_not_a_model_is_refused_and_nothing_is_stored(rig_env, models):
+    registry, store, _ = rig_env
+    files = upload_files(models["good"])
+    with pytest.raises(ModelError, match=r"lacks labels\.txt"):
+        registry.upload({k: v for k, v in files.items() if k != "labels.txt"}, "t")
+    with pytest.raises(ModelError, match="unexpected files"):
+        registry.upload({**files, "../evil.sh": b"rm -rf /"}, "t")
+    with pytest.raises(ModelError, match="snapshot"):
+        registry.upload({**files, "metrics.json": b'{"accuracy": 1}'}, "t")
+    assert store.list_models() == []
+    assert not (store.data_dir / "models").exists() or not list(
+        (store.data_dir / "models").iterdir()
+    )
+
+
+def test_activation_swaps_the_sorters_model_and_rollback_restores_the_previous_one(rig_env, models):
+    registry, store, sorter = rig_env
+    first = registry.upload(upload_files(models["good"]), "t")["id"]
+    registry.activate(first, "alice")
+    assert sorter.swaps[-1][1] == first and sorter.swaps[-1][0].labels == LABELS
+
+    second = registry.upload(upload_files(models["good"]), "t")
+    # NOTE: with a model active, the bar is that model's accuracy on the same shots.
+    assert second["validation"]["baseline"] == {"model_id": first, "accuracy": 1.0}
+    assert second["validation"]["required_accuracy"] == pytest.approx(0.98)
+    registry.activate(second["id"], "bob")
+    assert store.active_model()["id"] == second["id"]
+    assert store.get_model(first)["state"] == "retired"
+    assert sorter.swaps[-1][1] == second["id"]
+
+    worse = registry.upload(upload_files(models["swapped"]), "t")
+    assert worse["state"] == "rejected"
+    assert worse["validation"]["baseline"]["model_id"] == second["id"]
+
+    record = registry.rollback("carol")
+    assert record == {"model_id": first, "previous_model_id": second["id"], "changed": True}
+    assert store.active_model()["id"] == first and sorter.swaps[-1][1] == first
+    history = [(a["action"], a["model_id"], a["previous_model_id"], a["who"])
+               for a in reversed(store.model_activations())]  # fmt: skip
+    assert history == [
+        ("activate", first, None, "alice"),
+        ("activate", second["id"], first, "bob"),
+        ("rollback", first, second["id"], "carol"),
+    ]
+    # NOTE: the first model replaced nothing, so there is nothing further back to restore.
+    with pytest.raises(RunStateError, match="no previous model"):
+        registry.rollback("carol")
+    assert store.active_model()["id"] == first and len(sorter.swaps) == 3
+
+
+def test_the_active_model_survives_a_restart_and_loads_for_the_sorter(rig_env, models):
+    registry, store, _ = rig_env
+    model_id = registry.upload(upload_files(models["good"]), "t")["id"]
+    registry.activate(model_id, "op")
+    again = ModelRegistry(store, registry.settings)
+    classifier, active = again.load_active()
+    assert active == model_id and classifier.input_size == 16
+
+
+def test_a_folder_left_by_a_crash_is_skipped_and_unfinished_uploads_are_removed(rig_env, models):
+    registry, store, _ = rig_env
+    root = store.data_dir / "models"
+    (root / "model-0001").mkdir(parents=True)  # renamed, but the commit never happened
+    (root / ".upload-deadbeef.tmp").mkdir()
+    assert registry.remove_staging_leftovers() == [".upload-deadbeef.tmp"]
+    result = registry.upload(upload_files(models["good"]), "t")
+    assert result["id"] == "model-0002"
+    with pytest.raises(NotFound):
+        store.get_model("model-0001")
+
+
+def test_unknown_and_malformed_model_ids_are_not_found(rig_env):
+    _, store, _ = rig_env
+    for bad in ("model-0042", "../etc", "model-1; DROP TABLE models"):
+        with pytest.raises(NotFound):
+            store.get_model(bad)

@@ -1,0 +1,86 @@
+"""The review queue: uncertain crops from the sorter, labelled with one click or discarded.
+
+A labelled item becomes a shot in the dataset (``source = "sorter"``, a fresh instance of its
+own), so the next snapshot trains on exactly the parts the model was unsure of.  Crops are
+served by item id only; the stored path is checked to resolve inside the data directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field, StringConstraints
+
+from rig.errors import NotFound
+from web.deps import OperatorAuth, StoreDep, ViewerAuth
+
+router = APIRouter(prefix="/api/review", tags=["review"])
+
+ItemId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+Label = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^\S.*$")
+]
+
+
+class LabelBody(BaseModel):
+    label: Label = Field(description="what the part really is, e.g. brick-2x4-red")
+
+
+def label_choices(store: Any) -> list[str]:
+    """The one-click labels: the active model's classes, then every other known part."""
+    active = store.active_model()
+    labels = list(active["labels"]) if active else []
+    labels += [p["label"] for p in store.list_parts() if p["label"] not in labels]
+    return labels
+
+
+@router.get("")
+def queue(
+    store: StoreDep,
+    who: ViewerAuth,
+    state: Literal["open", "labelled", "discarded"] = "open",
+    limit: Annotated[int, Query(ge=1, le=500)] = 60,
+    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+) -> dict[str, Any]:
+    """Review items (newest first) with the model's guess, counts per state and label choices."""
+    items = store.review_queue(state=state, limit=limit, before_id=before_id)
+    return {
+        "items": items,
+        "next_before_id": items[-1]["id"] if len(items) == limit else None,
+        "counts": store.review_counts(),
+        "labels": label_choices(store),
+    }
+
+
+@router.get(
+    "/{item_id}/crop",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def crop(item_id: ItemId, store: StoreDep, who: ViewerAuth) -> FileResponse:
+    """The crop the sorter saw, by item id."""
+    item = store.get_review_item(item_id)
+    root = FilePath(store.data_dir).resolve()
+    path = (root / str(item["crop_path"])).resolve()
+    if not path.is_relative_to(root):
+        raise HTTPException(400, f"review item {item_id} names a file outside the data directory")
+    if not path.is_file():
+        raise NotFound(f"the crop of review item {item_id} is missing; discard the item")
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private"})
+
+
+@router.post("/{item_id}/label")
+def label(item_id: ItemId, body: LabelBody, store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
+    """Label the part; it becomes a sorter-sourced shot for the next snapshot (409 if resolved)."""
+    shot_id = store.label_review_item(item_id, body.label, who.name)
+    return {"item": store.get_review_item(item_id), "shot_id": shot_id}
+
+
+@router.post("/{item_id}/discard")
+def discard(item_id: ItemId, store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
+    """Drop the item (blurred, two parts at once); the crop and decision are kept."""
+    store.discard_review_item(item_id, who.name)
+    return {"item": store.get_review_item(item_id)}
