@@ -7,6 +7,9 @@ only within one file system, hence the temporary name sits in the target directo
 directory fsync makes the rename itself durable, since the new name lives in the directory.
 Only after :func:`write_durably` returns may the caller commit the row that refers to the file.
 
+Many files at once share one file-system sync instead (``capture/store/file_batches.py``); the
+:class:`FileSystem` offers ``syncfs`` for that, where it is safe to rely on.
+
 All operating-system calls go through a :class:`FileSystem` object so the unit test can record
 their order with a fake, and so errors map in one place: ``ENOSPC``/``EDQUOT`` become
 :class:`~rig.errors.DiskFull` (the temporary file is removed, nothing stored is touched) and a
@@ -16,11 +19,15 @@ permission problem becomes :class:`~rig.errors.StoreError` saying what to fix.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import getpass
 import hashlib
 import os
+import platform
 import secrets
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -41,6 +48,43 @@ class StoredFile:
     path: str
     sha256: str
     size: int
+
+
+#: syncfs reports write-back errors (errseq on the file system) only from this Linux release on.
+SYNCFS_REPORTS_ERRORS = (5, 8)
+
+
+def _kernel_release(release: str) -> tuple[int, int]:
+    """``"6.1.0-13-arm64"`` -> ``(6, 1)``; ``(0, 0)`` when the text is not a release."""
+    parts = release.split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+def load_syncfs(
+    system: str = sys.platform, release: str | None = None
+) -> Callable[[int], int] | None:
+    """libc's ``syncfs`` when it is safe to rely on, else ``None`` (the per-file fallback).
+
+    NOTE: before Linux 5.8 syncfs returned 0 even when writing a file back had failed, so a
+    batch could commit rows naming files that never reached the disk; there we refuse it.
+    """
+    if not system.startswith("linux"):
+        return None
+    if _kernel_release(release or platform.release()) < SYNCFS_REPORTS_ERRORS:
+        return None
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    syncfs.argtypes = [ctypes.c_int]
+    syncfs.restype = ctypes.c_int
+    return syncfs
+
+
+_SYNCFS = load_syncfs()
 
 
 class FileSystem:
@@ -72,6 +116,18 @@ class FileSystem:
 
     def mkdir(self, path: str) -> None:
         os.mkdir(path, 0o755)
+
+    def can_sync_filesystem(self) -> bool:
+        """Whether :meth:`sync_filesystem` is available and reports write-back errors."""
+        return _SYNCFS is not None
+
+    def sync_filesystem(self, fd: int) -> None:
+        """``syncfs(2)``: make every file written on ``fd``'s file system durable, or raise."""
+        if _SYNCFS is None:
+            raise OSError(errno.ENOSYS, "syncfs is not available on this system")
+        if _SYNCFS(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
 
 
 REAL_FS = FileSystem()
@@ -138,7 +194,8 @@ def fsync_dir(directory: Path, fs: FileSystem = REAL_FS) -> None:
         fs.close(fd)
 
 
-def _write_all(fs: FileSystem, fd: int, data: bytes) -> None:
+def write_all(fs: FileSystem, fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, continuing after short writes."""
     view = memoryview(data)
     while view:
         written = fs.write(fd, view)
@@ -162,16 +219,18 @@ def write_durably(
     fd = -1
     try:
         fd = fs.open_new(str(temp))
-        _write_all(fs, fd, data)
+        write_all(fs, fd, data)
         fs.fsync(fd)
-        fs.close(fd)
-        fd = -1
+        # NOTE: forget the descriptor before closing: Linux frees it even when close fails,
+        # and closing the number again could close another thread's file.
+        closing, fd = fd, -1
+        fs.close(closing)
         fs.rename(str(temp), str(target))
     except OSError as exc:
-        _discard(fs, fd, temp)
+        discard(fs, fd, temp)
         raise os_error(exc, f"writing {target.name}", directory) from None
     except BaseException:
-        _discard(fs, fd, temp)
+        discard(fs, fd, temp)
         raise
     if not sync_dir:
         return digest
@@ -182,7 +241,7 @@ def write_durably(
     return digest
 
 
-def _discard(fs: FileSystem, fd: int, temp: Path) -> None:
+def discard(fs: FileSystem, fd: int, temp: Path | str) -> None:
     """Best-effort clean-up of a failed write: close the descriptor, remove the temporary."""
     if fd >= 0:
         with contextlib.suppress(OSError):

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from capture.store.base import StoreBase
+from capture.store.file_batches import write_many_durably
 from capture.store.files import (
     StoredFile,
     check_relpath,
-    fsync_dir,
     move_durably,
-    os_error,
     write_durably,
 )
 from capture.store.records import (
@@ -39,6 +39,8 @@ from rig.errors import NotFound, QueryError, StoreError
 
 TRASH_DIR = "trash"
 MAX_PAGE = 1000
+#: Threads that write a batch's temporary files: one was fastest for small files (benchmarks.md).
+WRITE_WORKERS = 1
 _INSERT_COLUMNS = [f.name for f in dataclasses.fields(ShotRecord)]
 _INSERT_SQL = (
     f"INSERT INTO shots({', '.join(_INSERT_COLUMNS)}) "
@@ -56,6 +58,55 @@ def _shot_values(record: ShotRecord) -> tuple[Any, ...]:
     return tuple(values[c] for c in _INSERT_COLUMNS)
 
 
+def _ensure_catalogue_of(conn: sqlite3.Connection, records: Sequence[ShotRecord]) -> None:
+    """Create the parts, instances and backgrounds the records name that do not exist yet.
+
+    NOTE: one lookup per table per batch, then ensure_catalogue only for what is missing:
+    three statements per row (~15 µs each) were a third of the row cost, and a batch mostly
+    names parts that exist already.  Inside the write transaction, so nothing changes between.
+    """
+    have = {
+        "label": _existing(conn, "parts", "label", {r.label for r in records}),
+        "instance": _existing(
+            conn, "part_instances", "instance_id", {r.instance_id for r in records}
+        ),
+        "sheet": _existing(
+            conn,
+            "backgrounds",
+            "sheet_id",
+            {r.background_id for r in records if r.background_id is not None},
+        ),
+    }
+    for label, instance_id, source, sheet in dict.fromkeys(
+        (r.label, r.instance_id, r.source, r.background_id) for r in records
+    ):
+        if (
+            label in have["label"]
+            and instance_id in have["instance"]
+            and (sheet is None or sheet in have["sheet"])
+        ):
+            continue
+        ensure_catalogue(
+            conn, label=label, instance_id=instance_id, source=source, background_id=sheet
+        )
+        have["label"].add(label)
+        have["instance"].add(instance_id)
+        have["sheet"].add(sheet)
+
+
+def _existing(conn: sqlite3.Connection, table: str, column: str, keys: set[Any]) -> set[Any]:
+    """Which of ``keys`` are in ``table.column`` (a constant, never user input)."""
+    found: set[Any] = set()
+    ordered = list(keys)
+    # NOTE: chunks stay under SQLite's oldest limit of 999 parameters per statement.
+    for start in range(0, len(ordered), 900):
+        chunk = ordered[start : start + 900]
+        marks = ", ".join("?" * len(chunk))
+        sql = f'SELECT {column} FROM "{table}" WHERE {column} IN ({marks})'
+        found.update(row[0] for row in conn.execute(sql, chunk))
+    return found
+
+
 class ShotsMixin(StoreBase):
     # --- the durable write path ------------------------------------------------------------------
 
@@ -68,11 +119,36 @@ class ShotsMixin(StoreBase):
         return self._write_file(relpath, data, sync_dir=True)
 
     def _write_file(self, relpath: str, data: bytes, *, sync_dir: bool) -> StoredFile:
+        rel = self._checked_path(relpath)
+        sha = write_durably(self.data_dir / rel, bytes(data), self.fs, sync_dir=sync_dir)
+        return StoredFile(str(rel), sha, len(data))
+
+    def _checked_path(self, relpath: str) -> PurePosixPath:
         rel = check_relpath(relpath)
         if rel.parts[0].startswith(self.db_path.name) or rel.parts[0] == TRASH_DIR:
             raise StoreError(f"{rel} is reserved for the store itself; choose another path")
-        sha = write_durably(self.data_dir / rel, bytes(data), self.fs, sync_dir=sync_dir)
-        return StoredFile(str(rel), sha, len(data))
+        return rel
+
+    def write_files(
+        self, files: Sequence[tuple[str, bytes]], *, workers: int = WRITE_WORKERS
+    ) -> list[StoredFile]:
+        """Several files made durable together (one file-system sync for all); in order.
+
+        Each file is complete under its final name, and its folder fsynced, when this returns,
+        exactly as after :meth:`write_file`; see :mod:`capture.store.file_batches`.
+        """
+        rels = [self._checked_path(relpath) for relpath, _ in files]
+        if len(set(rels)) != len(rels):
+            raise StoreError("the same file path appears twice in one batch; give each its own")
+        if len(files) == 1:
+            return [self._write_file(str(rels[0]), files[0][1], sync_dir=True)]
+        blobs = [bytes(data) for _, data in files]
+        targets = [(self.data_dir / rel, blob) for rel, blob in zip(rels, blobs, strict=True)]
+        digests = write_many_durably(targets, self.fs, workers=workers)
+        return [
+            StoredFile(str(rel), sha, len(blob))
+            for rel, sha, blob in zip(rels, digests, blobs, strict=True)
+        ]
 
     def save_shot(self, relpath: str, data: bytes, record: ShotRecord) -> int:
         """The whole per-shot write path in its required order: durable file, THEN the row."""
@@ -83,35 +159,23 @@ class ShotsMixin(StoreBase):
         return self.add_shot(record)
 
     def save_shots(
-        self, items: Sequence[tuple[str, bytes, ShotRecord]], *, workers: int = 8
+        self, items: Sequence[tuple[str, bytes, ShotRecord]], *, workers: int = WRITE_WORKERS
     ) -> list[int]:
-        """Several shots: files made durable in parallel, THEN all their rows in one transaction.
+        """Several shots: every file made durable, THEN all their rows in one transaction.
 
-        Each file is fsynced and renamed, and its folder fsynced, before any row names it, as
-        in :meth:`save_shot`; only the waiting is shared: files are written by ``workers``
-        threads and each folder is fsynced once after all its renames.  NOTE: flash and SSDs
-        complete concurrent fsyncs nearly as fast as one, so a burst (the sorter's log, an
-        import) is bound by the disk's queue, not by one fsync's latency.
+        Each file is written, synced and renamed, and its folder fsynced, before any row names
+        it, as in :meth:`save_shot`; only the waiting is shared (:meth:`write_files`: one
+        ``syncfs`` for the whole batch instead of one fsync per file).  Use it for bursts: an
+        import, the sorter's log, a capture that buffers shots.
         """
         if not items:
             return []
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
-            stored = list(
-                pool.map(lambda item: self._write_file(item[0], item[1], sync_dir=False), items)
-            )
-            folders = {(self.data_dir / f.path).parent for f in stored}
-            list(pool.map(self._sync_folder, folders))
+        stored = self.write_files([(relpath, data) for relpath, data, _ in items], workers=workers)
         records = [
             dataclasses.replace(rec, path=f.path, sha256=f.sha256, size=f.size)
             for (_, _, rec), f in zip(items, stored, strict=True)
         ]
         return self.add_shots(records)
-
-    def _sync_folder(self, folder: Path) -> None:
-        try:
-            fsync_dir(folder, self.fs)
-        except OSError as exc:
-            raise os_error(exc, "syncing a folder", folder) from None
 
     def _require_files(self, record: ShotRecord) -> None:
         for rel in (record.path, record.mask_path, record.thumb_path):
@@ -134,22 +198,17 @@ class ShotsMixin(StoreBase):
         for record in records:
             record.validate()
             self._require_files(record)
+        per_run = Counter(r.run_id for r in records if r.run_id is not None)
         ids: list[int] = []
         with self.transaction() as conn:
+            _ensure_catalogue_of(conn, records)
             for record in records:
-                ensure_catalogue(
-                    conn,
-                    label=record.label,
-                    instance_id=record.instance_id,
-                    source=record.source,
-                    background_id=record.background_id,
-                )
                 cur = conn.execute(_INSERT_SQL, _shot_values(record))
                 ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
-                if record.run_id is not None:
-                    conn.execute(
-                        "UPDATE runs SET shots_done = shots_done + 1 WHERE id = ?", (record.run_id,)
-                    )
+            for run_id, done in per_run.items():
+                conn.execute(
+                    "UPDATE runs SET shots_done = shots_done + ? WHERE id = ?", (done, run_id)
+                )
         return ids
 
     def done_shot_indices(self, run_id: int) -> set[int]:
