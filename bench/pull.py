@@ -6,11 +6,16 @@ Prints one JSON object as its last line:
 
 - ``partrig_MBps``: ``partrig serve`` (uvicorn, one worker, a trainer key) on loopback, pulled
   by :func:`capture.pull.pull` with ``--workers`` parallel downloads: every file streamed to
-  ``.part``, sha256-checked, fsynced, renamed.  Best of ``--repeat`` runs into an empty folder,
-  alternating with the nginx runs so that load from other processes hits both sides alike.
-- ``nginx_MBps``: nginx (``sendfile on``) serving the same shard folder, fetched by one curl
-  process per file with the same parallelism, then every file fsynced, so both sides stop the
-  clock when the bytes are durable.  ``nginx_nosync_MBps`` is the same without the fsyncs.
+  ``.part``, sha256-checked, fsynced, renamed.  ``partrig_behind_nginx_MBps`` is the same pull
+  through the shipped nginx site (web/nginx_conf.py, ``web.accel_redirect`` set): partrig checks
+  the key, the rate and the manifest, nginx sends the bytes (docs/deployment.md).  Best of
+  ``--repeat`` runs into an empty folder, alternating with the nginx runs so that load from
+  other processes hits all sides alike.
+- ``nginx_MBps``: plain nginx (``sendfile on``) serving the same shard folder, fetched by one
+  curl process per file with the same parallelism, then every file fsynced, so both sides stop
+  the clock when the bytes are durable.  ``nginx_nosync_MBps`` is the same without the fsyncs.
+  ``nginx_verified_MBps`` adds a sha256 check of every file (what partrig's client does before
+  it renames one), and ``ratio_verified`` compares against that.
 - ``ratio`` = partrig / nginx (goal >= 0.9).
 - ``incremental_bytes_ratio``: on the folder format (content-addressed), a snapshot and a newer
   one with 1 % new shots are pulled into one folder; bytes fetched for the second / its size
@@ -45,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from capture.pull import pull  # noqa: E402
+from web.nginx_conf import ACCEL_PREFIX, site_config  # noqa: E402
 
 KEY = "bench-trainer-key-0123456789"
 SHARDS_ID, OLD_ID, NEW_ID = "snap-0001", "snap-0002", "snap-0003"
@@ -194,11 +200,12 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
     raise SystemExit(f"{what} did not start")
 
 
-def start_partrig(data: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_partrig(data: Path, tmp: Path, accel: str = "") -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    config = tmp / "partrig.toml"
+    config = tmp / f"partrig{'-accel' if accel else ''}.toml"
     config.write_text(
-        f'[data]\ndir = "{data}"\n[auth]\ntrainer_keys = ["{KEY}"]\n'
+        f'[data]\ndir = "{data}"\n[web]\naccel_redirect = "{accel}"\n'
+        f'[auth]\ntrainer_keys = ["{KEY}"]\n'
         f'rate_limit_per_min = 100000\nsession_secret = "{"b" * 32}"\n',
         encoding="utf-8",
     )
@@ -214,38 +221,55 @@ def start_partrig(data: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
         "--port",
         str(port),
     ]
-    log = open(tmp / "partrig.log", "wb")  # noqa: SIM115 (closed with the process)
+    log = open(tmp / f"{config.stem}.log", "wb")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/api/health", proc, "partrig serve")
     return proc, url
 
 
-def start_nginx(root: Path, tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_nginx(
+    root: Path, tmp: Path, workers: int, front: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Plain nginx serving ``root`` (``front=None``), or the shipped partrig site config
+    (web/nginx_conf.py) in front of the partrig server at ``front`` (host:port)."""
     port = free_port()
+    name = "front" if front else "plain"
     user = "user root;" if os.geteuid() == 0 else ""
     temp = " ".join(
-        f"{kind}_temp_path {tmp}/{kind};"
+        f"{kind}_temp_path {tmp}/{name}-{kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
-    conf = tmp / "nginx.conf"
+    if front:
+        server = site_config(
+            listen=f"127.0.0.1:{port}", upstream=front, snapshots_dir=str(root / "snapshots")
+        )
+    else:
+        server = f"server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }}"
+    conf = tmp / f"nginx-{name}.conf"
     conf.write_text(
-        f"{user}\nworker_processes 2;\ndaemon off;\npid {tmp}/nginx.pid;\n"
-        f"error_log {tmp}/nginx-error.log;\nevents {{ worker_connections 1024; }}\n"
-        f"http {{ access_log off; sendfile on; tcp_nopush on; {temp}\n"
-        f"  server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }} }}\n",
+        f"{user}\nworker_processes 2;\ndaemon off;\npid {tmp}/nginx-{name}.pid;\n"
+        f"error_log {tmp}/nginx-{name}-error.log;\nevents {{ worker_connections 1024; }}\n"
+        f"http {{ access_log off; sendfile on; tcp_nopush on; {temp}\n{server}\n}}\n",
         encoding="utf-8",
     )
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "e.log")])
+    proc = subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", str(tmp), "-e", str(tmp / f"{name}-e.log")]
+    )
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/manifest.json", proc, "nginx")
+    wait_http(f"{url}/api/health" if front else f"{url}/manifest.json", proc, "nginx")
     return proc, url
 
 
 def curl_all(
     url: str, files: list[dict[str, Any]], dest: Path, workers: int
-) -> tuple[float, float]:
-    """Fetch every file with one curl each, ``workers`` at a time; (seconds, seconds + fsync)."""
+) -> tuple[float, float, float]:
+    """Fetch every file with one curl each, ``workers`` at a time.
+
+    Returns (seconds fetched, + fsynced, + sha256-verified): the last is what a trainer who
+    checks the manifest's sums (``sha256sum -c``) waits for, the guarantee partrig's client
+    gives before it renames a file.
+    """
 
     def one(entry: dict[str, Any]) -> None:
         out = dest / entry["path"]
@@ -257,15 +281,20 @@ def curl_all(
         os.fsync(fd)
         os.close(fd)
 
+    def verify(entry: dict[str, Any]) -> None:
+        assert sha256_of(dest / entry["path"]) == entry["sha256"], entry["path"]
+
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, files))
         fetched = time.perf_counter() - start
         list(pool.map(fsync, files))
-    durable = time.perf_counter() - start
+        durable = time.perf_counter() - start
+        list(pool.map(verify, files))
+    verified = time.perf_counter() - start
     for entry in files:
         assert (dest / entry["path"]).stat().st_size == entry["size"], entry["path"]
-    return fetched, durable
+    return fetched, durable, verified
 
 
 def main() -> None:
@@ -297,38 +326,53 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         os.sync()
 
+    direct_s: list[float] = []
+    nginx_verified_s: list[float] = []
     with tempfile.TemporaryDirectory(dir=args.out) as tmp_s:
         tmp = Path(tmp_s)
         server, url = start_partrig(data, tmp)
+        accel_server, accel_url = start_partrig(data, tmp, accel=ACCEL_PREFIX)
+        front, front_url = start_nginx(
+            data, tmp, args.workers, front=accel_url.removeprefix("http://")
+        )
         nginx, nurl = start_nginx(shards_dir, tmp, args.workers)
         try:
-            # NOTE: runs alternate between the two sides, so a burst of load on this shared
-            # machine hits both alike.
+            # NOTE: runs alternate between the sides, so a burst of load on this shared
+            # machine hits them alike.
             for _ in range(args.repeat):
+                for target, times in ((front_url, partrig_s), (url, direct_s)):
+                    fresh()
+                    r = pull(target, SHARDS_ID, work, key=KEY, workers=args.workers, progress=False)
+                    assert r.bytes_fetched == r.bytes_total >= total, r
+                    times.append(r.seconds)
                 fresh()
-                r = pull(url, SHARDS_ID, work, key=KEY, workers=args.workers, progress=False)
-                assert r.bytes_fetched == r.bytes_total >= total, r
-                partrig_s.append(r.seconds)
-                fresh()
-                fetched, durable = curl_all(nurl, files, work, args.workers)
+                fetched, durable, verified = curl_all(nurl, files, work, args.workers)
                 nginx_nosync_s.append(fetched)
                 nginx_s.append(durable)
+                nginx_verified_s.append(verified)
             fresh()
             pull(url, OLD_ID, work, key=KEY, fmt="folder", workers=args.workers, progress=False)
             inc = pull(
                 url, NEW_ID, work, key=KEY, fmt="folder", workers=args.workers, progress=False
             )
         finally:
-            for proc in (server, nginx):
+            for proc in (front, accel_server, server, nginx):
                 proc.terminate()
                 proc.wait(10)
     shutil.rmtree(work, ignore_errors=True)
 
     mbps = {
         k: total / min(v) / 1e6
-        for k, v in (("partrig", partrig_s), ("nginx", nginx_s), ("nosync", nginx_nosync_s))
+        for k, v in (
+            ("partrig", partrig_s),
+            ("direct", direct_s),
+            ("nginx", nginx_s),
+            ("nosync", nginx_nosync_s),
+            ("verified", nginx_verified_s),
+        )
     }
-    print(f"partrig runs (s): {[round(s, 2) for s in partrig_s]}", file=sys.stderr)
+    print(f"partrig behind nginx (s): {[round(s, 2) for s in partrig_s]}", file=sys.stderr)
+    print(f"partrig serving alone (s): {[round(s, 2) for s in direct_s]}", file=sys.stderr)
     print(f"nginx+curl runs (s, durable): {[round(s, 2) for s in nginx_s]}", file=sys.stderr)
     print(
         json.dumps(
@@ -337,11 +381,15 @@ def main() -> None:
                 "bytes": total,
                 "files": len(files),
                 "workers": args.workers,
-                "partrig_MBps": round(mbps["partrig"], 1),
+                "partrig_MBps": round(mbps["direct"], 1),
                 "nginx_MBps": round(mbps["nginx"], 1),
-                "ratio": round(mbps["partrig"] / mbps["nginx"], 3),
+                "ratio": round(mbps["direct"] / mbps["nginx"], 3),
+                "partrig_behind_nginx_MBps": round(mbps["partrig"], 1),
+                "ratio_behind_nginx": round(mbps["partrig"] / mbps["nginx"], 3),
                 "nginx_nosync_MBps": round(mbps["nosync"], 1),
-                "ratio_nosync": round(mbps["partrig"] / mbps["nosync"], 3),
+                "ratio_nosync": round(mbps["direct"] / mbps["nosync"], 3),
+                "nginx_verified_MBps": round(mbps["verified"], 1),
+                "ratio_verified": round(mbps["direct"] / mbps["verified"], 3),
                 "incremental_bytes": inc.bytes_fetched,
                 "incremental_bytes_ratio": round(inc.bytes_fetched / inc.bytes_total, 4),
             }

@@ -16,6 +16,7 @@ operator wrote it (``turntable.microsteps``) and what is allowed.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -136,6 +137,20 @@ class WebConfig(_Section):
     port: int = Field(8000, ge=1, le=65535)
     preview_fps: float = Field(12.0, gt=0, le=60)
     public_banner: bool = True
+    accel_redirect: str = Field(
+        "",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="behind nginx: the internal location that serves data.dir/snapshots "
+        "(e.g. /_partrig_snapshots); snapshot files are then sent by nginx (sendfile) after "
+        "partrig has checked the key and the manifest. Empty: partrig sends them itself.",
+    )
+
+    @field_validator("accel_redirect")
+    @classmethod
+    def _plain_location(cls, value: str) -> str:
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError("must be a plain nginx location path such as /_partrig_snapshots")
+        return value
 
 
 class AuthConfig(_Section):
@@ -278,6 +293,11 @@ def dump_settings(settings: Settings) -> str:
     return _to_toml(data)
 
 
+def _toml_key(key: str) -> str:
+    """A bare key where TOML allows one, else a quoted one (labels may hold dots or spaces)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(str(key))
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -288,7 +308,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
     if v is None:
         return '""'
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
