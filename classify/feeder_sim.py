@@ -42,6 +42,7 @@ from rig.sim.world import SimWorld
 #: Platform sheet: plain white (sheet 1), like a sorter's white belt or tray.
 DEFAULT_SHEET = 1
 FPS = 30.0
+IDLE_RESUME_S = 1.0  # a gap between frames longer than this means the stream was stopped
 #: How fast a freshly dropped part still turns (degrees per second of settling left).
 SETTLE_SPIN_DEG_S = 400.0
 
@@ -110,6 +111,17 @@ class SimFeeder:
         part = self.world.part
         return None if part is None else part.label
 
+    def resume(self) -> None:
+        """The stream starts again after a pause: wait ``gap_s`` before the next drop.
+
+        NOTE: like a feeder that runs only while the sorter does.  Without it, a sorter started
+        long after the feeder was built would photograph its "empty" reference with a part
+        already dropped, and that part would then stay in the background forever.
+        """
+        with self._lock:
+            if self.world.part is None:
+                self._empty_since = self.clock.now()
+
     def tick(self) -> None:
         """Drop the next part when the platform has been empty for ``gap_s``."""
         now = self.clock.now()
@@ -159,6 +171,8 @@ class FeederCamera:
         self.preview_size = camera.preview_size
         self._failures: list[str] = []
         self._lock = threading.Lock()
+        # NOTE: None until the first frame: a stream that has never run starts like a resumed one.
+        self._last: float | None = None
         camera.open()
 
     def fail_next(self, n: int = 1, message: str | None = None) -> None:
@@ -167,7 +181,11 @@ class FeederCamera:
             self._failures.extend([text] * int(n))
 
     def preview(self) -> np.ndarray:
-        self.feeder.clock.sleep(self.period)
+        clock = self.feeder.clock
+        if self._last is None or clock.now() - self._last > IDLE_RESUME_S:
+            self.feeder.resume()
+        clock.sleep(self.period)
+        self._last = clock.now()
         with self._lock:
             if self._failures:
                 raise CameraError(self._failures.pop(0))

@@ -77,3 +77,15 @@ def test_a_frame_of_another_size_is_refused(feeder: SimFeeder) -> None:
 def test_the_reference_is_the_median_of_its_frames() -> None:
     frames = [np.full((4, 4, 3), v, np.uint8) for v in (10, 200, 12)]
     assert (median_frame(frames) == 12).all()
+
+
+def test_a_sorter_started_long_after_the_feeder_gets_an_empty_reference():
+    # the feeder waits gap_s after its stream (re)starts, so the first frames show no part
+    clock = SimClock(0)
+    feeder = SimFeeder(apply_sim(Settings()), clock, seed=2, gap_s=0.2, preview_size=SIZE)
+    clock.sleep(30.0)  # the app has been up for a while before anyone starts the sorter
+    feeder.camera.preview()
+    assert feeder.world.part is None
+    for _ in range(10):
+        feeder.camera.preview()
+    assert feeder.world.part is not None  # then it feeds
