@@ -36,24 +36,12 @@ EXPOSURE_MS = 100.0
 
 
 def catalogue_labels(n: int) -> list[str]:
-    """``n`` trainable labels from the simulated catalogue (whatever container it exports)."""
-    from rig.sim import catalogue
+    """``n`` trainable part labels from the simulated catalogue, in catalogue order."""
+    from rig.sim.catalogue import trainable_labels
 
-    trainable = getattr(catalogue, "trainable_labels", None)
-    if trainable is not None and len(trainable()) >= n:
-        return list(trainable())[:n]
-    for name in ("CATALOGUE", "PARTS", "CATALOG"):
-        items = getattr(catalogue, name, None)
-        if items:
-            pairs = items.items() if isinstance(items, dict) else ((None, p) for p in items)
-            labels = [
-                str(getattr(p, "label", None) or key)
-                for key, p in pairs
-                if not getattr(p, "unknown", False)
-            ]
-            if len(labels) >= n:
-                return labels[:n]
-    raise SystemExit("rig.sim.catalogue exports no catalogue with enough parts")
+    labels = trainable_labels()
+    assert len(labels) >= n, f"the simulated catalogue has only {len(labels)} trainable parts"
+    return labels[:n]
 
 
 def first_sheet() -> int:

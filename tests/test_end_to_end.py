@@ -30,30 +30,28 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
-for _module in ("classify.train", "classify.sorter", "classify.feeder_sim", "capture.snapshot"):
-    pytest.importorskip(_module)
 
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
+import httpx
+import uvicorn
 
-from capture.run import CaptureRun  # noqa: E402
-from capture.run_state import RunState  # noqa: E402
-from capture.snapshot import create_snapshot, snapshot_dir  # noqa: E402
-from capture.snapshot_filter import SnapshotFilter  # noqa: E402
-from capture.splits import SplitRules  # noqa: E402
-from capture.store import DatasetStore  # noqa: E402
-from classify.actuator_sim import SimActuator  # noqa: E402
-from classify.feeder_sim import SimFeeder  # noqa: E402
-from classify.preprocess import prepare  # noqa: E402
-from classify.push import push  # noqa: E402
-from classify.runtime import Prediction  # noqa: E402
-from classify.sorter import Sorter  # noqa: E402
-from classify.train import TrainOptions, train  # noqa: E402
-from classify.train_data import open_snapshot  # noqa: E402
-from rig.config import Settings, apply_sim, parse_settings  # noqa: E402
-from rig.rig import open_rig  # noqa: E402
-from rig.sim.clock import SimClock  # noqa: E402
-from web.app import create_app  # noqa: E402
+from capture.run import CaptureRun
+from capture.run_state import RunState
+from capture.snapshot import create_snapshot, snapshot_dir
+from capture.snapshot_filter import SnapshotFilter
+from capture.splits import SplitRules
+from capture.store import DatasetStore
+from classify.actuator_sim import SimActuator
+from classify.feeder_sim import SimFeeder
+from classify.preprocess import prepare
+from classify.push import push
+from classify.runtime import Prediction
+from classify.sorter import Sorter
+from classify.train import TrainOptions, train
+from classify.train_data import open_snapshot
+from rig.config import Settings, apply_sim, parse_settings
+from rig.rig import open_rig
+from rig.sim.clock import SimClock
+from web.app import create_app
 
 LABELS = ["brick-2x4-red", "brick-2x2-red", "brick-2x4-blue", "plate-2x4-green", "brick-1x4-yellow"]
 INSTANCES = 6

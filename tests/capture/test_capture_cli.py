@@ -104,13 +104,7 @@ port = {_free_port()}
     return {**os.environ, "PARTRIG_CONFIG": str(config)}
 
 
-def _local_deps() -> None:
-    for module in ("rig.rig", "capture.store", "capture.plan", "capture.masks"):
-        pytest.importorskip(module)
-
-
 def test_a_bad_plan_names_the_field_and_creates_nothing(tmp_path):
-    _local_deps()
     plan = tmp_path / "plan.toml"
     plan.write_text('name = "bad"\nangles_per_rev = 0\nbackgrounds = []\nparts = []\n')
     env = _sim_env(tmp_path)
@@ -122,7 +116,6 @@ def test_a_bad_plan_names_the_field_and_creates_nothing(tmp_path):
 
 
 def test_an_unwritable_data_dir_is_a_clear_error(tmp_path):
-    _local_deps()
     if os.geteuid() == 0:
         target = Path("/proc/partrig-data")  # NOTE: root ignores permissions; /proc refuses.
     else:
@@ -137,7 +130,6 @@ def test_an_unwritable_data_dir_is_a_clear_error(tmp_path):
 
 
 def test_a_missing_camera_is_a_clear_error_and_the_run_is_not_started(tmp_path):
-    _local_deps()
     plan = _write_sim_plan(tmp_path)
     env = _sim_env(tmp_path)
     config = Path(env["PARTRIG_CONFIG"])
@@ -150,7 +142,6 @@ def test_a_missing_camera_is_a_clear_error_and_the_run_is_not_started(tmp_path):
 
 
 def test_a_local_simulated_run_completes_and_resume_of_a_completed_run_is_refused(tmp_path):
-    _local_deps()
     plan = _write_sim_plan(tmp_path)
     env = _sim_env(tmp_path)
     data = tmp_path / "d"
@@ -182,21 +173,9 @@ parts = [{{ label = "{from_catalogue}", instance = "cli-1" }}]
 
 
 def sim_labels(n: int) -> list[str]:
-    """``n`` trainable part labels from the simulated catalogue."""
-    from rig.sim import catalogue
+    """``n`` trainable part labels from the simulated catalogue, in catalogue order."""
+    from rig.sim.catalogue import trainable_labels
 
-    trainable = getattr(catalogue, "trainable_labels", None)
-    if trainable is not None and len(trainable()) >= n:
-        return list(trainable())[:n]
-    for name in ("CATALOGUE", "PARTS", "CATALOG"):
-        items = getattr(catalogue, name, None)
-        if items:
-            pairs = items.items() if isinstance(items, dict) else ((None, p) for p in items)
-            labels = [
-                str(getattr(p, "label", None) or key)
-                for key, p in pairs
-                if not getattr(p, "unknown", False)
-            ]
-            if len(labels) >= n:
-                return labels[:n]
-    pytest.skip("rig.sim.catalogue exports no catalogue this test can read")
+    labels = trainable_labels()
+    assert len(labels) >= n, f"the simulated catalogue has only {len(labels)} trainable parts"
+    return labels[:n]

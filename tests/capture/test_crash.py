@@ -22,17 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-for _module in (
-    "rig.rig",
-    "rig.sim.camera",
-    "capture.store",
-    "capture.plan",
-    "capture.dataset_cli",
-):
-    pytest.importorskip(_module)
-
 REPO = Path(__file__).resolve().parents[2]
 SEED = 20240611
 PHASES = ("encode", "write", "renamed", "commit")
@@ -137,23 +126,12 @@ def _free_port() -> int:
 
 
 def _labels(n: int) -> list[str]:
-    from rig.sim import catalogue
+    """``n`` trainable part labels from the simulated catalogue, in catalogue order."""
+    from rig.sim.catalogue import trainable_labels
 
-    trainable = getattr(catalogue, "trainable_labels", None)
-    if trainable is not None and len(trainable()) >= n:
-        return list(trainable())[:n]
-    for name in ("CATALOGUE", "PARTS", "CATALOG"):
-        items = getattr(catalogue, name, None)
-        if items:
-            pairs = items.items() if isinstance(items, dict) else ((None, p) for p in items)
-            labels = [
-                str(getattr(p, "label", None) or key)
-                for key, p in pairs
-                if not getattr(p, "unknown", False)
-            ]
-            if len(labels) >= n:
-                return labels[:n]
-    pytest.skip("rig.sim.catalogue exports no catalogue this test can read")
+    labels = trainable_labels()
+    assert len(labels) >= n, f"the simulated catalogue has only {len(labels)} trainable parts"
+    return labels[:n]
 
 
 def _setup(tmp_path: Path) -> tuple[Path, Path, dict[str, str], int]:

@@ -442,7 +442,8 @@ def test_the_previous_frame_is_stored_while_the_turntable_moves(tmp_path):
 
 
 def test_the_engine_records_shots_references_and_faults_in_the_real_store(tmp_path):
-    store_mod = pytest.importorskip("capture.store")
+    import capture.store as store_mod
+
     store = store_mod.DatasetStore.open(tmp_path / "data")
     tools = CaptureTools(_expand, _mask, _detect, lambda img: np.eye(3), store_mod.ShotRecord)
     run, _, rig = make_run(tmp_path, store=store, angles=3)

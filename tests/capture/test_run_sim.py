@@ -12,34 +12,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
-for _module in ("rig.rig", "rig.sim.camera", "capture.store", "capture.plan", "capture.masks"):
-    pytest.importorskip(_module)
-
-from capture.run import CaptureRun  # noqa: E402
-from capture.run_state import RunState  # noqa: E402
-from rig.config import apply_sim, parse_settings  # noqa: E402
+from capture.run import CaptureRun
+from capture.run_state import RunState
+from rig.config import apply_sim, parse_settings
 
 
 def sim_labels(n: int) -> list[str]:
-    from rig.sim import catalogue
+    """``n`` trainable part labels from the simulated catalogue, in catalogue order."""
+    from rig.sim.catalogue import trainable_labels
 
-    trainable = getattr(catalogue, "trainable_labels", None)
-    if trainable is not None and len(trainable()) >= n:
-        return list(trainable())[:n]
-    for name in ("CATALOGUE", "PARTS", "CATALOG"):
-        items = getattr(catalogue, name, None)
-        if items:
-            pairs = items.items() if isinstance(items, dict) else ((None, p) for p in items)
-            labels = [
-                str(getattr(p, "label", None) or key)
-                for key, p in pairs
-                if not getattr(p, "unknown", False)
-            ]
-            if len(labels) >= n:
-                return labels[:n]
-    pytest.skip("rig.sim.catalogue exports no catalogue this test can read")
+    labels = trainable_labels()
+    assert len(labels) >= n, f"the simulated catalogue has only {len(labels)} trainable parts"
+    return labels[:n]
 
 
 def plan_toml(labels: list[str], sheets: list[int], angles: int) -> str:

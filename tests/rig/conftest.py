@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import serial
+
+# NOTE: importlib import mode does not put test folders on sys.path; the link tests share
+# peer.py and link_helpers.py, so this folder is added once here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peer import Peer
 
 from rig.config import SimConfig
 from rig.sim.clock import SimClock
@@ -134,3 +142,11 @@ def sim_rig():
     yield make
     for r in rigs:
         r.close()
+
+
+@pytest.fixture(params=[True, False], ids=["advanced_ok", "plain_ok"])
+def peer(request, tmp_path):
+    """The scripted board, once with ADVANCED_OK and once with plain oks."""
+    p = Peer(tmp_path, advanced_ok=request.param).start()
+    yield p
+    p.stop()

@@ -2,47 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
-from pathlib import Path
 
 import pytest
+from link_helpers import Peer, fast_config
 
-from rig.config import SerialConfig
 from rig.errors import GcodeError, LinkError
 from rig.link import GcodeLink
 
-_spec = importlib.util.spec_from_file_location(
-    "rig_tests_peer", Path(__file__).with_name("peer.py")
-)
-peer_module = importlib.util.module_from_spec(_spec)
-sys.modules["rig_tests_peer"] = peer_module
-_spec.loader.exec_module(peer_module)
-Peer = peer_module.Peer
-
 pytestmark = pytest.mark.timeout(60)
-
-
-def fast_config(path: str, **overrides) -> SerialConfig:
-    values = dict(
-        port=path,
-        command_timeout_s=0.5,
-        long_command_timeout_s=1.0,
-        busy_timeout_s=0.4,
-        missing_ok_after_resend_s=0.1,
-        reconnect_interval_s=0.05,
-        handshake_timeout_s=3.0,
-    )
-    values.update(overrides)
-    return SerialConfig(**values)
-
-
-@pytest.fixture(params=[True, False], ids=["advanced_ok", "plain_ok"])
-def peer(request, tmp_path):
-    p = Peer(tmp_path, advanced_ok=request.param).start()
-    yield p
-    p.stop()
 
 
 @pytest.fixture

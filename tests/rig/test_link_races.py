@@ -15,51 +15,29 @@ from pathlib import Path
 
 import pytest
 import serial
+from link_helpers import Peer
+from link_helpers import fast_config as _fast_config
 
 import rig.link
-from rig.config import SerialConfig
 from rig.errors import LinkTimeout
 from rig.link import GcodeLink
 from rig.link_types import HS_BASE_MAX, HS_BASE_STEP
 
-if "rig_tests_peer" not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(
-        "rig_tests_peer", Path(__file__).with_name("peer.py")
-    )
-    sys.modules["rig_tests_peer"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["rig_tests_peer"])
-Peer = sys.modules["rig_tests_peer"].Peer
+
+def fast_config(path: str, **overrides):
+    """Longer handshakes here: these tests stall the peer on purpose."""
+    return _fast_config(path, **{"handshake_timeout_s": 6.0, **overrides})
+
 
 pytestmark = pytest.mark.timeout(60)
 
 POSITION = "X:0.00 Y:0.00 Z:0.00 E:0.00 Count X:0 Y:0 Z:0"
 
 
-def fast_config(path: str, **overrides) -> SerialConfig:
-    values = dict(
-        port=path,
-        command_timeout_s=0.5,
-        long_command_timeout_s=1.0,
-        busy_timeout_s=0.4,
-        missing_ok_after_resend_s=0.1,
-        reconnect_interval_s=0.05,
-        handshake_timeout_s=6.0,
-    )
-    values.update(overrides)
-    return SerialConfig(**values)
-
-
 @pytest.fixture(autouse=True)
 def short_handshake_attempts(monkeypatch):
     """Each handshake step gives up after 0.3 s instead of 2 s, so the races come quickly."""
     monkeypatch.setattr(rig.link, "HANDSHAKE_ATTEMPT_S", 0.3)
-
-
-@pytest.fixture(params=[True, False], ids=["advanced_ok", "plain_ok"])
-def peer(request, tmp_path):
-    p = Peer(tmp_path, advanced_ok=request.param).start()
-    yield p
-    p.stop()
 
 
 def m110_behind(lines: list[str]) -> bool:

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 pytest.importorskip("tensorflow")
-pytest.importorskip("capture.snapshot")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "classify"))
 
 from registry_helpers import (

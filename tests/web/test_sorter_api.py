@@ -9,11 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from web_helpers import OP, VIEW, make_settings
-
-pytest.importorskip("classify.sorter")
 
 from web.app import create_app
 
