@@ -244,22 +244,24 @@ def parse_plan(raw: dict[str, Any], source: str = "") -> Plan:
 
 
 def load_plan(source: str | Path) -> Plan:
-    """Read a plan from a TOML file path or from TOML text.
+    """Read a plan from a TOML file (a :class:`~pathlib.Path`) or from TOML text (a ``str``).
 
-    A :class:`~pathlib.Path`, or a one-line string without ``=`` ending in ``.toml``, is a file;
-    any other string is the TOML itself (the run engine stores plans as text).  Every problem
-    raises :class:`PlanError` whose message names the field, e.g. ``parts[2].instance: ...``.
+    NOTE: a string is always the TOML itself, never a file name: plans arrive as text from the
+    web page and the API, and a client must not be able to make the server read its files.
+    Every problem raises :class:`PlanError` whose message names the field, e.g.
+    ``parts[2].instance: ...``.
     """
     name = ""
-    if isinstance(source, Path) or ("\n" not in source and "=" not in source):
-        path = Path(source)
-        name = str(path)
+    if isinstance(source, Path):
+        name = str(source)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = source.read_text(encoding="utf-8")
         except OSError as exc:
             raise PlanError(
-                f"cannot read the plan {path}: {exc.strerror}; check the path"
+                f"cannot read the plan {source}: {exc.strerror}; check the path"
             ) from None
+        except UnicodeDecodeError:
+            raise PlanError(f"the plan {source} is not UTF-8 text; save it as UTF-8") from None
     else:
         text = source
     try:

@@ -15,6 +15,7 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from pydantic import StringConstraints
 
 from rig.config import Settings
 from web.security import (
@@ -118,3 +119,15 @@ def require(*roles: Role) -> Any:
 ViewerAuth = Annotated[Principal, Depends(require("viewer", "operator", "trainer"))]
 OperatorAuth = Annotated[Principal, Depends(require("operator"))]
 TrainerAuth = Annotated[Principal, Depends(require("trainer", "operator"))]
+
+#: A part label from a client: trimmed, 1-100 printable characters (control characters would
+#: make file names, reports and the page unreadable).
+Label = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00-\x20\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+    ),
+]

@@ -277,7 +277,7 @@ class ShotsMixin(StoreBase):
     def relabel(self, shot_id: int, label: str, who: str) -> dict[str, Any]:
         """Give a shot another label, recording who changed it from what."""
         if not label or not label.strip():
-            raise StoreError("the new label is empty: give the part number, e.g. 3001")
+            raise QueryError("the new label is empty: give the part number, e.g. 3001")
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT label, deleted_at FROM shots WHERE id = ?", (int(shot_id),)

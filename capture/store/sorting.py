@@ -240,9 +240,9 @@ class SortingMixin(StoreBase):
         """
         label = (label or "").strip()
         if not label:
-            raise StoreError("the label is empty: give the part's label, e.g. brick-2x4-red")
+            raise QueryError("the label is empty: give the part's label, e.g. brick-2x4-red")
         if not who:
-            raise StoreError("say who labels the item: it is recorded")
+            raise QueryError("say who labels the item: it is recorded")
         item = self._open_item(item_id)
         data = self._read_crop(item["crop_path"])
         try:

@@ -27,10 +27,19 @@ format = "png"
 """
 
 
+def test_a_string_is_always_plan_text_never_a_file_the_server_would_read(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text('name = "not a plan"\n')
+    for text in (str(secret), "/etc/passwd", "\x00", "plan.toml"):
+        with pytest.raises(PlanError) as info:
+            load_plan(text)
+        assert "not a plan" not in str(info.value)
+
+
 def test_a_plan_loads_from_text_and_from_a_file(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text(BASE)
-    assert load_plan(BASE) == load_plan(path) == load_plan(str(path))
+    assert load_plan(BASE) == load_plan(path)
     plan = load_plan(BASE)
     assert plan.image.format == "png" and plan.angle_list() == [0.0, 90.0, 180.0, 270.0]
 

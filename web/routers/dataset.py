@@ -14,19 +14,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 
 from rig.errors import NotFound
-from web.deps import OperatorAuth, StoreDep, ViewerAuth
+from web.deps import Label, OperatorAuth, StoreDep, ViewerAuth
 
 #: Ids are SQLite integers: bounded so a huge number is a 422, not an overflow.
 ShotId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 router = APIRouter(prefix="/api/dataset", tags=["dataset"])
-
-Label = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^\S.*$")
-]
 
 
 class RelabelBody(BaseModel):
