@@ -38,7 +38,8 @@ schema = schemathesis.openapi.from_dict(_app().openapi()).exclude(
 
 
 @schema.parametrize()
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+# NOTE: derandomized so CI is reproducible; 40 examples per route found the bugs 8 missed.
+@settings(max_examples=40, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_generated_request_gets_a_server_error(case):
     client = _state.get("client")
     if client is None:
