@@ -117,6 +117,13 @@ def snapshot_command(
     )
     if report["split"]["weaker"]:
         console.print(f"[yellow]warning:[/] {report['split']['note']}", soft_wrap=True)
+    empty = [s for s, n in counts["by_split"].items() if n == 0 and getattr(rules, s) > 0]
+    if empty:
+        console.print(
+            f"[yellow]warning:[/] the {' and '.join(empty)} split(s) got no shots: too few "
+            "groups to share out; capture more part instances",
+            soft_wrap=True,
+        )
     if report["dropped_classes"]:
         console.print(f"dropped (too few shots): {report['dropped_classes']}")
     dup = report["duplicates"]

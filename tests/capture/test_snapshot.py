@@ -377,3 +377,20 @@ def test_a_full_disk_is_a_disk_full_error_and_leaves_no_half_snapshot(
         create_snapshot(store, Settings(), SnapshotFilter(), SplitRules())
     assert [p.name for p in (store.data_dir / "snapshots").iterdir()] == [".lock"]
     assert list_snapshots(store) == []
+
+
+def test_the_cli_warns_when_a_split_gets_no_shots(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from web.cli import app
+
+    data = tmp_path / "d"
+    with DatasetStore.open(data) as s:
+        add_shots(s, labels=("nut",), instances=1, backgrounds=(1,))  # one session only
+    made = CliRunner().invoke(
+        app,
+        ["dataset", "snapshot", "--data", str(data), "--group-by", "session", "--format", "csv"],
+        terminal_width=200,
+    )
+    assert made.exit_code == 0, made.output
+    assert "got no shots" in made.output and "test" in made.output.split("got no shots")[0]
