@@ -97,8 +97,16 @@ def train_command(
     except RigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=2) from None
+    if metrics["float_accuracy"] is None:
+        console.print(
+            f"[yellow]warning:[/] snapshot {metrics['snapshot']} has no test split, so the "
+            "model's accuracy is unmeasured and the rig will reject it; make a snapshot whose "
+            "test split has shots (more part instances)",
+            soft_wrap=True,
+        )
+        return
     console.print(
-        f"snapshot {metrics['snapshot']}: test accuracy float {metrics['float_accuracy']}, "
-        f"int8 {metrics['int8_accuracy']} (drop {metrics['int8_drop']}), runtime "
+        f"snapshot {metrics['snapshot']}: test accuracy float {metrics['float_accuracy']:.3f}, "
+        f"int8 {metrics['int8_accuracy']:.3f} (drop {metrics['int8_drop']:+.3f}), runtime "
         f"{metrics['runtime']}"
     )
