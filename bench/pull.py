@@ -50,20 +50,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from capture.pull import pull  # noqa: E402
-from web.nginx_conf import ACCEL_PREFIX, site_config  # noqa: E402
+from capture.store.files import sha256_file  # noqa: E402
+from web.nginx_conf import ACCEL_PREFIX, site_config, standalone_config  # noqa: E402
 
 KEY = "bench-trainer-key-0123456789"
 SHARDS_ID, OLD_ID, NEW_ID = "snap-0001", "snap-0002", "snap-0003"
 SHOT_BYTES = 400_000
 FOLDER_SHOTS, FOLDER_SHOT_BYTES = 1000, 100_000
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_manifest(folder: Path, snapshot_id: str, entries: list[dict[str, Any]], tag: str) -> None:
@@ -74,7 +67,7 @@ def write_manifest(folder: Path, snapshot_id: str, entries: list[dict[str, Any]]
         {
             "path": "report.json",
             "format": "report",
-            "sha256": sha256_of(report),
+            "sha256": sha256_file(report),
             "size": report.stat().st_size,
         },
     ]
@@ -137,7 +130,7 @@ def make_shards(data: Path, size_gb: float, shard_mb: int) -> None:
             {
                 "path": f"webdataset/{path.name}",
                 "format": "webdataset",
-                "sha256": sha256_of(path),
+                "sha256": sha256_file(path),
                 "size": path.stat().st_size,
             }
         )
@@ -174,7 +167,7 @@ def make_folder(data: Path, snapshot_id: str, shots: int) -> None:
         {
             "path": "folder/train/metadata.jsonl",
             "format": "folder",
-            "sha256": sha256_of(meta),
+            "sha256": sha256_file(meta),
             "size": meta.stat().st_size,
         }
     )
@@ -235,11 +228,6 @@ def start_nginx(
     (web/nginx_conf.py) in front of the partrig server at ``front`` (host:port)."""
     port = free_port()
     name = "front" if front else "plain"
-    user = "user root;" if os.geteuid() == 0 else ""
-    temp = " ".join(
-        f"{kind}_temp_path {tmp}/{name}-{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
     if front:
         server = site_config(
             listen=f"127.0.0.1:{port}", upstream=front, snapshots_dir=str(root / "snapshots")
@@ -247,12 +235,7 @@ def start_nginx(
     else:
         server = f"server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }}"
     conf = tmp / f"nginx-{name}.conf"
-    conf.write_text(
-        f"{user}\nworker_processes 2;\ndaemon off;\npid {tmp}/nginx-{name}.pid;\n"
-        f"error_log {tmp}/nginx-{name}-error.log;\nevents {{ worker_connections 1024; }}\n"
-        f"http {{ access_log off; sendfile on; tcp_nopush on; {temp}\n{server}\n}}\n",
-        encoding="utf-8",
-    )
+    conf.write_text(standalone_config(server, tmp, f"nginx-{name}"), encoding="utf-8")
     proc = subprocess.Popen(
         ["nginx", "-c", str(conf), "-p", str(tmp), "-e", str(tmp / f"{name}-e.log")]
     )
@@ -282,7 +265,7 @@ def curl_all(
         os.close(fd)
 
     def verify(entry: dict[str, Any]) -> None:
-        assert sha256_of(dest / entry["path"]) == entry["sha256"], entry["path"]
+        assert sha256_file(dest / entry["path"]) == entry["sha256"], entry["path"]
 
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:

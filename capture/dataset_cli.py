@@ -13,22 +13,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rig.cli import ConfigOption, DataOption
 from rig.errors import RigError
 
 dataset_app = typer.Typer(help="Check and count the dataset store.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
-
-DataOption = Annotated[
-    Path | None,
-    typer.Option("--data", help="data directory (default: data.dir from the configuration)"),
-]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="configuration file (default: $PARTRIG_CONFIG or ./partrig.toml)"
-    ),
-]
 
 
 def _open(data: Path | None, config: Path | None):  # type: ignore[no-untyped-def]

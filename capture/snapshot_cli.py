@@ -16,21 +16,11 @@ from rich.table import Table
 
 from capture.formats import FORMATS
 from capture.snapshot_filter import GROUP_BY
+from rig.cli import ConfigOption, DataOption
 from rig.errors import RigError
 
 console = Console()
 err_console = Console(stderr=True)
-
-DataOption = Annotated[
-    Path | None,
-    typer.Option("--data", help="data directory (default: data.dir from the configuration)"),
-]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="configuration file (default: $PARTRIG_CONFIG or ./partrig.toml)"
-    ),
-]
 
 
 def _fail(exc: RigError) -> typer.Exit:

@@ -25,6 +25,10 @@ ConfigOption = Annotated[
     ),
 ]
 SimOption = Annotated[bool, typer.Option("--sim", help="use the simulated rig")]
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="data directory (default: data.dir from the configuration)"),
+]
 
 config_app = typer.Typer(help="Check and show the configuration.", no_args_is_help=True)
 

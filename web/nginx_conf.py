@@ -13,7 +13,9 @@ tests/web/test_nginx_front.py fails when it is out of step.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 #: The internal location; set the same value as ``web.accel_redirect`` in partrig.toml.
 ACCEL_PREFIX = "/_partrig_snapshots"
@@ -54,6 +56,22 @@ server {{
     }}
 }}
 """
+
+
+def standalone_config(server: str, run_dir: Path, name: str = "nginx") -> str:
+    """A whole nginx.conf around ``server`` that runs unprivileged in the foreground, with its
+    pid, logs and temporary files in ``run_dir``: for trying the site, the tests and the
+    pull benchmark (``nginx -c FILE -p RUN_DIR``)."""
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    temp = " ".join(
+        f"{kind}_temp_path {run_dir}/{name}-{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        f"{user}worker_processes 2;\ndaemon off;\npid {run_dir}/{name}.pid;\n"
+        f"error_log {run_dir}/{name}-error.log;\nevents {{ worker_connections 1024; }}\n"
+        f"http {{ access_log off; sendfile on; tcp_nopush on; {temp}\n{server}\n}}\n"
+    )
 
 
 def main() -> None:

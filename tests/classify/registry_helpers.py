@@ -21,6 +21,16 @@ LABELS = ["part-blue", "part-red"]
 SIZE = 16
 
 
+class RecordingSorter:
+    """Stands in for classify.sorter.Sorter: records every classifier swapped in."""
+
+    def __init__(self) -> None:
+        self.swaps: list[tuple[Any, str | None]] = []
+
+    def set_classifier(self, classifier: Any, model_id: str | None) -> None:
+        self.swaps.append((classifier, model_id))
+
+
 def colour_model(
     out_dir: Path,
     *,

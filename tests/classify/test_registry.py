@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from registry_helpers import (
     LABELS,
+    RecordingSorter,
     add_colour_shots,
     colour_model,
     make_snapshot,
@@ -27,16 +27,6 @@ from registry_helpers import (
 from classify.registry import ModelRegistry
 from rig.config import parse_settings
 from rig.errors import ModelError, NotFound, RunStateError
-
-
-class RecordingSorter:
-    """Stands in for classify.sorter.Sorter: records every classifier swapped in."""
-
-    def __init__(self) -> None:
-        self.swaps: list[tuple[Any, str | None]] = []
-
-    def set_classifier(self, classifier: Any, model_id: str | None) -> None:
-        self.swaps.append((classifier, model_id))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "classify"))
 
 from registry_helpers import (
     LABELS,
+    RecordingSorter,
     add_colour_shots,
     colour_model,
     make_snapshot,
@@ -26,14 +26,6 @@ from registry_helpers import (
 from web_helpers import OP, PASSWORD, TRAIN, VIEW
 
 from web.security import key_name
-
-
-class RecordingSorter:
-    def __init__(self) -> None:
-        self.swaps: list[tuple[Any, str | None]] = []
-
-    def set_classifier(self, classifier: Any, model_id: str | None) -> None:
-        self.swaps.append((classifier, model_id))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ installs it) with the shipped site config in front of a live uvicorn and pulls t
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from capture.pull import pull
 from rig.config import parse_settings
 from rig.errors import ConfigError
 from web.app import create_app
-from web.nginx_conf import ACCEL_PREFIX, site_config
+from web.nginx_conf import ACCEL_PREFIX, site_config, standalone_config
 
 SNAP = "snap-0001"
 SHARD = "webdataset/train-000000.tar"
@@ -94,20 +95,13 @@ def nginx_front(tmp_path: Path, store: Any):
     thread.start()
     run = tmp_path / "nginx"
     run.mkdir()
-    temp = " ".join(f"{k}_temp_path {run}/{k};" for k in ("client_body", "proxy", "fastcgi"))
     site = site_config(
         listen=f"127.0.0.1:{port}",
         upstream=f"127.0.0.1:{app_port}",
         snapshots_dir=str(Path(settings.data.dir) / "snapshots"),
     )
     conf = run / "nginx.conf"
-    conf.write_text(
-        f"{'user root;' if subprocess.os.geteuid() == 0 else ''}\ndaemon off;\n"
-        f"pid {run}/nginx.pid;\nerror_log {run}/error.log;\nevents {{}}\n"
-        f"http {{ access_log off; {temp} uwsgi_temp_path {run}/u; scgi_temp_path {run}/s;\n"
-        f"{site}}}\n",
-        encoding="utf-8",
-    )
+    conf.write_text(standalone_config(site, run), encoding="utf-8")
     proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(run), "-e", str(run / "e.log")])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -144,6 +138,4 @@ def test_a_pull_through_nginx_gets_verified_files_and_ranges(nginx_front, tmp_pa
     result = pull(url, SNAP, tmp_path / "dest", key=TRAINER_KEY, progress=False)
     assert result.bytes_fetched == result.bytes_total > 0
     got = (tmp_path / "dest" / SNAP / SHARD).read_bytes()
-    import hashlib
-
     assert hashlib.sha256(got).hexdigest() == shard["sha256"]
