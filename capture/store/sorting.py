@@ -19,7 +19,6 @@ import io
 import json
 import secrets
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,6 @@ from PIL import Image
 
 from capture.store.audit import MANAGED_DIRS, REFERENCED_FILE_QUERIES
 from capture.store.base import StoreBase
-from capture.store.files import fsync_dir, os_error
 from capture.store.records import ShotRecord, normalise_time, to_json, utc_now
 from capture.store.runs import ensure_catalogue
 from capture.store.shots import _INSERT_SQL, _shot_values
@@ -101,7 +99,8 @@ class SortingMixin(StoreBase):
         paths = [self._crop_path(r) if r.crop_jpeg is not None else None for r in records]
         jobs = [(p, r.crop_jpeg) for p, r in zip(paths, records, strict=True) if p is not None]
         if jobs:
-            self._write_crops(jobs, workers)  # type: ignore[arg-type]
+            # NOTE: the store's batched write path: every crop durable before any row names it
+            self.write_files(jobs, workers=workers)  # type: ignore[attr-defined]
         ids: list[int] = []
         with self.transaction() as conn:
             for record, path in zip(records, paths, strict=True):
@@ -139,21 +138,6 @@ class SortingMixin(StoreBase):
     def _crop_path(self, record: DecisionRecord) -> str:
         day = normalise_time(record.at)[:10]
         return f"{CROP_DIR}/{day}/{secrets.token_hex(8)}.jpg"
-
-    def _write_crops(self, jobs: list[tuple[str, bytes]], workers: int) -> None:
-        if len(jobs) == 1:
-            self._write_file(jobs[0][0], jobs[0][1], sync_dir=True)  # type: ignore[attr-defined]
-            return
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
-            list(pool.map(lambda j: self._write_file(j[0], j[1], sync_dir=False), jobs))  # type: ignore[attr-defined]
-            folders = {(self.data_dir / p).parent for p, _ in jobs}
-            list(pool.map(self._sync_crop_folder, folders))
-
-    def _sync_crop_folder(self, folder: Any) -> None:
-        try:
-            fsync_dir(folder, self.fs)
-        except OSError as exc:
-            raise os_error(exc, "syncing the crop folder", folder) from None
 
     def list_decisions(
         self,
