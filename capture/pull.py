@@ -205,9 +205,11 @@ class _Puller:
                 digest, have = hashlib.sha256(), 0
             if have == job.size:
                 if digest.hexdigest() == job.sha256:
+                    if not part.exists():
+                        _create_empty(part)  # NOTE: a zero-byte file: nothing to download
                     finish_part(part, final)
                     break
-                part.unlink()
+                part.unlink(missing_ok=True)
                 digest, have = hashlib.sha256(), 0
                 mismatches += 1
                 with self.lock:
@@ -443,6 +445,18 @@ def _progress_bar(enabled: bool, label: str, total: int) -> Iterator[tuple[Any, 
     )
     with Progress(*columns) as bar:
         yield bar, bar.add_task(label, total=total)
+
+
+def _create_empty(part: Path) -> None:
+    """Create the ``.part`` of a zero-byte file (an empty class folder's ``.keep``).
+
+    Why: the loop above renames a ``.part`` once its bytes match the manifest; for an empty
+    file that is true before any byte arrives, so no GET ever creates it.
+    """
+    try:
+        part.open("wb").close()
+    except OSError as exc:
+        raise disk_error(exc, part.parent, 0) from None
 
 
 def _write_manifest(root: Path, raw: bytes) -> None:

@@ -423,3 +423,53 @@ def test_snapshots_made_by_the_rig_pull_incrementally(server: Any, tmp_path: Pat
     fresh = [f for f in fresh if f["sha256"] not in known]
     assert second.bytes_fetched == sum(f["size"] for f in fresh)
     assert sum(f["path"].endswith(".jpg") for f in fresh) == 2
+
+
+def test_a_folder_snapshot_with_an_empty_class_and_zero_byte_files_pulls_completely(
+    server: Any, tmp_path: Path
+) -> None:
+    from web_helpers import jpeg
+
+    from capture.formats.folder import KEEP_FILE
+    from capture.snapshot import create_snapshot
+    from capture.snapshot_filter import SnapshotFilter
+    from capture.splits import SplitRules
+    from capture.store import ShotRecord
+
+    url, tap = server
+    for first in (0, 4, 8, 12):
+        store_shots(tap.store, first, 4)  # four sessions of two classes
+    # NOTE: split by session, the one session of a third class lands in one split only, so
+    # the other splits hold an empty class folder with a zero-byte .keep file.
+    run_id = tap.store.create_run("lone", "name = 'lone'", "{}", 1)
+    record = ShotRecord(
+        label="tile",
+        instance_id="tile-0",
+        path="",
+        sha256="0" * 64,
+        size=0,
+        run_id=run_id,
+        shot_index=0,
+        background_id=1,
+        pose="up",
+        angle_cmd=0.0,
+    )
+    tap.store.save_shot(f"images/{run_id}/000000.jpg", jpeg(value=7), record)
+    rules = SplitRules(train=0.5, val=0.25, test=0.25, group_by="session")
+    manifest = create_snapshot(tap.store, tap.settings, SnapshotFilter(), rules, formats=["folder"])
+    empties = [f for f in manifest["files"] if f["size"] == 0 and f["format"] == "folder"]
+    assert empties and all(f["path"].endswith(f"/{KEEP_FILE}") for f in empties)
+    dest = tmp_path / "dest"
+    result = pull(url, manifest["id"], dest, key=TRAINER_KEY, fmt="folder", progress=False)
+    assert_verified(result.root, manifest, "folder")
+    for f in empties:
+        keep = result.root / f["path"]
+        assert keep.is_file() and keep.stat().st_size == 0
+    assert (result.root / "manifest.json").read_bytes() == (
+        tap.store.data_dir / "snapshots" / manifest["id"] / "manifest.json"
+    ).read_bytes()
+    # NOTE: zero-byte files never cost a request: their content is known from the manifest.
+    fetched = {r["path"] for r in tap.fetched()}
+    assert not any(p.endswith(KEEP_FILE) for p in fetched)
+    again = pull(url, manifest["id"], dest, key=TRAINER_KEY, fmt="folder", progress=False)
+    assert again.bytes_fetched == 0 and again.skipped_files == again.files
