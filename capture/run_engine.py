@@ -98,7 +98,10 @@ class RunEngine:
             self._lights_off()
             run.finish(run.end_state, reason=run.reason or "aborted by the operator")
         except BaseException as exc:
-            self._fail(exc)
+            if getattr(self.rig, "emergency_stopped", False):
+                self._emergency_stopped(exc)
+            else:
+                self._fail(exc)
 
     def _register(self, shots: list[Any]) -> None:
         """Make sure the store knows the parts, instances and sheets the shots refer to."""
@@ -348,7 +351,23 @@ class RunEngine:
         if self.writer is not None:
             self.writer.close()
 
+    def _emergency_stopped(self, exc: BaseException) -> None:
+        """The e-stop cut a command short: an ordinary stop, not a failure (no traceback).
+
+        The run ends ``interrupted``, resumable by an explicit Resume once the fault is
+        cleared and zero is re-established; the e-stop itself stopped the rig.
+        """
+        run = self.run_
+        log.warning("run %s: emergency stop (%s: %s)", run.run_id, type(exc).__name__, exc)
+        self._drain()
+        try:
+            run.finish(S.INTERRUPTED, reason="emergency stop")
+        except Exception:
+            log.exception("run %s: could not record the emergency stop", run.run_id)
+
     def _lights_off(self) -> None:
+        if getattr(self.rig, "emergency_stopped", False):
+            return  # NOTE: the halted board switched its outputs off; it refuses commands
         try:
             self.rig.lights.set(0.0)
         except Exception:

@@ -107,6 +107,15 @@ class GpioActuator:
             # NOTE: fail safe: a valve left open empties the air tank and blows every part away.
             g.output(pin, g.LOW)
 
+    def rest(self) -> None:
+        """Every valve low (closed); the gate stays where it is.  For the e-stop."""
+        if self._closed or self.config.kind != "valve":
+            return
+        g = self._gpio
+        for pin in self.config.pins:
+            with contextlib.suppress(RuntimeError, ValueError, OSError):
+                g.output(pin, g.LOW)
+
     def close(self) -> None:
         """Every valve low, the servo's PWM stopped, the pins released; idempotent."""
         with self._lock:

@@ -103,6 +103,7 @@ class Sorter:
         self._log = DecisionLog(store)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._halted = False
         self._phase = "empty"
         self._since = 0.0
         self._still = 0
@@ -165,8 +166,15 @@ class Sorter:
             if self._presence is None:
                 self.take_reference()
             self._stop.clear()
+            self._halted = False
             self._thread = threading.Thread(target=self._run, name="sorter", daemon=True)
             self._thread.start()
+
+    def halt(self) -> None:
+        """Ask the loop to stop and fire nothing more, without waiting (the e-stop calls this
+        on the web server's event loop); :meth:`stop` then waits for it."""
+        self._stop.set()
+        self._halted = True
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop after the current frame and commit every logged decision."""
@@ -306,6 +314,8 @@ class Sorter:
         confidence = 0.0 if prediction is None else float(prediction.confidence)
         choice = choose_bin(label, confidence, self.settings)
         truth = self._truth() if self._truth is not None else None
+        if self._halted:
+            return None  # NOTE: an e-stop is stopping the loop: push nothing, log nothing
         try:
             self.actuator.fire(choice.bin)
         except Exception as exc:

@@ -62,6 +62,10 @@ class Lights:
     def off(self) -> None:
         self.set(0.0)
 
+    def outputs_dropped(self) -> None:
+        """The board switched its outputs off by itself (an e-stop's kill): record level 0."""
+        self._level = 0.0
+
     def _on_link_event(self, event: Any) -> None:
         # NOTE: a reset drives every output low, so the truthful level is 0 until set again.
         if _event_kind(event) == "reset":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -211,17 +212,44 @@ class GcodeLink(LinkRecovery, LinkHandshake):
 
     def emergency_stop(self) -> None:
         """Write ``M112`` straight to the port, ahead of anything queued, and latch a fault."""
-        port = self._port
-        try:
-            with self._write_lock:
-                if port is not None:
-                    port.write(b"M112\n")
-                    port.flush()
-        except OSError as exc:
-            log.error("could not write M112 (the fault is latched anyway): %s", exc)
-        log.warning("emergency stop: M112 sent")
+        self.write_emergency()
         with self._cond:
             self._latch("emergency stop", FirmwareHalted)
+
+    def write_emergency(self) -> bool:
+        """Put ``M112`` on the wire now, out of band; True once written.  Never blocks.
+
+        Why no lock: the e-stop must not wait for a thread that holds the write lock across a
+        slow write, nor for the condition lock.  The leading newline ends any line another
+        thread was half-way through writing, so the firmware's emergency parser sees ``M112``
+        at the start of a line (the broken line is refused and never runs: the board halts).
+        Safe to call from the event loop; the fault is latched when the firmware reports the
+        halt, or by :meth:`emergency_stop`.
+        """
+        written = write_out_of_band(self._port, b"\nM112\n")
+        if written:
+            log.warning("emergency stop: M112 sent")
+        else:
+            log.error("emergency stop: M112 could not be written to %s", self.path)
+        return written
+
+    def quick_stop(self) -> PendingCommand | None:
+        """``M410`` (stop the motor now, position kept), written ahead of the queue.
+
+        Why not :meth:`submit`: a caller waiting on ``M400`` fills the window, and a queued
+        ``M410`` would only go out once the move it should stop has ended.  The line is
+        numbered and counted in flight behind what is already there, so its ``ok`` is matched
+        and the protocol state stays right.  Returns None when nothing could be written (a
+        latched fault: the board is halted or gone; or the link is not ready).
+        """
+        with self._cond:
+            if self._phase != "ready" or self._fault is not None or self._port is None:
+                log.warning("M410 not sent: the link is %s", self.state)
+                return None
+            p = PendingCommand("M410")
+            line = gcode.frame(self._next_n, p.command).encode("ascii") + b"\n"
+            self._write_line(p, line)
+        return p
 
     def clear_fault(self) -> FirmwareInfo:
         """Reset the board (reset hook or DTR), re-handshake, clear the latched fault."""
@@ -488,3 +516,40 @@ class GcodeLink(LinkRecovery, LinkHandshake):
                     fn(event)
                 except Exception:
                     log.exception("link listener %r failed on %s", fn, event.kind)
+
+
+#: How long an out-of-band write may wait for room in a full output buffer before giving up.
+OUT_OF_BAND_DEADLINE_S = 0.05
+
+
+def write_out_of_band(port: SerialLike | None, data: bytes) -> bool:
+    """Write ``data`` to ``port`` without its locks; True when all of it was written.
+
+    pyserial opens the device non-blocking, so ``os.write`` on its descriptor returns at once;
+    only a full output buffer (a board that stopped reading) makes this wait, and then for at
+    most :data:`OUT_OF_BAND_DEADLINE_S`.  Ports without a descriptor (test doubles, URL
+    handlers) get a plain ``write``.
+    """
+    if port is None:
+        return False
+    fd = getattr(port, "fd", None)
+    if not isinstance(fd, int) or fd < 0:
+        try:
+            port.write(data)
+        except (OSError, ValueError) as exc:
+            log.error("out-of-band write failed: %s", exc)
+            return False
+        return True
+    view = memoryview(data)
+    deadline = time.monotonic() + OUT_OF_BAND_DEADLINE_S
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
+        except OSError as exc:
+            log.error("out-of-band write failed: %s", exc)
+            return False
+    return True

@@ -6,9 +6,10 @@ run engine, the sorter, the web app) receives a :class:`Rig` instead of opening 
 which it is talking to.
 
 Faults: :meth:`Rig.safe_stop` is what the top of a run calls when anything unexpected happens:
-stop the motor (``M410``, position kept), lights down, latch the reason.  The latch (``fault``)
-stays until :meth:`Rig.clear_fault`, which resets the board and needs homing or the operator's
-confirmation of zero before the turntable moves again.
+stop the motor (``M410`` ahead of the queue, position kept), lights down, latch the reason.
+:meth:`Rig.emergency_stop` is the e-stop: ``M112`` written out of band, never blocking.  The
+latch (``fault``) stays until :meth:`Rig.clear_fault`, which resets the board and needs homing
+or the operator's confirmation of zero before the turntable moves again.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Rig:
         self.clock = clock
         self._temp_dir = temp_dir
         self._fault: str | None = None
+        self._estop = False
         self._closed = False
 
     @property
@@ -87,20 +89,75 @@ class Rig:
             "fault": self.fault,
         }
 
-    def emergency_stop(self) -> None:
-        """``M112`` ahead of everything; the board halts until the fault is cleared."""
+    @property
+    def emergency_stopped(self) -> bool:
+        """True from the moment an e-stop is pressed until :meth:`clear_fault`.
+
+        Threads that see a command fail (the run engine) read this to tell an e-stop, which
+        ends a run as ``interrupted``, from a real failure.
+        """
+        return self._estop
+
+    def emergency_stop(self) -> bool:
+        """``M112`` on the wire now, ahead of every queue and lock; True once written.
+
+        Never blocks (the web app calls it on its event loop): it sets the latch and writes
+        the line out of band.  The link latches its own fault when the board reports the
+        halt; :meth:`finish_emergency_stop` does the slower rest from another thread.
+        """
+        self._estop = True
         self._fault = self._fault or "emergency stop pressed"
-        self.link.emergency_stop()
+        return bool(self.link.write_emergency())
+
+    def finish_emergency_stop(self) -> None:
+        """After :meth:`emergency_stop`: latch the link's fault, record the lights as off.
+
+        Why the lights need no command: the board is halted and ignores everything until a
+        reset, and our firmware's kill switches every MOSFET output off (firmware/src/idle.c);
+        a reset drives them low as well.  Never raises.
+        """
+        try:
+            self.link.emergency_stop()
+        except Exception as exc:  # NOTE: fail safe: the latch above already refuses motion
+            log.warning("latching the link's e-stop failed: %s", exc)
+        if self._kill_drops_lights():
+            self.lights.outputs_dropped()
+
+    def _kill_drops_lights(self) -> bool:
+        """Whether the halted board has switched the light's output off by itself."""
+        dialect = getattr(getattr(self.link, "firmware", None), "dialect", "partrig")
+        # NOTE: stock Marlin's kill turns its heaters (D8, D10) off but not the fan pin (D9).
+        return dialect != "marlin" or self.lights.pin != 9
 
     def safe_stop(self, reason: str) -> None:
-        """Stop the motor (M410, position kept), lights down, latch ``reason``.  Never raises."""
+        """Stop the motor (M410 ahead of the queue, position kept), lights down, latch
+        ``reason``.  Never raises.
+
+        The lights go off before the fault is latched in the link, so the latch never refuses
+        its own lights-off step.  When the link is already halted (an e-stop, a fatal firmware
+        error) the board has switched its outputs off itself and nothing is sent.
+        """
+        first = self._fault is None
         self._fault = self._fault or reason
-        log.warning("safe stop: %s", reason)
-        for step in (lambda: self.link.send("M410"), self.lights.off):
-            try:
-                step()
-            except Exception as exc:  # NOTE: fail safe: a dead link must not hide the stop
-                log.warning("safe stop step failed: %s", exc)
+        link_fault = getattr(self.link, "fault", None)
+        if self._estop or link_fault is not None:
+            log.warning("safe stop: %s (the link is latched: %s)", reason, link_fault or "e-stop")
+            halted = self._estop or str(link_fault).startswith(
+                ("emergency stop", "firmware halted")
+            )
+            if halted and self._kill_drops_lights():
+                self.lights.outputs_dropped()
+            return
+        if first:
+            log.warning("safe stop: %s", reason)
+        try:
+            self.link.quick_stop()
+        except Exception as exc:  # NOTE: fail safe: a dead link must not hide the stop
+            log.warning("safe stop: M410 could not be sent: %s", exc)
+        try:
+            self.lights.off()
+        except Exception as exc:
+            log.warning("safe stop: the lights could not be switched off: %s", exc)
 
     def clear_fault(self, *, zero_confirmed: bool = False) -> None:
         """Reset the board, then recover the position: home if there is an endstop, else
@@ -108,6 +165,7 @@ class Rig:
         if getattr(self.link, "fault", None) is not None or self._fault is not None:
             self.link.clear_fault()
         self._fault = None
+        self._estop = False
         if self.settings.turntable.endstop == "x_min":
             self.turntable.home()
         elif zero_confirmed:

@@ -75,6 +75,20 @@ class RunRegistry:
         run.start()
         return run
 
+    def interrupt_live(self, reason: str, timeout_s: float = 10.0) -> list[int]:
+        """End every live run as ``interrupted`` (paused and prompting ones too) and wait for
+        their engines to stop; returns their ids.  The e-stop calls this."""
+        with self._lock:
+            runs = [run for run in self._runs.values() if run.alive]
+        for run in runs:
+            try:
+                run.interrupt(reason)
+            except RunStateError as exc:  # NOTE: it ended meanwhile: nothing left to stop
+                log.info("run %s: %s", run.run_id, exc)
+        for run in runs:
+            run.wait(timeout_s)
+        return [run.run_id for run in runs]
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop live runs so they can be resumed later (they end ``interrupted``)."""
         with self._lock:

@@ -82,7 +82,7 @@ def _build_sorter(settings: Settings, store: Any, rig: Any) -> tuple[Any, Any]:
     simulated feeder (classify/feeder_sim.py) instead: parts drop, the sim actuator removes
     them, and every decision is logged with the simulator's truth.
     """
-    from classify.actuator import open_actuator
+    from classify.actuator import ActuatorGate, open_actuator
     from classify.sorter import Sorter
 
     if settings.sim:
@@ -92,7 +92,8 @@ def _build_sorter(settings: Settings, store: Any, rig: Any) -> tuple[Any, Any]:
         camera, world, clock, truth = feeder.camera, feeder.world, feeder.clock, feeder.truth
     else:
         camera, world, clock, truth = rig.camera, None, None, None
-    actuator = open_actuator(settings, world=world)
+    # NOTE: gated, so the e-stop can disable firing from the event loop without waiting.
+    actuator = ActuatorGate(open_actuator(settings, world=world))
     try:
         return Sorter(camera, actuator, store, settings, clock, truth=truth), actuator
     except BaseException:

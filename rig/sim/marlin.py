@@ -304,6 +304,10 @@ class SimFirmware:
                 return
             self.axis.stop()
             self.axis.enabled = False
+            # NOTE: our firmware's kill switches every MOSFET output off (firmware/src/idle.c);
+            # Marlin's switches its heaters (D8, D10) off and leaves the fan pin (D9) as it was.
+            for pin in (8, 10) if self.dialect == "marlin" else (8, 9, 10):
+                self.exec.pins.pop(pin, None)
             self.halted = True
             self._lines.clear()
             self._queue.clear()

@@ -1,8 +1,9 @@
 """The rig: status, emergency stop, fault clearing, jog, zero, lights and the live preview.
 
-The emergency stop goes straight to ``rig.emergency_stop()`` (``M112`` written ahead of the
-link's queue) and is latched in the store too, so a restart still shows it.  Manual moves are
-refused (409) while a run uses the turntable or a fault is latched.
+The emergency stop is a privileged path (web/emergency.py): an ``async`` route that writes
+``M112`` to the serial descriptor from the event loop, then stops the sorter, the actuator and
+any run on its own thread, and latches the fault in the store too, so a restart still shows it.
+Manual moves are refused (409) while a run uses the turntable or a fault is latched.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from rig.errors import FaultLatched, RigError, RunStateError
+from rig.errors import FaultLatched, RunStateError
 from web.deps import OperatorAuth, RigDep, RunsDep, StoreDep, ViewerAuth, current_principal
+from web.emergency import FOLLOW_UP_WAIT_S, REASON, emergency_stop_of
 from web.security import PREVIEW_TOKEN_TTL_S
 
 log = logging.getLogger("web.rig")
@@ -71,26 +73,49 @@ def status(rig: RigDep, store: StoreDep, runs: RunsDep, who: ViewerAuth) -> dict
 
 
 @router.post("/estop")
-def estop(rig: RigDep, store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
-    """EMERGENCY STOP: M112 ahead of every queue; latches a fault until cleared."""
-    warning = None
+async def estop(request: Request, who: OperatorAuth) -> dict[str, Any]:
+    """EMERGENCY STOP: M112 ahead of every queue, lock and thread pool; stops the sorter and
+    the actuator, ends any run as interrupted, lights off; latches a fault until cleared.
+
+    NOTE: ``async`` with no sync dependency on purpose: FastAPI runs sync routes and sync
+    dependencies in the shared thread pool, where sign-in's argon2 could keep it waiting.
+    Authentication (OperatorAuth) is an API-key comparison or an HMAC and a dict lookup.
+    """
+    stop = emergency_stop_of(request.app.state)
+    written, warning = stop.press()
+    pending = stop.follow_ups.submit(lambda: stop.follow_up(who.name))
     try:
-        rig.emergency_stop()
-    except (RigError, OSError) as exc:
-        # NOTE: a dead link cannot move the motor either; the latch below still stops runs.
-        warning = f"the stop command could not be written ({exc}); switch the rig off"
-        log.error("emergency stop: %s", warning)
-    store.latch_fault(f"emergency stop pressed by {who.name}")
-    return {"fault": rig.fault or stored_fault(store), "warning": warning}
+        safe = await asyncio.wait_for(asyncio.shield(pending), FOLLOW_UP_WAIT_S)
+    except TimeoutError:
+        safe = None
+        warning = warning or "the e-stop is still stopping the sorter or a run; watch the status"
+    rig = request.app.state.rig
+    store = request.app.state.store
+    return {
+        "fault": (getattr(rig, "fault", None) if rig is not None else None) or REASON,
+        "m112_sent": written,
+        "warning": warning,
+        "safe": safe,
+        "pressed_by": who.name,
+        "store_fault": None if store is None else bool(safe and safe.get("fault_latched")),
+    }
 
 
 @router.post("/clear-fault")
 def clear_fault(
-    body: ClearFaultBody, rig: RigDep, store: StoreDep, runs: RunsDep, who: OperatorAuth
+    request: Request,
+    body: ClearFaultBody,
+    rig: RigDep,
+    store: StoreDep,
+    runs: RunsDep,
+    who: OperatorAuth,
 ) -> dict[str, Any]:
     """Reset the board and recover the position (homing, or the operator's zero)."""
     rig.clear_fault(zero_confirmed=body.zero_confirmed)
     store.clear_fault(who.name)
+    estop = getattr(request.app.state, "estop", None)
+    if estop is not None:
+        estop.release()
     return rig_status(rig, store, runs)
 
 
