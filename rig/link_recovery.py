@@ -24,6 +24,11 @@ log = logging.getLogger("rig.link")
 class LinkRecovery:
     """Mixin of :class:`rig.link.GcodeLink`; it uses the link's protocol state directly."""
 
+    #: Times the port came back after it was lost.  NOTE: counted before the re-handshake, so
+    #: a caller whose command completes afterwards always sees it (the turntable then checks
+    #: whether the board restarted unseen: a restart while unplugged sends no ``start``).
+    reconnects: int = 0
+
     # --- resends -----------------------------------------------------------------------------
 
     def _request_resend(self, line: int, text: str) -> None:
@@ -208,6 +213,7 @@ class LinkRecovery:
                     new.close()
                     return
                 self._port, self._write_failed = new, None
+                self.reconnects += 1
                 log.warning("serial port %s reopened; handshaking", self.path)
                 self._start_handshake(LinkEvent("reconnected", detail=str(exc)))
             return

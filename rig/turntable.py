@@ -22,6 +22,21 @@ target step.  Replies carry no checksum, so a disagreement is queried once more 
 loses the position: :class:`PositionLost` is raised and latched until :meth:`home` or
 :meth:`set_zero`.  A reset while idle at a verified position is harmless (the motor did not
 move), so the position is restored with ``G92``.
+
+After the serial port came back (the link's ``reconnects`` count moved, or a command failed
+with :class:`PortLost`) the board may have restarted while nobody listened, so no ``start``
+line told us.  Neither dialect's ``M115`` reports an uptime or a boot id; what a restart
+always does is set the step count to 0.  So, before anything else, the table waits for the
+board (``M400``) and reads ``Count``:
+
+* a move was in flight: ``Count`` equal to the target means it ran; equal to the position
+  before the move means it never started, and only then is it sent again; anything else
+  (0 after a restart, a point half way) raises :class:`PositionLost` and latches, with no
+  further motion.  A position of 0 proves nothing (a restarted board reads 0 too), so a
+  move from or to firmware step 0 cut off by a lost port loses the position;
+* idle: ``Count`` equal to the last position means the board kept it; 0 means it restarted
+  (settings and position are restored as after an idle reset, or the position is lost if it
+  was never verified); anything else loses the position.
 """
 
 from __future__ import annotations
@@ -43,6 +58,8 @@ Mode = Literal["absolute", "shortest"]
 _COUNT = re.compile(r"Count\s+X:\s*(-?\d+)")
 REZERO_TURNS = 4  # re-zero the firmware's axis beyond this many turns from 0
 HOME_TIMEOUT_S = 120.0
+#: A wait that sees the port come back this many times in a row gives the position up.
+MAX_PORT_RETURNS = 3
 
 
 class Turntable:
@@ -64,8 +81,12 @@ class Turntable:
         self._moved = False  # a move was ever sent: before that there is no position to lose
         self._verified = False
         self._restore_pending = False
-        self._redo_pending = False
+        # NOTE: set when the port came back (or a command died with it): the board must prove
+        # it kept its count before anything moves (see the module doc).
+        self._check_pending = False
+        self._before: int | None = None  # firmware count where the unverified moves began
         self._seen_resets = getattr(link, "resets", 0)
+        self._seen_reconnects = getattr(link, "reconnects", 0)
         self._pending_s = 0.0  # predicted seconds of the moves not yet waited for
         self.fault: str | None = None
         add = getattr(link, "add_listener", None)
@@ -135,7 +156,7 @@ class Turntable:
             return self._send(command, timeout)
         except PortLost as exc:
             log.warning("%s interrupted by a lost port (%s); asking again", command, exc)
-            self._redo_pending = self._redo_pending or self._moving
+            self._check_pending = True
             return self._send(command, timeout)
 
     def _lose(self, why: str) -> None:
@@ -143,6 +164,7 @@ class Turntable:
         self._verified = False
         self._moving = False
         self._restore_pending = False
+        self._check_pending = False
 
     def _check_fault(self) -> None:
         if self.fault is not None:
@@ -157,8 +179,6 @@ class Turntable:
             with self._lock:
                 if self._moved:
                     self._lose("the firmware halted")
-        elif kind == "reconnected" and self._moving:
-            self._redo_pending = True
 
     def _note_resets(self) -> None:
         """Act on board resets the link counted since we last looked (idempotent).
@@ -182,11 +202,90 @@ class Turntable:
         self.setup()
         self._send(f"G92 X{self._axis_value(self._host - self._offset)}")
 
+    def _note_reconnects(self) -> None:
+        """Notice a port that came back since we last looked (the link counts, synchronously).
+
+        NOTE: the link bumps its count before the re-handshake, so any command that completes
+        after a reconnect sees it here; the ``reconnected`` event would arrive too late.
+        """
+        reconnects = getattr(self.link, "reconnects", 0)
+        if reconnects != self._seen_reconnects:
+            self._seen_reconnects = reconnects
+            self._check_pending = True
+
     def _prepare(self) -> None:
         self._note_resets()
         self._check_fault()
+        self._note_reconnects()
+        if self._check_pending:
+            self._check_board()
         if self._restore_pending:
             self._restore()
+
+    # --- after the port came back ------------------------------------------------------------
+
+    def _near(self, count: int | None, fw_steps: int) -> bool:
+        if count is None:
+            return False
+        tol = max(self.config.position_tolerance_deg * self.steps_per_degree, 0.5)
+        return abs(count - fw_steps) <= tol
+
+    def _proves(self, count: int | None, fw_steps: int | None) -> bool:
+        """``count`` shows the board at ``fw_steps``, which a freshly restarted board (count 0)
+        could not also show."""
+        return fw_steps is not None and self._near(count, fw_steps) and not self._near(0, fw_steps)
+
+    def _check_board(self) -> None:
+        """The port came back: prove the board kept its count before anything moves."""
+        self._check_pending = False
+        if not self._moved:
+            self._restore_pending = True  # nothing to lose; a restarted board forgot its settings
+            return
+        self._ask("M400", timeout=self._long_timeout())
+        count = self._query_count()
+        for attempt in range(2):
+            if attempt:
+                count = self._query_count()  # replies carry no checksum: ask once more
+            if self._moving and self._proves(count, self._host - self._offset):
+                return  # the moves ran; wait() verifies them as usual
+            if self._moving and self._proves(count, self._before):
+                log.warning("the move was lost with the serial port; sending it again")
+                self._resend_move()
+                return
+            if not self._moving and self._near(count, self._host - self._offset):
+                if not self._proves(count, self._host - self._offset):
+                    self._restore_pending = True  # at 0 either way: settings again, harmless
+                return
+            if not self._moving and self._near(count, 0):
+                if self._verified:
+                    log.warning("the board restarted while the port was gone; restoring it")
+                    self._restore_pending = True  # idle at a verified position: it stayed
+                    return
+                break
+        target = self._host - self._offset
+        if self._moving:
+            before = "unknown" if self._before is None else str(self._before)
+            why = (
+                f"after the serial port came back the board counts step {count}, neither the "
+                f"position before the move (step {before}) nor its target (step {target}); it "
+                "probably restarted while unplugged"
+            )
+        else:
+            why = (
+                f"after the serial port came back the board counts step {count} instead of "
+                f"step {target}; it probably restarted while unplugged"
+            )
+        self._lose(why)
+        raise PositionLost(self.fault or why)
+
+    def _resend_move(self) -> None:
+        """Send the last absolute target again (the board proved it never ran the move)."""
+        feed = self.config.max_speed_deg_s * 60.0
+        try:
+            self._send(f"G1 X{self._axis_value(self._host - self._offset)} F{feed:.2f}")
+        except PortLost as exc:
+            log.warning("the resent move was interrupted by a lost port too (%s)", exc)
+            self._check_pending = True
 
     # --- the API -----------------------------------------------------------------------------
 
@@ -225,17 +324,20 @@ class Turntable:
         self._pending_s += self.move_time(nominal_deg - self._nominal)
         self._nominal = nominal_deg
         host_target = round(nominal_deg * self.steps_per_degree)
+        if not self._moving:
+            # NOTE: where this chain of moves starts, in the firmware's count; only a count
+            # equal to it (and not 0) proves that a move cut off by a lost port never ran.
+            self._before = (self._host - self._offset) if self._verified else None
         self._host = host_target
         self._moving = self._moved = True
-        self._redo_pending = False
         feed = self.config.max_speed_deg_s * 60.0
         try:
             self._send(f"G1 X{self._axis_value(host_target - self._offset)} F{feed:.2f}")
         except PortLost as exc:
             # NOTE: the port vanished with the move in flight; it may or may not have run.
-            # The move is absolute, so wait() checks the count and sends it again if needed.
+            # The next operation checks the count before anything else (_check_board).
             log.warning("turntable move interrupted by a lost port (%s); verifying on wait", exc)
-            self._redo_pending = True
+            self._check_pending = True
 
     def _count(self, report: list[str]) -> int | None:
         for line in report:
@@ -248,23 +350,21 @@ class Turntable:
         return self._count(self._ask("M114"))
 
     def _within(self, count: int | None) -> bool:
-        if count is None:
-            return False
-        tol = max(self.config.position_tolerance_deg * self.steps_per_degree, 0.5)
-        return abs(count - (self._host - self._offset)) <= tol
+        return self._near(count, self._host - self._offset)
 
     def wait(self) -> float:
         """Wait for the move to end, verify it, return the measured angle (0..360)."""
         with self._lock:
-            self._prepare()
-            self._ask("M400", timeout=self._long_timeout())
-            count = self._query_count()
-            if not self._within(count) and self._redo_pending:
-                # NOTE: after a reconnect the move may have been lost with the port; the board
-                # kept power, so redoing the absolute move is safe and lands on the same step.
-                self._go(self._nominal)
+            for _ in range(MAX_PORT_RETURNS):
+                self._prepare()  # after a reconnect: proves the count, resends or raises
                 self._ask("M400", timeout=self._long_timeout())
                 count = self._query_count()
+                self._note_reconnects()
+                if not self._check_pending:
+                    break
+            else:
+                self._lose(f"the serial port dropped {MAX_PORT_RETURNS} times during one wait")
+                raise PositionLost(self.fault or "serial port kept dropping")
             if not self._within(count):
                 count = self._query_count()  # replies carry no checksum: ask once more
             if not self._within(count):
@@ -278,7 +378,6 @@ class Turntable:
                 )
             self._moving = False
             self._verified = True
-            self._redo_pending = False
             self._pending_s = 0.0
             assert count is not None
             measured = (count + self._offset) / self.steps_per_degree % 360.0
@@ -316,9 +415,10 @@ class Turntable:
         """Declare the current position 0 degrees (``G92 X0``); clears a lost position."""
         with self._lock:
             self._note_resets()
-            if self._restore_pending or self.fault is not None:
-                self.setup()
-                self._restore_pending = False
+            self._note_reconnects()
+            if self._restore_pending or self._check_pending or self.fault is not None:
+                self.setup()  # NOTE: a board that restarted unseen has forgotten its M92
+                self._restore_pending = self._check_pending = False
             self._send("G92 X0")
             self._host = self._offset = 0
             self._nominal = 0.0
@@ -342,7 +442,8 @@ class Turntable:
             )
         with self._lock:
             self.setup()
-            self._restore_pending = False
+            self._note_reconnects()
+            self._restore_pending = self._check_pending = False
             self.fault = None
             self._send("G28 X", timeout=HOME_TIMEOUT_S)
             self._host = self._offset = 0

@@ -240,38 +240,180 @@ def test_every_move_is_verified_under_corrupted_lines_and_lost_oks(sim_rig):
 
 
 class PortLosingLink(RecordingLink):
-    """A board that obeys G1/M114, and a port that vanishes on the first G1 sent.
+    """A board that obeys G1/M114, and a port that vanishes on the ``lose_on``-th G1 sent.
 
-    ``ran`` says whether that first G1 reached the board before the port went.
+    ``outcome`` says what the board did meanwhile: ``"ran"`` the move, ``"never_ran"`` (it
+    never reached the board) or ``"rebooted"`` (restarted unseen: count 0, as after power-up).
     """
 
-    def __init__(self, tt_config: TurntableConfig, ran: bool) -> None:
+    def __init__(self, tt_config: TurntableConfig, outcome: str, lose_on: int = 2) -> None:
         super().__init__()
-        self.ran, self.lost, self.steps = ran, False, 0
+        self.outcome, self.lose_on, self.g1s, self.steps = outcome, lose_on, 0, 0
         self.spu = tt_config.steps_per_degree
 
     def send(self, cmd: str, timeout: float | None = None) -> list[str]:
         self.sent.append(cmd)
         if cmd.startswith("G1"):
             target = round(float(cmd.split()[1][1:]) * self.spu)
-            if not self.lost:
-                self.lost = True
-                if self.ran:
+            self.g1s += 1
+            if self.g1s == self.lose_on:
+                if self.outcome == "ran":
                     self.steps = target
+                elif self.outcome == "rebooted":
+                    self.steps = 0
                 raise PortLost(f"serial link lost while {cmd!r} was in flight")
             self.steps = target
+        if cmd.startswith("G92"):
+            self.steps = round(float(cmd.split()[1][1:]) * self.spu)
         if cmd == "M114":
             return [f"X:{self.steps / self.spu:.2f} Y:0.00 Z:0.00 E:0.00 Count X:{self.steps}"]
         return []
 
 
-@pytest.mark.parametrize("ran", [False, True])
-def test_a_move_cut_off_by_a_lost_port_is_done_exactly_once(ran):
+@pytest.mark.parametrize("outcome", ["ran", "never_ran"])
+def test_a_move_cut_off_by_a_lost_port_is_done_exactly_once(outcome):
     cfg = TurntableConfig()
-    link = PortLosingLink(cfg, ran)
+    link = PortLosingLink(cfg, outcome)
     tt = Turntable(link, cfg)
+    tt.rotate_to(45.0)
+    tt.wait()
     tt.rotate_to(90.0)  # the port vanishes with this G1 in flight: no error escapes
     assert tt.wait() == pytest.approx(90.0)
     g1s = [c for c in link.sent if c.startswith("G1")]
-    assert len(g1s) == (1 if ran else 2), "resent only when the board did not run it"
+    assert len(g1s) == (2 if outcome == "ran" else 3), "resent only when the board did not run it"
     assert link.steps == round(90 * cfg.steps_per_degree)
+
+
+def test_a_board_restarted_while_the_port_was_gone_loses_the_position_and_never_moves():
+    cfg = TurntableConfig()
+    link = PortLosingLink(cfg, "rebooted")
+    tt = Turntable(link, cfg)
+    tt.rotate_to(45.0)
+    tt.wait()
+    tt.rotate_to(90.0)
+    with pytest.raises(PositionLost, match="neither the position before the move"):
+        tt.wait()
+    assert link.g1s == 2, "no move is sent to a board that restarted"
+    with pytest.raises(PositionLost):
+        tt.rotate_to(10.0)  # latched until zero is confirmed
+    assert tt.fault is not None and link.g1s == 2
+
+
+def test_a_move_from_firmware_step_0_cut_off_by_a_lost_port_is_not_guessed():
+    # NOTE: a restarted board also reads 0, so a count of 0 cannot prove the move never ran.
+    cfg = TurntableConfig()
+    link = PortLosingLink(cfg, "never_ran", lose_on=1)
+    tt = Turntable(link, cfg)
+    tt.set_zero()
+    tt.rotate_to(90.0)
+    with pytest.raises(PositionLost, match="restarted while unplugged"):
+        tt.wait()
+    assert link.g1s == 1
+
+
+class ReconnectingLink(PortLosingLink):
+    """A link that reports a reconnect (``reconnects`` moves) after which the board may have
+    restarted: no command fails, only the count tells."""
+
+    reconnects = 0
+
+    def come_back(self, *, rebooted: bool, steps: int | None = None) -> None:
+        self.reconnects += 1
+        if rebooted:
+            self.steps = 0
+        elif steps is not None:
+            self.steps = steps
+
+
+def test_an_idle_board_that_restarted_unseen_gets_its_settings_and_position_back():
+    cfg = TurntableConfig(gear_ratio=2.0)
+    link = ReconnectingLink(cfg, "ran", lose_on=0)
+    tt = Turntable(link, cfg)
+    tt.rotate_to(120.0)
+    tt.wait()
+    link.come_back(rebooted=True)
+    link.sent.clear()
+    tt.rotate_to(200.0)
+    m92 = link.sent.index(f"M92 X{tt._m92}")
+    g92 = next(i for i, c in enumerate(link.sent) if c.startswith("G92"))
+    g1 = next(i for i, c in enumerate(link.sent) if c.startswith("G1"))
+    assert link.sent[:2] == ["M400", "M114"] and m92 < g92 < g1
+    assert tt.wait() == pytest.approx(200.0, abs=0.5 / tt.steps_per_degree)
+    assert link.steps == round(200 * tt.steps_per_degree)
+
+
+def test_an_idle_board_whose_count_changed_while_the_port_was_gone_loses_the_position():
+    cfg = TurntableConfig()
+    link = ReconnectingLink(cfg, "ran", lose_on=0)
+    tt = Turntable(link, cfg)
+    tt.rotate_to(120.0)
+    tt.wait()
+    link.come_back(rebooted=False, steps=123)
+    with pytest.raises(PositionLost, match="counts step 123 instead of"):
+        tt.rotate_to(200.0)
+    assert not any(c.startswith("G1") and "200" in c for c in link.sent)
+
+
+def test_an_idle_board_that_kept_its_count_is_trusted_after_a_reconnect():
+    cfg = TurntableConfig()
+    link = ReconnectingLink(cfg, "ran", lose_on=0)
+    tt = Turntable(link, cfg)
+    tt.rotate_to(120.0)
+    tt.wait()
+    link.come_back(rebooted=False)
+    link.sent.clear()
+    tt.rotate_to(200.0)
+    assert link.sent[:2] == ["M400", "M114"]
+    assert not any(c.startswith(("M92", "G92")) for c in link.sent)
+    assert tt.wait() == pytest.approx(200.0, abs=0.5 / tt.steps_per_degree)
+
+
+def _unplug_and_restart(rig, fw) -> int:
+    """Pull the cable, restart the board while nobody listens (its ``start`` is lost), plug
+    it back in and wait for the link to re-handshake; returns the pulses made so far."""
+    before = rig.link.reconnects
+    fw.unplug()
+    fw.reset()
+    assert fw.wait_ready()  # booted and printed `start` to an unplugged port
+    steps = fw.steps_done
+    fw.replug()
+    end = time.monotonic() + 10
+    while (rig.link.reconnects == before or rig.link.state != "ready") and time.monotonic() < end:
+        time.sleep(0.01)
+    assert rig.link.reconnects > before and rig.link.state == "ready"
+    return steps
+
+
+def test_a_board_restarted_unseen_mid_move_raises_position_lost_and_never_moves(sim_rig):
+    rig = sim_rig()
+    tt, fw = rig.turntable, rig.firmware_sim
+    tt.rotate_to(30)
+    tt.wait()
+    resets = rig.link.resets
+    tt.rotate_to(180)  # queued; on the virtual clock it has not started
+    steps = _unplug_and_restart(rig, fw)
+    assert rig.link.resets == resets, "the link never saw a `start`"
+    with pytest.raises(PositionLost, match="neither the position before the move"):
+        tt.wait()
+    assert fw.steps_done == steps, "nothing moved after the restart"
+    with pytest.raises(PositionLost):
+        tt.rotate_to(10)
+    assert rig.fault is not None and "position lost" in rig.fault
+    tt.set_zero()  # the operator confirms zero where the table stands
+    tt.rotate_to(90)
+    assert tt.wait() == pytest.approx(90, abs=0.5 / tt.steps_per_degree)
+    assert fw.steps_done - steps == round(90 * tt.steps_per_degree)
+
+
+def test_a_board_restarted_unseen_while_idle_is_restored_and_the_next_move_lands(sim_rig):
+    rig = sim_rig(turntable={"gear_ratio": 2.0})
+    tt, fw = rig.turntable, rig.firmware_sim
+    tt.rotate_to(120)
+    tt.wait()
+    _unplug_and_restart(rig, fw)
+    tt.rotate_to(200)
+    assert tt.wait() == pytest.approx(200, abs=0.5 / tt.steps_per_degree)
+    # NOTE: the physical angle: the restarted board was told its steps per degree and where
+    # it stands again before it moved.
+    assert fw.actual_angle_deg() == pytest.approx(200, abs=0.5 / tt.steps_per_degree)
+    assert tt.fault is None
