@@ -41,6 +41,8 @@ from rig.errors import PlanError
 
 #: Pose used when a plan names none: the part as the operator first sets it down.
 DEFAULT_POSE = "upright"
+#: The largest plan accepted when no configuration says otherwise (``capture.max_shots``).
+DEFAULT_MAX_SHOTS = 20_000
 #: Labels, instance ids and pose names end up in folder names, file names and CSV/JSON cells:
 #: letters, digits and a few separators only, starting with a letter or digit.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$"
@@ -126,9 +128,13 @@ class Plan(_Strict):
         return ""
 
     def shot_count(self) -> int:
-        """parts x poses x backgrounds x angles x lights (poses counted per part)."""
-        combos = sum(len(self.poses_of(p)) for p in self.parts)
-        return combos * len(self.backgrounds) * len(self.angle_list()) * len(self.lights)
+        """parts x poses x backgrounds x angles x lights (poses counted per part).
+
+        NOTE: arithmetic only, never expanding: it is what bounds a plan before expansion.
+        """
+        combos = sum(len(p.poses) if p.poses is not None else len(self.poses) for p in self.parts)
+        angles = len(self.angles) if self.angles is not None else int(self.angles_per_rev or 1)
+        return combos * len(self.backgrounds) * angles * len(self.lights)
 
 
 # --- validation helpers ----------------------------------------------------------------------
@@ -226,24 +232,55 @@ def _describe(err: dict[str, Any]) -> str:
     elif kind == "string_pattern_mismatch":
         msg = f"use {NAME_HINT}"
     got = err.get("input")
-    shown = "" if isinstance(got, dict | list) or kind == "missing" else f" (got {got!r})"
+    shown = "" if isinstance(got, dict | list) or kind == "missing" else f" (got {_short(got)})"
     return f"{_loc(err['loc']) or 'plan'}: {msg}{shown}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an answer never echoes a whole input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_shot_count(plan: Plan, max_shots: int) -> None:
+    """Refuse ``plan`` when it has more than ``max_shots`` shots, before anything expands it.
+
+    Why here and not in the expansion: a 3 KB plan can ask for a million shots, and expanding
+    it costs a minute of CPU and most of a Pi's memory; the product of the list lengths costs
+    nothing.
+    """
+    total = plan.shot_count()
+    if total > max_shots:
+        raise PlanError(
+            f"the plan has {total:,} shots, more than the limit of {max_shots:,} "
+            "(capture.max_shots): use fewer angles, light levels, backgrounds or parts, "
+            "or split it into several runs"
+        )
 
 
 # --- loading ---------------------------------------------------------------------------------
 
 
-def parse_plan(raw: dict[str, Any], source: str = "") -> Plan:
-    """Validate a dict (as read from TOML) into a :class:`Plan`, or raise :class:`PlanError`."""
+def parse_plan(
+    raw: dict[str, Any], source: str = "", *, max_shots: int | None = DEFAULT_MAX_SHOTS
+) -> Plan:
+    """Validate a dict (as read from TOML) into a :class:`Plan`, or raise :class:`PlanError`.
+
+    ``max_shots`` bounds the shot count (see :func:`check_shot_count`); None skips the bound,
+    for plans already accepted once (a stored run being resumed).
+    """
     try:
-        return Plan.model_validate(raw)
+        plan = Plan.model_validate(raw)
     except ValidationError as exc:
         where = f"{source}: " if source else ""
         lines = [_describe(e) for e in exc.errors()]
         raise PlanError(where + "invalid plan:\n  " + "\n  ".join(lines)) from None
+    if max_shots is not None:
+        check_shot_count(plan, max_shots)
+    return plan
 
 
-def load_plan(source: str | Path) -> Plan:
+def load_plan(source: str | Path, *, max_shots: int | None = DEFAULT_MAX_SHOTS) -> Plan:
     """Read a plan from a TOML file (a :class:`~pathlib.Path`) or from TOML text (a ``str``).
 
     NOTE: a string is always the TOML itself, never a file name: plans arrive as text from the
@@ -268,7 +305,7 @@ def load_plan(source: str | Path) -> Plan:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{name + ': ' if name else ''}the plan is not valid TOML: {exc}") from None
-    return parse_plan(raw, name)
+    return parse_plan(raw, name, max_shots=max_shots)
 
 
 # NOTE: re-exported so callers keep one import (``from capture.plan import expand, ...``) while
@@ -282,12 +319,14 @@ from capture.plan_order import (  # noqa: E402
 )
 
 __all__ = [
+    "DEFAULT_MAX_SHOTS",
     "ImageSpec",
     "OperatorAction",
     "PartEntry",
     "Plan",
     "Pose",
     "ShotSpec",
+    "check_shot_count",
     "count_operator_actions",
     "estimate",
     "expand",

@@ -129,9 +129,12 @@ class CaptureRun:
         cls, store: Any, rig: Any, plan_toml: str, *, name: str | None = None, **kw: Any
     ) -> CaptureRun:
         """Validate ``plan_toml`` (PlanError names the bad field), create the run row, pending."""
-        from capture.plan import expand, load_plan
+        from capture.plan import DEFAULT_MAX_SHOTS, expand, load_plan
 
-        plan = load_plan(plan_toml)
+        # NOTE: the shot cap is checked before anything expands the plan (a 3 KB plan can ask
+        # for a million shots); a resumed run (``load``) was bounded when it was created.
+        cap = getattr(getattr(kw.get("settings"), "capture", None), "max_shots", None)
+        plan = load_plan(plan_toml, max_shots=cap or DEFAULT_MAX_SHOTS)
         tools = kw.get("tools")
         total = len(tools.expand(plan) if tools is not None else expand(plan))
         run_id = store.create_run(name or plan.name, plan_toml, _plan_json(plan), total)
@@ -143,7 +146,7 @@ class CaptureRun:
         from capture.plan import load_plan
 
         row = _row(store.get_run(run_id))
-        plan = load_plan(row["plan_toml"])
+        plan = load_plan(row["plan_toml"], max_shots=None)
         run = cls(store, rig, int(row["id"]), plan, state=parse_state(row["state"]), **kw)
         run.prompt = row.get("prompt")
         run.reason = row.get("reason")

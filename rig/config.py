@@ -145,6 +145,42 @@ class WebConfig(_Section):
         "partrig has checked the key and the manifest. Empty: partrig sends them itself.",
     )
 
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses (or CIDR ranges) of a reverse proxy such as nginx whose "
+        "X-Forwarded-For names the real client; empty: proxy headers are ignored",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="extra names the Host header may carry (e.g. partrig.example.org); "
+        "IP literals, localhost and this machine's hostname are always accepted",
+    )
+    max_body_kb: int = Field(
+        64, ge=1, le=16384, description="largest request body for JSON and form routes (KiB)"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR range (e.g. 127.0.0.1)"
+                ) from None
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", item):
+                raise ValueError(f"{item!r} is not a host name (letters, digits, '.' and '-')")
+        return [item.lower() for item in value]
+
     @field_validator("accel_redirect")
     @classmethod
     def _plain_location(cls, value: str) -> str:
@@ -162,6 +198,17 @@ class AuthConfig(_Section):
     operator_keys: list[str] = Field(default_factory=list)
     trainer_keys: list[str] = Field(default_factory=list)
     rate_limit_per_min: int = Field(6000, ge=1, le=1000000)
+    login_attempts_per_min: int = Field(
+        10, ge=1, le=1000, description="password attempts a minute from one client address"
+    )
+    login_attempts_global_per_min: int = Field(
+        30, ge=1, le=10000, description="password attempts a minute from all clients together"
+    )
+    login_concurrency: int = Field(
+        2, ge=1, le=16, description="password checks at once (argon2 uses 64 MiB each)"
+    )
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, description="a sign-in lasts this long")
+
 
     @property
     def configured(self) -> bool:
@@ -194,6 +241,17 @@ class SorterConfig(_Section):
 class ModelsConfig(_Section):
     accuracy_tolerance: float = Field(0.02, ge=0, le=1)
     accuracy_floor: float = Field(0.8, ge=0, le=1, description="needed when no model is active")
+    max_upload_mb: int = Field(
+        64, ge=1, le=4096, description="largest model upload request (all its files, MiB)"
+    )
+
+
+class CaptureConfig(_Section):
+    """Bounds on capture plans, checked before a plan is expanded into shots."""
+
+    max_shots: int = Field(
+        20000, ge=1, le=10_000_000, description="largest plan (shots) a run or preview accepts"
+    )
 
 
 class SnapshotConfig(_Section):
@@ -220,6 +278,7 @@ class Settings(_Section):
     sorter: SorterConfig = SorterConfig()
     models: ModelsConfig = ModelsConfig()
     snapshot: SnapshotConfig = SnapshotConfig()
+    capture: CaptureConfig = CaptureConfig()
 
     source: Path | None = Field(None, exclude=True, description="file this was read from")
 

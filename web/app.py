@@ -21,9 +21,11 @@ from fastapi.staticfiles import StaticFiles
 
 from rig.config import Settings
 from web import errors
+from web.middleware import Guard
 from web.preview import PreviewHub
+from web.routers.auth import LoginGate
 from web.run_registry import RunRegistry
-from web.security import Signer, session_secret
+from web.security import SessionStore, Signer, session_secret
 from web.sorting import open_sorting
 
 log = logging.getLogger("web")
@@ -40,6 +42,9 @@ def create_app(settings: Settings, *, rig: Any = None, store: Any = None) -> Fas
         state = app.state
         state.settings = settings
         state.signer = Signer(session_secret(settings.auth))
+        # NOTE: sessions live in memory (a restart signs everyone out): see web.security.
+        state.sessions = SessionStore(ttl_s=settings.auth.session_hours * 3600)
+        state.login_gate = LoginGate.from_config(settings.auth)
         state.store = store if store is not None else _open_store(settings)
         if store is None:
             opened.append(state.store)
@@ -81,6 +86,8 @@ def create_app(settings: Settings, *, rig: Any = None, store: Any = None) -> Fas
         lifespan=lifespan,
     )
     errors.install(app)
+    # NOTE: host, credentials-before-body, body limits and security headers (web.middleware).
+    app.add_middleware(Guard, settings=settings)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     from web.routers import auth, dataset, pages, review, runs, sorter
     from web.routers import models as models_router

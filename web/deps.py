@@ -24,6 +24,7 @@ from web.security import (
     SESSION_COOKIE,
     Principal,
     Role,
+    Session,
     key_name,
     role_for_key,
 )
@@ -56,13 +57,22 @@ StoreDep = Annotated[Any, Depends(get_store)]
 RunsDep = Annotated[Any, Depends(get_runs)]
 
 
+#: Where :func:`current_principal` keeps its answer for the rest of the request (the
+#: middleware in :mod:`web.middleware` authenticates before the body is read; routes reuse it).
+PRINCIPAL_SCOPE_KEY = "partrig.principal"
+
+
 def current_principal(request: Request) -> Principal | None:
     """Who is calling, from ``X-Api-Key`` or the session cookie; None when anonymous.
 
     A wrong key is an error (401) rather than "anonymous", so a typo in a client's key is
-    reported as such instead of as a missing permission.
+    reported as such instead of as a missing permission.  Everything here is memory only (a
+    constant-time key comparison, an HMAC, a dict lookup): the e-stop relies on that.
     """
+    if PRINCIPAL_SCOPE_KEY in request.scope:
+        return request.scope[PRINCIPAL_SCOPE_KEY]  # type: ignore[no-any-return]
     settings: Settings = request.app.state.settings
+    who: Principal | None = None
     key = request.headers.get("x-api-key")
     if key is not None:
         role = role_for_key(settings.auth, key)
@@ -70,13 +80,29 @@ def current_principal(request: Request) -> Principal | None:
             raise HTTPException(
                 401, "unknown API key: use a key from auth.*_keys (see `partrig auth new-key`)"
             )
-        return Principal(role, "key", key_name(key))
+        who = Principal(role, "key", key_name(key))
+    else:
+        session = session_of(request)
+        if session is not None:
+            who = Principal("operator", "session", session.user, csrf=session.csrf)
+    request.scope[PRINCIPAL_SCOPE_KEY] = who
+    return who
+
+
+def session_id(request: Request) -> str | None:
+    """The session id the cookie names, when the cookie is ours (signed) and unexpired."""
     cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        body = request.app.state.signer.unsign("session", cookie)
-        if body is not None:
-            return Principal("operator", "session", str(body["user"]), csrf=str(body["csrf"]))
-    return None
+    if not cookie:
+        return None
+    body = request.app.state.signer.unsign("session", cookie)
+    sid = body.get("sid") if body is not None else None
+    return sid if isinstance(sid, str) else None
+
+
+def session_of(request: Request) -> Session | None:
+    """The live server-side session behind the cookie; None once logged out or expired."""
+    sid = session_id(request)
+    return request.app.state.sessions.get(sid) if sid is not None else None
 
 
 async def _check_csrf(request: Request, who: Principal) -> None:

@@ -8,8 +8,11 @@ messages, which already say what to fix, are passed through unchanged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from rig import errors as E
@@ -51,5 +54,25 @@ async def rig_error_handler(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status)
 
 
+def validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic's errors without ``input``/``ctx``: where and what, never the sent value.
+
+    Why: the default 422 echoes every input (a password sent with a typo'd field name came
+    back in the answer), and rendering it fails outright for NaN or an exception in ``ctx``.
+    """
+    out = []
+    for err in errors:
+        loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
+        msg = str(err.get("msg", "invalid value"))
+        out.append({"type": str(err.get("type", "value_error")), "loc": loc, "msg": msg})
+    return out
+
+
+async def request_validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": validation_errors(errors)}, status_code=422)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(E.RigError, rig_error_handler)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)

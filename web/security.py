@@ -16,7 +16,9 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -123,6 +125,80 @@ class Signer:
         if not isinstance(exp, int) or exp < time.time():
             return None
         return body
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in browser: who, the CSRF token its page must echo, and when it ends."""
+
+    user: str
+    csrf: str
+    expires: float
+
+
+class SessionStore:
+    """Server-side sessions, in this process's memory: the cookie only names one.
+
+    Why server-side: logout (or a password change) must end a session for real, and a signed
+    cookie alone stays valid until it expires, whoever holds a copy.  Why in memory: a lookup
+    is a dict access under a lock, so the e-stop route authenticates without a database or a
+    thread; a restart signs everyone out, which on a rig that restarts rarely is a fair price
+    (and the safe direction).  At most ``max_sessions`` live at once: the oldest goes first.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float = SESSION_TTL_S,
+        max_sessions: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self.clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def create(self, user: str) -> tuple[str, Session]:
+        """A new session for ``user``: its id (for the cookie) and the session itself."""
+        sid = secrets.token_urlsafe(32)
+        session = Session(user, secrets.token_urlsafe(24), self.clock() + self.ttl_s)
+        with self._lock:
+            self._prune()
+            while len(self._sessions) >= self.max_sessions:
+                # NOTE: dicts keep insertion order: the first key is the oldest session.
+                self._sessions.pop(next(iter(self._sessions)))
+            self._sessions[sid] = session
+        return sid, session
+
+    def get(self, sid: str) -> Session | None:
+        """The live session ``sid`` names; None when unknown, revoked or expired."""
+        with self._lock:
+            session = self._sessions.get(sid)
+            if session is not None and session.expires <= self.clock():
+                del self._sessions[sid]
+                return None
+            return session
+
+    def revoke(self, sid: str) -> bool:
+        """End session ``sid`` now (logout); True when it existed."""
+        with self._lock:
+            return self._sessions.pop(sid, None) is not None
+
+    def revoke_all(self) -> int:
+        """End every session (e.g. after the password changed); how many there were."""
+        with self._lock:
+            count = len(self._sessions)
+            self._sessions.clear()
+            return count
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def _prune(self) -> None:
+        now = self.clock()
+        for sid in [k for k, v in self._sessions.items() if v.expires <= now]:
+            del self._sessions[sid]
 
 
 def session_secret(auth: AuthConfig) -> str:

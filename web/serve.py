@@ -69,7 +69,17 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     )
     if password:
         typer.echo(f"partrig: demo operator password (this run only): {password}")
-    uvicorn.run(create_app(settings), host=host, port=port, workers=1, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        workers=1,
+        log_level="info",
+        # NOTE: X-Forwarded-For only from web.trusted_proxies (nginx); otherwise any local
+        # process could forge its address past the sign-in limit (docs/security.md).
+        proxy_headers=bool(settings.web.trusted_proxies),
+        forwarded_allow_ips=list(settings.web.trusted_proxies) or None,
+    )
 
 
 def serve_command(

@@ -109,7 +109,7 @@ def test_a_file_has_length_etag_and_immutable_caching(
     assert r.status_code == 200 and r.content == on_disk(settings, SHARD)
     assert r.headers["content-length"] == str(e["size"])
     assert r.headers["etag"] == f'"{e["sha256"]}"'
-    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert r.headers["cache-control"] == "private, max-age=31536000, immutable"
     assert r.headers["accept-ranges"] == "bytes"
     assert r.headers["content-type"] == "application/x-tar"
     head = client.head(f"{BASE}/files/{SHARD}", headers=TRAIN)

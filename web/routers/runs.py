@@ -56,7 +56,8 @@ def plan_preview(plan_toml: str, settings: Any) -> dict[str, Any]:
     """Validate and expand a plan; the first shots, the count and the estimated duration."""
     from capture.plan import estimate, expand, load_plan
 
-    plan = load_plan(plan_toml)
+    # NOTE: capped before expansion: a viewer's 3 KB plan must not cost a minute of CPU.
+    plan = load_plan(plan_toml, max_shots=settings.capture.max_shots)
     shots = expand(plan)
     return {
         "name": getattr(plan, "name", None),

@@ -7,7 +7,7 @@ answers 404, so no request can reach a file outside the snapshot.  The manifest'
 still checked to resolve inside the snapshot folder, in case it was damaged on disk.
 
 Snapshots are immutable, so each file's sha256 is its ETag, answers carry
-``Cache-Control: public, max-age=31536000, immutable``, and ``Range``/``If-Range`` (from
+``Cache-Control: private, max-age=31536000, immutable``, and ``Range``/``If-Range`` (from
 Starlette's FileResponse) let ``curl -C -``, ``wget -c`` and the pull client resume.
 
 Every route needs a trainer (or operator) key and is rate-limited per key (web/rate_limit.py).
@@ -33,7 +33,7 @@ from web.deps import SettingsDep, StoreDep
 from web.rate_limit import trainer_limited
 
 SnapshotId = Annotated[str, Path(pattern=r"^snap-\d{4,9}$", description="e.g. snap-0003")]
-IMMUTABLE = "public, max-age=31536000, immutable"
+IMMUTABLE = "private, max-age=31536000, immutable"
 MEDIA_TYPES = {
     ".tar": "application/x-tar",
     ".jpg": "image/jpeg",
