@@ -109,11 +109,42 @@ class CameraConfig(_Section):
         return v
 
 
+class MarlinOptions(_Section):
+    """``[simulator.marlin]``: single Marlin build options of the simulated board.
+
+    Unset keys follow the profile ``simulator.firmware`` names (``marlin`` = built with
+    ``firmware/marlin/config.ini``, ``marlin-stock`` = Marlin's own defaults), so a test can
+    turn one option wrong and see the handshake refuse it.  See docs/simulator.md.
+    """
+
+    emergency_parser: bool | None = Field(None, description="EMERGENCY_PARSER")
+    advanced_ok: bool | None = Field(None, description="ADVANCED_OK")
+    no_workspace_offsets: bool | None = Field(None, description="NO_WORKSPACE_OFFSETS")
+    min_steps_per_segment: int | None = Field(
+        None, ge=1, le=100, description="MIN_STEPS_PER_SEGMENT"
+    )
+    direct_pin_control: bool | None = Field(None, description="DIRECT_PIN_CONTROL (M42)")
+    home_pos: float | None = Field(
+        None,
+        ge=-1e6,
+        le=1e6,
+        description="X at boot and after G28: MANUAL_X_HOME_POS, else X_MIN_POS",
+    )
+    move_overhead_ms: float | None = Field(
+        None, ge=0, le=1000, description="extra time before each move starts from rest"
+    )
+
+
 class SimConfig(_Section):
     """The simulated rig: fidelity and fault knobs."""
 
-    firmware: Literal["partrig", "marlin"] = Field(
-        "partrig", description="which firmware dialect the simulator speaks"
+    firmware: Literal["partrig", "marlin", "marlin-stock"] = Field(
+        "partrig",
+        description="the simulated firmware: partrig, marlin (built with config.ini) or "
+        "marlin-stock (Marlin's defaults)",
+    )
+    marlin: MarlinOptions = Field(
+        default_factory=MarlinOptions, description="per-option overrides of the Marlin profile"
     )
     time_scale: float = Field(
         1.0, ge=0, le=1000, description="1 = real time; 0 = virtual clock (instant)"
@@ -367,7 +398,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        # NOTE: None is "not set" (an override left to its profile); TOML has no null.
+        items = [f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items() if x is not None]
+        return "{ " + ", ".join(items) + " }"
     if v is None:
         return '""'
     raise TypeError(f"cannot write {type(v).__name__} to TOML")

@@ -65,6 +65,15 @@ class FirmwareHalted(LinkError):
     """
 
 
+class FirmwareUnsupported(LinkError):
+    """The firmware answered, but it lacks something partrig needs to move safely (a stock
+    Marlin build): nothing was moved.  ``options`` names the Marlin options to set."""
+
+    def __init__(self, message: str, options: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.options = options
+
+
 class FaultLatched(RigError):
     """A fault was latched earlier and has not been cleared by the operator."""
 

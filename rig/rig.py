@@ -23,6 +23,7 @@ from typing import Any
 
 from rig.config import Settings
 from rig.errors import MotionError
+from rig.firmware_check import check_firmware
 from rig.lights import Lights
 from rig.turntable import Turntable
 
@@ -217,7 +218,17 @@ def open_rig(settings: Settings, *, with_camera: bool = True) -> Rig:
     try:
         port = settings.serial.port
         reset_hook = None
-        if settings.sim:
+        if settings.sim and settings.simulator.board:
+            # NOTE: a board in its own process (rig/sim/board.py), for the e-stop benchmark.
+            from rig.sim.board import RemoteBoard
+            from rig.sim.clock import SimClock
+
+            clock = SimClock(settings.simulator.time_scale)
+            fw = RemoteBoard(settings.simulator.board).wait_ready()
+            opened.append(fw)
+            port, reset_hook = fw.port, fw.reset
+            world = _sim_world(settings, fw, clock) if with_camera else None
+        elif settings.sim:
             from rig.sim.clock import SimClock
             from rig.sim.marlin import SimFirmware
 
@@ -239,14 +250,20 @@ def open_rig(settings: Settings, *, with_camera: bool = True) -> Rig:
         link = GcodeLink(settings.serial, port=port, reset_hook=reset_hook)
         link.open()
         opened.append(link)
+        # NOTE: before anything moves: refuse a firmware whose position partrig cannot trust.
+        check_firmware(link, settings.turntable, settings.lights)
         turntable = Turntable(link, settings.turntable)
         turntable.setup()
         if settings.sim:
             # NOTE: the simulated table powers up exactly at its zero mark, so the simulated
             # operator's "confirm zero" is true; a real rig waits for the operator or homing.
             turntable.set_zero()
-        lights = Lights(link, settings.lights)
+        lights = Lights(link, settings.lights, sleep=clock.sleep if clock is not None else None)
         lights.off()
+        if with_camera and world is None and settings.camera.driver == "sim":
+            # NOTE: board bring-up: a real board with the simulated camera, before the camera
+            # arrives.  The simulated world follows the angle the real board reports.
+            clock, world = _bring_up_world(settings, turntable, lights)
         camera = _open_camera(settings, world, clock) if with_camera else None
         if camera is not None:
             opened.append(camera)
@@ -268,6 +285,27 @@ def open_rig(settings: Settings, *, with_camera: bool = True) -> Rig:
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
         raise
+
+
+def _bring_up_world(settings: Settings, turntable: Turntable, lights: Lights) -> tuple[Any, Any]:
+    """A simulated world for a real board: the part turns as the board's ``M114`` says."""
+    from rig.sim.clock import SimClock
+    from rig.sim.world import SimWorld
+
+    def reported_angle() -> float:
+        try:
+            return turntable.position()
+        except Exception:  # NOTE: a busy or faulted link must not fail a frame; use the target
+            return turntable.angle
+
+    clock = SimClock(1.0)
+    world = SimWorld(
+        angle_source=reported_angle,
+        light_source=lambda: lights.level,
+        seed=settings.simulator.seed,
+        clock=clock,
+    )
+    return clock, world
 
 
 def _sim_world(settings: Settings, fw: Any, clock: Any) -> Any:

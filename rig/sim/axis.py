@@ -113,8 +113,19 @@ class SimAxis:
 
     # --- acting ------------------------------------------------------------------------------
 
-    def queue_move(self, target_count: int, speed_steps: float, accel_steps: float) -> None:
-        """Plan a move to firmware position ``target_count`` (steps)."""
+    def queue_move(
+        self,
+        target_count: int,
+        speed_steps: float,
+        accel_steps: float,
+        *,
+        start_delay: float = 0.0,
+    ) -> None:
+        """Plan a move to firmware position ``target_count`` (steps).
+
+        ``start_delay``: seconds an idle planner waits before it starts the move (Marlin
+        holds the first block of a burst back); a move queued behind another never waits.
+        """
         with self._lock:
             now = self.clock.now()
             self._fold(now)
@@ -122,7 +133,7 @@ class SimAxis:
                 last = self._segments[-1]
                 t0, start = last.t_end, last.start_steps + last.delta
             else:
-                t0, start = now, self._base
+                t0, start = now + max(0.0, start_delay), self._base
             delta = target_count - self._offset - start
             if delta == 0:
                 return

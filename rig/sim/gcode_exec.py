@@ -3,7 +3,8 @@
 Why separate from :mod:`rig.sim.marlin`: that module is the wire (pty, line numbers, faults,
 keepalives); this one is the machine (axis, light pins, settings).  The two dialects differ only
 here: ``M115``'s name and capabilities, the boot banner, ``M42``'s protected pins, ``M105`` and
-``G28`` without an endstop.
+``G28`` without an endstop.  Marlin's build options (:mod:`rig.sim.marlin_build`) change what
+``G92``, short moves, ``M42``, ``M106`` and the boot position do, as measured on real Marlin.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import math
 import re
 from typing import TYPE_CHECKING, Literal
+
+from rig.sim.marlin_build import FAN_UPDATE_S, PROFILES, MarlinBuild, m115_lines, m503_lines
 
 if TYPE_CHECKING:
     from rig.sim.marlin import SimFirmware
@@ -27,6 +30,10 @@ ENDSTOP_HALF_WIDTH_DEG = 0.25
 # RAMPS 1.4 pins Marlin guards in M42 without I1: the three MOSFETs and the X driver/endstops.
 MARLIN_PROTECTED_PINS = frozenset({8, 9, 10, 54, 55, 38, 3, 2})
 FAN_PIN = 9
+# Y and Z stay configured in the shipped Marlin build with nothing wired to them (config.ini).
+Y_STEPS_PER_UNIT = 80.0
+Z_STEPS_PER_UNIT = 400.0
+MARLIN_ONLY = frozenset({"M503"})
 
 _PARAM = re.compile(r"([A-Z])\s*([-+]?(?:\d+\.?\d*|\.\d+)?)")
 
@@ -56,9 +63,11 @@ class CommandExecutor:
         steps_per_degree: float | None,
         light_pin: str,
         endstop: bool,
+        build: MarlinBuild | None = None,
     ) -> None:
         self.fw = fw
         self.dialect = dialect
+        self.build = build or PROFILES[dialect]
         self._physical_spd = steps_per_degree
         self.light_pin = int(light_pin.lstrip("Dd"))
         self.endstop = endstop
@@ -72,9 +81,16 @@ class CommandExecutor:
         self.print_accel = MARLIN_DEFAULT_ACCEL
         self.feed = DEFAULT_MAX_FEED
         self.relative = False
-        self.position = 0.0  # commanded X in units (M114's X:)
+        # NOTE: Marlin starts at its home position (X_HOME_POS: MANUAL_X_HOME_POS, else
+        # X_MIN_POS with X_HOME_DIR -1), and its step count follows from it.
+        self.position = self.build.home_pos  # commanded native X in units
+        self.shift = 0.0  # G92's workspace offset: M114's X is position + shift
+        self.y = 0.0  # commanded Y (Marlin dialect; nothing is wired to Y)
+        self.y_count = 0
         self.pins: dict[int, int] = {}
+        self._fan: tuple[int, float] | None = None  # (duty, clock time it reaches the pin)
         self.fw.keepalive_s = 2.0
+        self.fw.axis.set_count(round(self.position * self.steps_per_unit))
 
     @property
     def physical_steps_per_degree(self) -> float:
@@ -82,7 +98,22 @@ class CommandExecutor:
         return self._physical_spd or self.steps_per_unit
 
     def light_level(self) -> float:
+        self._apply_fan()
         return self.pins.get(self.light_pin, 0) / 255.0
+
+    def _apply_fan(self) -> None:
+        if self._fan is not None and self.fw.clock.now() >= self._fan[1]:
+            self.pins[FAN_PIN] = self._fan[0]
+            self._fan = None
+
+    def _set_fan(self, duty: int) -> None:
+        """Our firmware writes the pin at once; Marlin at its next 10 Hz fan update."""
+        if self.dialect != "marlin":
+            self.pins[FAN_PIN] = duty
+            return
+        self._apply_fan()
+        now = self.fw.clock.now()
+        self._fan = (duty, (math.floor(now / FAN_UPDATE_S) + 1) * FAN_UPDATE_S)
 
     def banner(self) -> list[str]:
         if self.dialect == "marlin":
@@ -96,18 +127,7 @@ class CommandExecutor:
 
     def m115(self) -> list[str]:
         if self.dialect == "marlin":
-            return [
-                "FIRMWARE_NAME:Marlin bugfix-2.1.x (Jun  1 2024 12:00:00) "
-                "SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin PROTOCOL_VERSION:1.0 "
-                "MACHINE_TYPE:RAMPS 1.4 EXTRUDER_COUNT:0 "
-                "UUID:cede2a2f-41a2-4748-9b12-c55c62f367ff",
-                "Cap:SERIAL_XON_XOFF:0",
-                "Cap:EEPROM:0",
-                "Cap:AUTOREPORT_POS:0",
-                "Cap:EMERGENCY_PARSER:1",
-                "Cap:HOST_ACTION_COMMANDS:0",
-                "Cap:PROMPT_SUPPORT:0",
-            ]
+            return m115_lines(self.build, "partrig turntable")
         return [
             f"FIRMWARE_NAME:partrig {FIRMWARE_VERSION} PROTOCOL_VERSION:1.0 "
             "MACHINE_TYPE:RAMPS 1.4 turntable AXES:1",
@@ -140,13 +160,26 @@ class CommandExecutor:
         # NOTE: the target is rounded to whole steps from the absolute position, as Marlin's
         # planner does, so fractions never accumulate over many moves.
         target = round(target_units * spu)
-        axis.queue_move(target, speed * spu, self._accel() * spu)
         self.position = target_units
+        if 0 < abs(target - axis.planned_end()) < self.build.min_steps_per_segment:
+            # NOTE: Marlin drops a block under MIN_STEPS_PER_SEGMENT steps and keeps its
+            # planner position: X has moved, Count has not.
+            return
+        delay = self.build.move_overhead_ms / 1000.0
+        axis.queue_move(target, speed * spu, self._accel() * spu, start_delay=delay)
+
+    def _queue_y(self, target: float) -> None:
+        """Y exists on Marlin with nothing wired to it: only the counters change."""
+        steps = round(target * Y_STEPS_PER_UNIT)
+        self.y = target
+        if abs(steps - self.y_count) >= self.build.min_steps_per_segment:
+            self.y_count = steps
 
     def quick_stop(self) -> None:
         """M410: stop the motor now; the position is kept (read back from the steps)."""
         count = self.fw.axis.stop()
         self.position = count / self.steps_per_unit
+        self.y = self.y_count / Y_STEPS_PER_UNIT
 
     def endstop_triggered(self) -> bool:
         rev = 360.0 * self.physical_steps_per_degree
@@ -159,6 +192,10 @@ class CommandExecutor:
         """Run one command.  Returns True when it sent its own ``ok`` (M105 on Marlin)."""
         code, p = parse_words(command)
         handler = getattr(self, "_" + code.lower(), None) if code else None
+        if self.dialect == "marlin" and code == "M42" and not self.build.direct_pin_control:
+            handler = None  # NOTE: M42 is compiled in only with DIRECT_PIN_CONTROL
+        if self.dialect != "marlin" and code in MARLIN_ONLY:
+            handler = None
         if handler is None:
             self._say(f'echo:Unknown command: "{command}"')
             return False
@@ -171,11 +208,15 @@ class CommandExecutor:
         f = p.get("F")
         if f is not None and f > 0:
             self.feed = f / 60.0
+        y = p.get("Y")
+        if self.dialect == "marlin" and y is not None and math.isfinite(y):
+            self._queue_y(self.y + y if self.relative else y)
         x = p.get("X")
         if x is None or not math.isfinite(x):
             return
-        target = self.position + x if self.relative else x
-        self._queue_to(target, min(self.feed, self.max_feed), gen)
+        logical = self.position + self.shift
+        target = logical + x if self.relative else x
+        self._queue_to(target - self.shift, min(self.feed, self.max_feed), gen)
 
     def _g4(self, p: dict[str, float | None], gen: int) -> None:
         self._sync(gen)
@@ -199,8 +240,9 @@ class CommandExecutor:
         target = self.fw.axis.count() - round(back)
         self.fw.axis.queue_move(target, HOMING_FEED * spd, self._accel() * spd)
         self._sync(gen)
-        self.fw.axis.set_count(0)
-        self.position = 0.0
+        self.fw.axis.set_count(round(self.build.home_pos * self.steps_per_unit))
+        self.position = self.build.home_pos
+        self.shift = 0.0
 
     def _g90(self, p: dict[str, float | None], gen: int) -> None:
         self.relative = False
@@ -213,6 +255,11 @@ class CommandExecutor:
         if x is None:
             return
         self._sync(gen)
+        if self.dialect == "marlin" and not self.build.no_workspace_offsets:
+            # NOTE: with workspace offsets G92 only shifts the coordinate space: M114 shows
+            # the new X, the step count (and the planner) keep the old position.
+            self.shift = x - self.position
+            return
         self.fw.axis.set_count(round(x * self.steps_per_unit))
         self.position = x
 
@@ -253,10 +300,10 @@ class CommandExecutor:
 
     def _m106(self, p: dict[str, float | None], gen: int) -> None:
         s = p.get("S")
-        self.pins[FAN_PIN] = 255 if s is None else max(0, min(255, int(s)))
+        self._set_fan(255 if s is None else max(0, min(255, int(s))))
 
     def _m107(self, p: dict[str, float | None], gen: int) -> None:
-        self.pins[FAN_PIN] = 0
+        self._set_fan(0)
 
     def _m108(self, p: dict[str, float | None], gen: int) -> None:
         return None
@@ -277,9 +324,13 @@ class CommandExecutor:
             self.fw.keepalive_s = max(0.0, min(60.0, s))
 
     def _m114(self, p: dict[str, float | None], gen: int) -> None:
-        self._say(
-            f"X:{self.position:.2f} Y:0.00 Z:0.00 E:0.00 Count X:{self.fw.axis.count()} Y:0 Z:0"
-        )
+        count = self.fw.axis.count()
+        x = self.position + self.shift + 0.0  # NOTE: + 0.0 turns -0.0 into 0.0
+        if self.dialect == "marlin":
+            # NOTE: EXTRUDERS 0: Marlin prints no E.
+            self._say(f"X:{x:.2f} Y:{self.y:.2f} Z:0.00 Count X:{count} Y:{self.y_count} Z:0")
+            return
+        self._say(f"X:{x:.2f} Y:0.00 Z:0.00 E:0.00 Count X:{count} Y:0 Z:0")
 
     def _m115(self, p: dict[str, float | None], gen: int) -> None:
         for line in self.m115():
@@ -305,6 +356,11 @@ class CommandExecutor:
             v = p.get(key)
             if v is not None and v > 0:
                 self.print_accel = v
+
+    def _m503(self, p: dict[str, float | None], gen: int) -> None:
+        spu = (self.steps_per_unit, Y_STEPS_PER_UNIT, Z_STEPS_PER_UNIT)
+        for line in m503_lines(self.build, spu, self.max_feed, self.max_accel):
+            self._say(line)
 
     def _m400(self, p: dict[str, float | None], gen: int) -> None:
         self._sync(gen)

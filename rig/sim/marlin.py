@@ -13,9 +13,10 @@ What it reproduces (see ../../docs/protocol.md and the brief's protocol facts):
 * the emergency parser: ``M112``, ``M410``, ``M108`` act as soon as the line arrives;
 * boot: after a reset the board prints ``start`` and a banner; bytes sent while it boots are
   lost; position and the line counter start from zero;
-* the two dialects: ``partrig`` (our C firmware) and ``marlin`` (stock Marlin 2.1 set up as in
-  the brief: ``M42`` refuses protected pins unless ``I1``, the fan is ``M106``/``M107`` on D9,
-  no ``G28`` without an endstop);
+* the two dialects: ``partrig`` (our C firmware) and ``marlin`` (Marlin 2.1: ``M42`` refuses
+  protected pins unless ``I1``, the fan is ``M106``/``M107`` on D9, no ``G28`` without an
+  endstop), the latter as one of the builds in :mod:`rig.sim.marlin_build` (``marlin``: the
+  shipped config.ini; ``marlin-stock``: Marlin's defaults; ``[simulator.marlin]`` overrides);
 * faults: corrupted lines either way, lost ``ok``, seeded so a failure can be replayed;
   ``reset()``, ``unplug()``/``replug()``, halt on ``M112``.
 
@@ -41,6 +42,7 @@ from rig.config import SimConfig
 from rig.sim.axis import SimAxis
 from rig.sim.clock import SimClock
 from rig.sim.gcode_exec import CommandExecutor, Dialect
+from rig.sim.marlin_build import resolve
 
 BUFSIZE = 4  # command slots, as stock Marlin on AVR
 BOOT_S = 0.3  # simulated seconds from reset to "start"
@@ -59,21 +61,30 @@ class SimFirmware:
         sim_config: SimConfig | None = None,
         clock: SimClock | None = None,
         *,
-        dialect: Dialect = "partrig",
+        dialect: str = "partrig",
         link_path: str | Path | None = None,
         steps_per_degree: float | None = None,
         light_pin: str = "D9",
         endstop: bool = False,
     ) -> None:
-        if dialect not in ("partrig", "marlin"):
-            raise ValueError(f"dialect must be 'partrig' or 'marlin' (got {dialect!r})")
+        if dialect not in ("partrig", "marlin", "marlin-stock"):
+            raise ValueError(
+                f"dialect must be 'partrig', 'marlin' or 'marlin-stock' (got {dialect!r})"
+            )
         self.config = sim_config or SimConfig()
         self.clock = clock or SimClock(self.config.time_scale)
-        self.dialect: Dialect = dialect
+        self.dialect: Dialect = "partrig" if dialect == "partrig" else "marlin"
+        #: The build options this board was compiled with (the profile plus overrides).
+        self.build = resolve(dialect, self.config.marlin if dialect != "partrig" else None)
         self.link_path = Path(link_path) if link_path is not None else None
         self.axis = SimAxis(self.clock)
         self.exec = CommandExecutor(
-            self, dialect, steps_per_degree=steps_per_degree, light_pin=light_pin, endstop=endstop
+            self,
+            self.dialect,
+            steps_per_degree=steps_per_degree,
+            light_pin=light_pin,
+            endstop=endstop,
+            build=self.build,
         )
         self._rng = random.Random(self.config.seed)
         self._lock = threading.RLock()
@@ -233,6 +244,9 @@ class SimFirmware:
         if self._chance(self.config.drop_ok):
             self.stats["dropped_ok"] += 1
             return
+        if not self.build.advanced_ok:
+            self.write_line("ok")  # NOTE: without ADVANCED_OK Marlin's ok says nothing more
+            return
         head = f"ok N{n}" if n is not None else "ok"
         self.write_line(f"{head} P{self.axis.free_slots()} B{BUFSIZE - len(self._queue)}")
 
@@ -281,12 +295,17 @@ class SimFirmware:
                 if self._chance(self.config.corrupt_to_firmware):
                     raw = self._corrupt(raw)
                     self.stats["corrupt_in"] += 1
-                self._emergency(raw)
+                if self.build.emergency_parser:
+                    self._emergency(raw)
                 if not self.halted:
                     self._lines.append(raw)
 
     def _emergency(self, raw: str) -> None:
-        """Marlin's EMERGENCY_PARSER: act on M112/M410/M108 the moment they arrive."""
+        """Marlin's EMERGENCY_PARSER: act on M112/M410/M108 the moment they arrive.
+
+        Without it Marlin acts on an *unnumbered* one when its main loop reads the line
+        (``_accept``), which a blocking command such as ``M400`` delays until it ends.
+        """
         body = raw.split("*", 1)[0].strip()
         if body.startswith("N"):
             parts = body.split(None, 1)
@@ -306,7 +325,7 @@ class SimFirmware:
             self.axis.enabled = False
             # NOTE: our firmware's kill switches every MOSFET output off (firmware/src/idle.c);
             # Marlin's switches its heaters (D8, D10) off and leaves the fan pin (D9) as it was.
-            for pin in (8, 10) if self.dialect == "marlin" else (8, 9, 10):
+            for pin in (8, 10) if self.dialect.startswith("marlin") else (8, 9, 10):
                 self.exec.pins.pop(pin, None)
             self.halted = True
             self._lines.clear()
@@ -329,11 +348,19 @@ class SimFirmware:
     def _accept(self, raw: str) -> None:
         """Validate one received line and put its command in the queue (or reply an error)."""
         if not raw.startswith("N"):
-            if "*" in raw:
+            if "*" in raw and self.dialect == "marlin":
+                # NOTE: Marlin 2.1 checks a checksum only on a numbered line: "M114*121"
+                # runs as M114, whatever the number after the "*".
+                raw = raw.split("*", 1)[0]
+            elif "*" in raw:
                 # NOTE: a checksum without a line number means the N itself was corrupted on
                 # the wire; running the rest as an unnumbered command would execute garbage.
                 self._line_error("No Line Number with checksum")
                 return
+            if not self.build.emergency_parser:
+                self._emergency(raw)  # "process critical commands early" (queue.cpp)
+                if self.halted:
+                    return
             self._queue.append((None, raw.strip()))
             return
         star = raw.rfind("*")

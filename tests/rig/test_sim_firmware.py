@@ -7,9 +7,13 @@ link is written against.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import serial
+from conftest import framed as framed_line
+
+from rig.motion import duration
 
 
 def test_m114_reports_commanded_x_and_the_count_in_steps_after_m400(host, fw):
@@ -57,7 +61,7 @@ def test_a_numbered_line_without_checksum_is_refused(host):
     assert host.until_ok()[0] == "Error:No Checksum with line number, Last Line: 0"
 
 
-def test_a_checksum_without_a_line_number_is_refused_not_run(host, fw, frame):
+def test_our_dialect_refuses_a_checksum_without_a_line_number(host, fw, frame):
     # the leading "N" was corrupted on the wire: the command must not run unnumbered
     corrupted = frame(1, "G1 X90").replace(b"N", b"O", 1)
     host.serial.write(corrupted)
@@ -141,8 +145,10 @@ def test_marlin_identifies_itself_and_guards_protected_pins(make_fw, raw_host):
     h.send("M42 I1 P9 S255")
     assert fw.light_level() == 1
     h.send("M107")
+    fw.clock.advance(0.1)  # Marlin writes the fan PWM at its next 10 Hz update
     assert fw.light_level() == 0
     h.send("M106 S128")
+    fw.clock.advance(0.1)
     assert fw.light_level() == pytest.approx(128 / 255)
 
 
@@ -182,3 +188,119 @@ def test_faults_are_injected_from_a_seeded_rng_and_counted(make_fw, raw_host, fr
         while h.line():
             pass
     assert fw.stats["corrupt_in"] > 0 and fw.stats["dropped_ok"] > 0
+
+
+# --- Marlin's build options, as measured on Marlin 2.1 in simavr (tracker issue 10) ---------
+
+
+def _marlin(make_fw, raw_host, profile: str = "marlin", **options):
+    fw = make_fw(profile, marlin=options)
+    assert fw.wait_ready()
+    h = raw_host(fw.port)
+    h.handshake()
+    return fw, h
+
+
+def _count_x(report: str) -> int:
+    return int(report.split("Count X:")[1].split()[0])
+
+
+def test_marlin_runs_a_checksum_without_a_line_number(make_fw, raw_host):
+    _fw, h = _marlin(make_fw, raw_host)
+    h.serial.write(b"M114*121\n")
+    assert h.until_ok() == ["X:0.00 Y:0.00 Z:0.00 Count X:0 Y:0 Z:0", "ok P16 B4"]
+    h.serial.write(b"M114*7\n")  # not even checked
+    assert h.until_ok()[0].startswith("X:0.00")
+
+
+def test_marlin_g92_with_workspace_offsets_only_shifts_the_reported_x(make_fw, raw_host):
+    _fw, h = _marlin(make_fw, raw_host, no_workspace_offsets=False)
+    h.send("G1 X90")
+    h.send("M400")
+    h.send("G92 X0")
+    assert h.send("M114")[0] == "X:0.00 Y:0.00 Z:0.00 Count X:800 Y:0 Z:0"
+    h.send("G1 X10")  # ten units further in the shifted space
+    h.send("M400")
+    assert _count_x(h.send("M114")[0]) == 889
+    assert "echo:  M206 X0.00 Y0.00 Z0.00" in h.send("M503")
+
+
+def test_marlin_built_with_config_ini_g92_moves_the_count_too(make_fw, raw_host):
+    _fw, h = _marlin(make_fw, raw_host)
+    h.send("G1 X90")
+    h.send("M400")
+    h.send("G92 X0")
+    assert h.send("M114")[0] == "X:0.00 Y:0.00 Z:0.00 Count X:0 Y:0 Z:0"
+    assert not any("M206" in line for line in h.send("M503"))
+
+
+def test_marlin_drops_moves_under_min_steps_per_segment(make_fw, raw_host):
+    fw, h = _marlin(make_fw, raw_host, "marlin-stock")
+    h.send("G1 X0.5")  # 4 steps < 6
+    h.send("M400")
+    assert h.send("M114")[0] == "X:0.50 Y:0.00 Z:0.00 Count X:0 Y:0 Z:0"
+    assert fw.steps_done == 0
+    h.send("G1 X1")  # 9 steps from the planner's position: runs, and catches up
+    h.send("M400")
+    assert _count_x(h.send("M114")[0]) == 9
+
+
+def test_marlin_boots_and_homes_at_its_home_position(make_fw, raw_host):
+    fw, h = _marlin(make_fw, raw_host, home_pos=-100000)
+    assert h.send("M114")[0].startswith("X:-100000.00 Y:0.00 Z:0.00 Count X:-888889")
+    assert fw.steps_done == 0  # the motor has not moved: only the belief is far away
+    fw.reset()
+    assert h.line() == "start"
+    h.serial.reset_input_buffer()
+    h.handshake()
+    assert h.send("M114")[0].startswith("X:-100000.00")
+
+
+def test_marlin_without_direct_pin_control_does_not_know_m42(make_fw, raw_host):
+    _fw, h = _marlin(make_fw, raw_host, direct_pin_control=False)
+    assert h.send("M42 I1 P8 S255")[0] == 'echo:Unknown command: "M42 I1 P8 S255"'
+
+
+def test_marlin_fan_pwm_lands_at_the_next_10_hz_update(make_fw, raw_host):
+    fw, h = _marlin(make_fw, raw_host)
+    fw.clock.advance(0.03)
+    h.send("M106 S200")
+    assert fw.light_level() == 0  # the ok came, the pin has not changed yet
+    fw.clock.advance(0.069)
+    assert fw.light_level() == 0
+    fw.clock.advance(0.002)  # t = 0.101 > the update at 0.1 s
+    assert fw.light_level() == pytest.approx(200 / 255)
+
+
+def test_stock_marlin_reports_no_emergency_parser_and_plain_oks(make_fw, raw_host):
+    _fw, h = _marlin(make_fw, raw_host, "marlin-stock")
+    lines = h.send("M115")
+    assert lines[0].startswith("FIRMWARE_NAME:Marlin bugfix-2.1.x")
+    assert "Cap:EMERGENCY_PARSER:0" in lines and lines[-1] == "ok"
+    assert len(lines) > 30  # the long report: one Cap: line per feature
+
+
+def test_stock_marlin_acts_on_m112_only_when_its_loop_reads_it(make_fw, raw_host):
+    fw = make_fw("marlin-stock", time_scale=1)
+    assert fw.wait_ready()
+    h = raw_host(fw.port)
+    h.handshake()
+    h.send("G1 X180 F21600")  # about 1 s
+    h.n += 1
+    h.serial.write(framed_line(h.n, "M400"))
+    time.sleep(0.2)  # M400 is now blocking Marlin's main loop
+    h.serial.write(b"M112\n")
+    time.sleep(0.3)
+    assert not fw.halted  # no emergency parser: M112 waits behind the blocking M400
+    assert h.line() == "ok"
+    assert h.line() == "Error:Printer halted. kill() called!"
+    assert fw.halted
+
+
+def test_marlin_moves_start_after_the_first_block_delay(make_fw, raw_host):
+    fw, h = _marlin(make_fw, raw_host, move_overhead_ms=55)
+    t0 = fw.clock.now()
+    h.send("G1 X10 F21600")
+    h.send("M400")
+    predicted = duration(10, 360, 720)
+    assert fw.clock.now() - t0 == pytest.approx(predicted + 0.055, abs=1e-3)  # whole steps
