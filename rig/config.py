@@ -293,6 +293,49 @@ class SnapshotConfig(_Section):
     shard_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
 
 
+def _default_rig_id() -> str:
+    import socket
+
+    # NOTE: the host name is unique on a site's network, so two rigs left at the default still
+    # publish to one bucket without colliding; lower-cased and trimmed to the id's alphabet.
+    name = re.sub(r"[^a-z0-9._-]+", "-", socket.gethostname().lower()).strip("-._")
+    return (name or "rig")[:64]
+
+
+class RigIdentity(_Section):
+    """``[rig]``: who this rig is when it publishes to shared object storage."""
+
+    id: str = Field(
+        default_factory=_default_rig_id,
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="namespace of this rig's published snapshots (<prefix>/<rig.id>/snap-NNNN/); "
+        "default: the host name",
+    )
+
+
+class StorageConfig(_Section):
+    """``[storage]``: S3-compatible object storage (AWS S3, MinIO, Ceph) for published
+    snapshots and models.  Credentials come from the usual AWS environment or files, never
+    from this file."""
+
+    url: str = Field(
+        "",
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?)?$",
+        description="s3://bucket/prefix that `partrig dataset publish` uses when none is given",
+    )
+    endpoint_url: str = Field(
+        "",
+        pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$",
+        description="e.g. http://minio.local:9000; empty: AWS, or $AWS_ENDPOINT_URL",
+    )
+    region: str = Field("", pattern=r"^[a-z0-9-]{0,32}$", description="empty: $AWS_REGION")
+    concurrency: int = Field(8, ge=1, le=64, description="parallel transfers")
+    part_size_mb: int = Field(16, ge=5, le=5120, description="multipart part size (MiB)")
+    publish_after_snapshot: bool = Field(
+        False, description="publish every new snapshot to storage.url once it is written"
+    )
+
+
 class Settings(_Section):
     """The whole configuration file."""
 
@@ -310,6 +353,8 @@ class Settings(_Section):
     models: ModelsConfig = ModelsConfig()
     snapshot: SnapshotConfig = SnapshotConfig()
     capture: CaptureConfig = CaptureConfig()
+    rig: RigIdentity = Field(default_factory=RigIdentity)
+    storage: StorageConfig = StorageConfig()
 
     source: Path | None = Field(None, exclude=True, description="file this was read from")
 
