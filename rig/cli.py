@@ -48,6 +48,12 @@ def config_check(config: ConfigOption = None) -> None:
         raise fail(exc) from None
     where = settings.source or "built-in defaults (no partrig.toml found)"
     console.print(f"[green]ok[/]: {where}")
+    if settings.camera.driver == "sim" and not settings.sim:
+        # NOTE: the same combination `partrig capture` accepts (rig.rig.open_rig).
+        console.print(
+            f"board bring-up: the real board on {settings.serial.port} with the simulated "
+            "camera, which follows the angle the board reports"
+        )
 
 
 @config_app.command("show")
