@@ -1,14 +1,18 @@
 """The model registry on the rig: store an uploaded model, validate it, and put it live.
 
 Why validation happens on the rig: a trainer's own metrics describe its copy of the data, not
-this rig's camera, lights and runtime.  Before a model may go live it must, here and now:
+this rig's camera, lights and runtime.  Before a model may go live it must, here and now, pass
+the checks of :mod:`classify.model_check`: load in the runtime the sorter uses within the
+configured bounds, take one square RGB ``uint8`` crop with one output per label, have the
+labels of a snapshot this rig made in its class order, and classify the rig's own held-out test
+split at least as well as the active model does (minus ``models.accuracy_tolerance``), or reach
+``models.accuracy_floor`` when none is active.
 
-1. load in the runtime the sorter uses (:class:`classify.runtime.Classifier`);
-2. take what the sorter feeds it: one square RGB ``uint8`` crop, with one output per label;
-3. have the labels of a snapshot this rig made, in that snapshot's fixed class order;
-4. classify the rig's own held-out test split of that snapshot (the stored JPEGs with their
-   boxes and colour matrices) at least as well as the active model does on the same shots,
-   minus ``models.accuracy_tolerance``; or reach ``models.accuracy_floor`` when none is active.
+Why a child process: an uploaded model is untrusted bytes and the runtime is C++ that trusts
+them.  This process (``partrig serve``) owns the serial port, the camera and the valves, so it
+never parses a model file itself until a child (:mod:`classify.check_process`) has validated
+it, and then only bytes whose sha256 still equals the one recorded at upload.  Every load here
+checks the model's state first: a model that is not validated is refused (409) unread.
 
 Activating loads the model first and only then records the change, so a model that cannot load
 never becomes the recorded active model; the new classifier is then swapped into the running
@@ -16,10 +20,13 @@ sorter (``Sorter.set_classifier``) without a restart.  Rollback is one call.
 
 Files are written the store's way: each fsynced into a temporary folder, the folder fsynced and
 renamed to ``models/<id>/``, and only then the row committed (:meth:`DatasetStore.add_model`).
+Rejected uploads are kept for the trainer to read why, within ``models.keep_rejected`` and
+``models.rejected_quota_mb``; older ones are pruned, files and row.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -27,18 +34,16 @@ import secrets
 import shutil
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from capture.store.files import ensure_dir, fsync_dir, write_durably
-from capture.store.models import MODELS_DIR
+from capture.store.models import ACTIVATABLE_STATES, MODELS_DIR
+from classify.check_process import CheckLimits, run_check
+from classify.model_check import TestShot, evaluate, labels_match
 from classify.runtime import LABELS_FILE, MODEL_FILE, Classifier
 from rig.config import Settings
-from rig.errors import ModelError, NotFound, RigError
+from rig.errors import ModelError, NotFound, RigError, RunStateError
 
 log = logging.getLogger("classify.registry")
 
@@ -51,20 +56,12 @@ UPLOAD_FILES: dict[str, bool] = {
     "model-float.tflite": False,
     "confusion.png": False,
 }
-MAX_FILE_BYTES = 256 * 1024 * 1024
+#: Fixed caps for the small files; the .tflite files' cap is ``models.max_model_file_mb``.
+SMALL_FILE_BYTES = {LABELS_FILE: 64 * 1024, METRICS_FILE: 2**20, "confusion.png": 8 * 2**20}
+#: The most a single part may be, whatever the configuration (the router reads this far only).
+MAX_FILE_BYTES = 1024 * 2**20
 SNAPSHOT_ID_RE = re.compile(r"^snap-\d{4,}$")
 STAGING_PREFIX = ".upload-"
-
-
-@dataclass(frozen=True)
-class TestShot:
-    """One shot of the held-out split, as validation reads it."""
-
-    shot_id: int
-    label: str
-    path: Path
-    bbox: tuple[int, int, int, int] | None
-    colour_matrix: list[list[float]] | None
 
 
 class ModelRegistry:
@@ -72,7 +69,8 @@ class ModelRegistry:
 
     ``sorter`` is the running :class:`classify.sorter.Sorter` (or None); every activation and
     rollback swaps its classifier.  Thread-safe: activations are serialised, so the model the
-    database names active is always the one the sorter holds.
+    database names active is always the one the sorter holds; one upload is validated at a
+    time, so concurrent pushes cannot multiply the validation child's memory.
     """
 
     def __init__(self, store: Any, settings: Settings, sorter: Any = None) -> None:
@@ -80,47 +78,69 @@ class ModelRegistry:
         self.settings = settings
         self.sorter = sorter
         self._lock = threading.Lock()
+        self._validating = threading.Lock()
 
     # --- upload ----------------------------------------------------------------------------------
 
     def upload(self, files: Mapping[str, bytes], who: str) -> dict[str, Any]:
-        """Store an upload durably, validate it, and return ``{id, state, validation}``.
+        """Store an upload durably, validate it in a child, and return ``{id, state, validation}``.
 
-        Raises ModelError (422) for an upload that is not a model at all (files missing or
-        unknown, metrics.json unreadable); a model that is well-formed but fails a check is
-        stored as ``rejected`` with the reasons, so the trainer can see why.
+        Raises ModelError (422) for an upload that is not a model at all (files missing,
+        unknown or too large, metrics.json unreadable), and RunStateError (409) while another
+        upload is being validated; a model that is well-formed but fails a check, or crashes
+        the validation child, is stored as ``rejected`` with the reason.
         """
-        labels, metrics = check_upload(files)
-        staged = self._stage(files)
-        manifest = [
-            {"name": name, "sha256": sha, "size": len(files[name])}
-            for name, sha in sorted(staged[1].items())
-        ]
-        try:
-            model_id = self.store.add_model(
-                staged[0],
-                files=manifest,
-                labels=labels,
-                snapshot_id=metrics.get("snapshot"),
-                metrics=metrics,
-                who=who,
+        labels, metrics = check_upload(files, self.max_model_bytes)
+        if not self._validating.acquire(timeout=5.0):
+            raise RunStateError(
+                "another model is being validated on this rig; push again when it is done"
             )
-        finally:
-            if staged[0].exists():
-                shutil.rmtree(staged[0], ignore_errors=True)
         try:
-            passed, validation = self.validate(model_id)
-        except RigError as exc:
-            # NOTE: never leave a model "uploaded" forever: a check that could not run is a
-            # failed check, recorded with its reason.
-            passed, validation = False, {"checks": [], "passed": False, "reason": str(exc)}
-        self.store.set_model_validation(model_id, passed, validation)
+            model_id = self._store_upload(files, labels, metrics, who)
+            try:
+                passed, validation = self.validate(model_id)
+            except RigError as exc:
+                # NOTE: never leave a model "uploaded" forever: a check that could not run is a
+                # failed check, recorded with its reason.
+                passed, validation = False, {"checks": [], "passed": False, "reason": str(exc)}
+            self.store.set_model_validation(model_id, passed, validation)
+            if not passed:
+                self.prune_rejected()
+        finally:
+            self._validating.release()
         log.info("%s uploaded by %s: %s", model_id, who, "validated" if passed else "rejected")
         return {
             "id": model_id,
             "state": "validated" if passed else "rejected",
             "validation": validation,
         }
+
+    @property
+    def max_model_bytes(self) -> int:
+        return int(self.settings.models.max_model_file_mb) * 2**20
+
+    def _store_upload(
+        self, files: Mapping[str, bytes], labels: list[str], metrics: dict[str, Any], who: str
+    ) -> str:
+        staged, shas = self._stage(files)
+        manifest = [
+            {"name": name, "sha256": sha, "size": len(files[name])}
+            for name, sha in sorted(shas.items())
+        ]
+        try:
+            return str(
+                self.store.add_model(
+                    staged,
+                    files=manifest,
+                    labels=labels,
+                    snapshot_id=metrics.get("snapshot"),
+                    metrics=metrics,
+                    who=who,
+                )
+            )
+        finally:
+            if staged.exists():
+                shutil.rmtree(staged, ignore_errors=True)
 
     def _stage(self, files: Mapping[str, bytes]) -> tuple[Path, dict[str, str]]:
         """Write every file durably into a fresh temporary folder under ``models/``."""
@@ -149,105 +169,89 @@ class ModelRegistry:
             shutil.rmtree(root / name, ignore_errors=True)
         return gone
 
+    def reject_unfinished(self) -> list[str]:
+        """At start-up: reject uploads whose validation never finished (the server stopped)."""
+        reason = "validation did not finish: the server stopped while it ran; push the model again"
+        stuck = [m["id"] for m in self.store.list_models(limit=10_000) if m["state"] == "uploaded"]
+        for model_id in stuck:
+            check = {"check": "isolated", "ok": False, "detail": reason}
+            self.store.set_model_validation(
+                model_id, False, {"checks": [check], "passed": False, "reason": reason}
+            )
+        return stuck
+
+    def prune_rejected(self) -> list[str]:
+        """Delete the oldest rejected uploads beyond ``models.keep_rejected`` or the byte quota.
+
+        The newest rejected upload is always kept, so a trainer can read why its last push
+        failed, and the highest model id never disappears (ids are never reused).
+        """
+        rejected = [
+            m for m in self.store.list_models(limit=100_000) if m["state"] == "rejected"
+        ]  # newest first
+        keep = int(self.settings.models.keep_rejected)
+        quota = int(self.settings.models.rejected_quota_mb) * 2**20
+        kept, kept_bytes, pruned = 0, 0, []
+        for index, model in enumerate(rejected):
+            size = sum(int(f.get("size", 0)) for f in model.get("files") or [])
+            if index == 0 or (kept < keep and kept_bytes + size <= quota):
+                kept, kept_bytes = kept + 1, kept_bytes + size
+                continue
+            self.store.remove_rejected_model(model["id"])
+            pruned.append(model["id"])
+        if pruned:
+            log.info("pruned rejected uploads %s", pruned)
+        return pruned
+
     # --- validation ------------------------------------------------------------------------------
 
     def validate(self, model_id: str) -> tuple[bool, dict[str, Any]]:
-        """Run every check; ``(passed, validation)`` where validation lists each check."""
+        """Run every check in a child process; ``(passed, validation)`` lists each check."""
+        job = self.check_job(model_id)
+        result = run_check(job, CheckLimits.from_settings(self.settings))
+        if result.get("passed") and result.get("model_sha256") != job["sha256"]:
+            result["checks"].append(
+                {"check": "sha256", "ok": False, "detail": "the validated bytes are not the upload"}
+            )
+            result.update(passed=False, reason="the validated bytes are not the upload")
+        child = result.get("child", {})
+        log.info("%s validated in a child in %s s: %s", model_id, child.get("wall_s"),
+                 "passed" if result["passed"] else result["reason"])  # fmt: skip
+        return bool(result["passed"]), result
+
+    def check_job(self, model_id: str) -> dict[str, Any]:
+        """Everything the child needs, read here from the database and the rig's own files."""
         model = self.store.get_model(model_id)
-        checks: list[dict[str, Any]] = []
-        result: dict[str, Any] = {"checks": checks}
-
-        def check(name: str, ok: bool, detail: str) -> bool:
-            checks.append({"check": name, "ok": bool(ok), "detail": detail})
-            return ok
-
+        snapshot_id = str(model.get("snapshot_id"))
+        job: dict[str, Any] = {
+            "model_path": str((self.store.model_dir(model_id) / MODEL_FILE).resolve()),
+            "sha256": file_sha256(model, MODEL_FILE),
+            "labels": list(model["labels"]),
+            "snapshot_id": snapshot_id,
+            "classes": None,
+            "classes_error": None,
+            "shots": [],
+            "baseline": None,
+            "accuracy_floor": float(self.settings.models.accuracy_floor),
+            "accuracy_tolerance": float(self.settings.models.accuracy_tolerance),
+            "max_input_side": int(self.settings.models.max_input_side),
+            "max_tensors": int(self.settings.models.max_tensors),
+            "num_threads": self._threads(),
+        }
         try:
-            classifier = Classifier.from_dir(self.store.model_dir(model_id), self._threads())
-        except ModelError as exc:
-            check("loads", False, str(exc))
-            return self._verdict(result)
-        check("loads", True, f"loaded with {classifier.runtime}")
-        result.update(runtime=classifier.runtime, input_size=classifier.input_size)
-        if not check("input", *self._input_fits(classifier)):
-            return self._verdict(result)
-        snapshot_id = model.get("snapshot_id")
-        try:
-            classes = snapshot_classes(self.store.data_dir, str(snapshot_id))
+            job["classes"] = snapshot_classes(self.store.data_dir, snapshot_id)
         except (NotFound, ModelError) as exc:
-            check("labels", False, str(exc))
-            return self._verdict(result)
-        if not check("labels", *labels_match(classifier.labels, classes, str(snapshot_id))):
-            return self._verdict(result)
-        shots = self.test_shots(str(snapshot_id))
-        if not check(
-            "test_split",
-            bool(shots),
-            f"{len(shots)} held-out test shots of {snapshot_id}"
-            if shots
-            else f"{snapshot_id} has no test shots on this rig to measure the model with",
-        ):
-            return self._verdict(result)
-        try:
-            accuracy = evaluate(classifier, shots)
-            required, baseline = self._required_accuracy(shots)
-        except RigError as exc:
-            check("accuracy", False, f"could not measure the accuracy: {exc}")
-            return self._verdict(result)
-        result.update(accuracy=accuracy, test_shots=len(shots), snapshot=snapshot_id)
-        result.update(required_accuracy=required, baseline=baseline)
-        check(
-            "accuracy",
-            accuracy >= required,
-            f"{accuracy:.4f} on the rig's test split; needs {required:.4f} ("
-            + (
-                f"{baseline['model_id']}'s {baseline['accuracy']:.4f} minus the tolerance "
-                f"{self.settings.models.accuracy_tolerance}"
-                if baseline
-                else "models.accuracy_floor, as no model is active"
-            )
-            + ")",
-        )
-        return self._verdict(result)
-
-    @staticmethod
-    def _verdict(result: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-        failed = [c for c in result["checks"] if not c["ok"]]
-        result["passed"] = not failed
-        result["reason"] = failed[0]["detail"] if failed else None
-        return not failed, result
-
-    @staticmethod
-    def _input_fits(classifier: Classifier) -> tuple[bool, str]:
-        """The sorter feeds one prepared ``uint8`` square crop; the model must take exactly it."""
-        size = classifier.input_size
-        if np.dtype(classifier.input_dtype) != np.uint8:
-            return False, (
-                f"model.tflite takes {classifier.input_dtype} input; the sorter feeds uint8 "
-                "pixels: export the full-int8 model (uint8 input and output) as model.tflite"
-            )
-        try:
-            out = classifier.invoke_raw(np.zeros((1, size, size, 3), np.uint8))
-        except ModelError as exc:
-            return False, f"the model did not run on a {size}x{size} uint8 crop: {exc}"
-        if out.shape != (1, len(classifier.labels)):
-            return False, f"the model's output has shape {out.shape}, not (1, labels)"
-        return True, f"1x{size}x{size}x3 uint8 in, {len(classifier.labels)} scores out"
-
-    def _required_accuracy(self, shots: list[TestShot]) -> tuple[float, dict[str, Any] | None]:
-        """The bar: the active model's accuracy on the same shots minus the tolerance, or the
-        configured floor when no model is active (or the active one cannot load any more)."""
-        floor = float(self.settings.models.accuracy_floor)
+            job["classes_error"] = str(exc)
+            return job
+        job["shots"] = [s.to_json() for s in self.test_shots(snapshot_id)]
         active = self.store.active_model()
-        if active is None:
-            return floor, None
-        try:
-            current = Classifier.from_dir(self.store.model_dir(active["id"]), self._threads())
-        except ModelError as exc:
-            log.warning("the active model %s no longer loads (%s); using the floor", active, exc)
-            return floor, None
-        acc = evaluate(current, shots)
-        bar = max(0.0, acc - float(self.settings.models.accuracy_tolerance))
-        return bar, {"model_id": active["id"], "accuracy": acc}
+        if active is not None:
+            job["baseline"] = {
+                "model_id": active["id"],
+                "model_path": str((self.store.model_dir(active["id"]) / MODEL_FILE).resolve()),
+                "labels": list(active["labels"]),
+            }
+        return job
 
     def test_shots(self, snapshot_id: str) -> list[TestShot]:
         """The snapshot's held-out test split as stored on this rig (deleted shots left out)."""
@@ -269,9 +273,16 @@ class ModelRegistry:
     # --- going live ------------------------------------------------------------------------------
 
     def activate(self, model_id: str, who: str) -> dict[str, Any]:
-        """Make ``model_id`` active and swap it into the running sorter; returns the record."""
+        """Make ``model_id`` active and swap it into the running sorter; returns the record.
+
+        The state is checked before the file is read: a model that did not pass validation
+        (``uploaded``, ``rejected``) is refused with a 409 and never loaded here.
+        """
         with self._lock:
-            classifier = Classifier.from_dir(self.store.model_dir(model_id), self._threads())
+            model = self.store.get_model(model_id)
+            if model["state"] == "active":
+                return {"model_id": model_id, "previous_model_id": None, "changed": False}
+            classifier = self._load_validated(model)
             record = self.store.activate_model(model_id, who)
             self._swap(classifier, model_id)
         log.info("%s activated by %s (was %s)", model_id, who, record["previous_model_id"])
@@ -283,7 +294,7 @@ class ModelRegistry:
             target = self.store.rollback_target()
             if target is None:
                 return self.store.rollback_model(who)  # raises the 409 that says why
-            classifier = Classifier.from_dir(self.store.model_dir(target), self._threads())
+            classifier = self._load_validated(self.store.get_model(target))
             record = self.store.rollback_model(who)
             self._swap(classifier, record["model_id"])
         log.info("rolled back to %s by %s", record["model_id"], who)
@@ -294,8 +305,31 @@ class ModelRegistry:
         active = self.store.active_model()
         if active is None:
             return None, None
-        classifier = Classifier.from_dir(self.store.model_dir(active["id"]), self._threads())
-        return classifier, active["id"]
+        return self._load_validated(active), active["id"]
+
+    def _load_validated(self, model: dict[str, Any]) -> Classifier:
+        """Load a model into this process: only a validated one, only the bytes validated.
+
+        Raises RunStateError (409) for any other state, and ModelError when model.tflite no
+        longer has the sha256 recorded at upload (the child validated exactly those bytes).
+        """
+        model_id = model["id"]
+        if model["state"] not in (*ACTIVATABLE_STATES, "active"):
+            raise RunStateError(
+                f"{model_id} is {model['state']}: only a validated model can go live; upload "
+                "a model that passes validation"
+            )
+        path = self.store.model_dir(model_id) / MODEL_FILE
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read {path}: {exc.strerror}") from None
+        if hashlib.sha256(content).hexdigest() != file_sha256(model, MODEL_FILE):
+            raise ModelError(
+                f"{model_id}'s model.tflite differs from the file validated at upload; it is "
+                "not loaded: push the model again"
+            )
+        return Classifier.from_bytes(content, model["labels"], self._threads())
 
     def _swap(self, classifier: Classifier, model_id: str) -> None:
         if self.sorter is not None:
@@ -308,7 +342,9 @@ class ModelRegistry:
 # --- checks that need no registry -----------------------------------------------------------------
 
 
-def check_upload(files: Mapping[str, bytes]) -> tuple[list[str], dict[str, Any]]:
+def check_upload(
+    files: Mapping[str, bytes], max_model_bytes: int = MAX_FILE_BYTES
+) -> tuple[list[str], dict[str, Any]]:
     """Refuse an upload that is not a model folder; return its labels and metrics."""
     unknown = sorted(set(files) - set(UPLOAD_FILES))
     if unknown:
@@ -322,8 +358,9 @@ def check_upload(files: Mapping[str, bytes]) -> tuple[list[str], dict[str, Any]]
     for name, data in files.items():
         if not data:
             raise ModelError(f"{name} is empty")
-        if len(data) > MAX_FILE_BYTES:
-            raise ModelError(f"{name} is larger than {MAX_FILE_BYTES // 2**20} MiB")
+        cap = file_cap(name, max_model_bytes)
+        if len(data) > cap:
+            raise ModelError(f"{name} is larger than {cap / 2**20:g} MiB, the most the rig takes")
     try:
         metrics = json.loads(files[METRICS_FILE])
     except (ValueError, UnicodeDecodeError) as exc:
@@ -333,8 +370,7 @@ def check_upload(files: Mapping[str, bytes]) -> tuple[list[str], dict[str, Any]]
     snapshot = metrics.get("snapshot")
     if not isinstance(snapshot, str) or not SNAPSHOT_ID_RE.match(snapshot):
         raise ModelError(
-            f'metrics.json must name the snapshot it was trained on, e.g. "snapshot": '
-            f'"snap-0001" (got {snapshot!r})'
+            'metrics.json must name the snapshot it was trained on, e.g. "snapshot": "snap-0001"'
         )
     try:
         text = files[LABELS_FILE].decode("utf-8")
@@ -346,6 +382,19 @@ def check_upload(files: Mapping[str, bytes]) -> tuple[list[str], dict[str, Any]]
     return labels, metrics
 
 
+def file_cap(name: str, max_model_bytes: int) -> int:
+    """The most bytes the upload part ``name`` may have (``.tflite``: the configured cap)."""
+    return SMALL_FILE_BYTES.get(name, max_model_bytes)
+
+
+def file_sha256(model: dict[str, Any], name: str) -> str:
+    """The sha256 recorded at upload for one of a model's files."""
+    for entry in model.get("files") or []:
+        if entry.get("name") == name:
+            return str(entry["sha256"])
+    raise ModelError(f"{model['id']} has no recorded {name}; push the model again")
+
+
 def snapshot_classes(data_dir: Path, snapshot_id: str) -> list[str]:
     """The snapshot's labels in its fixed class order (NotFound when the rig has no such one)."""
     from capture.snapshot import load_manifest
@@ -355,45 +404,14 @@ def snapshot_classes(data_dir: Path, snapshot_id: str) -> list[str]:
     return [str(c["label"]) for c in classes]
 
 
-def labels_match(labels: list[str], classes: list[str], snapshot_id: str) -> tuple[bool, str]:
-    if labels == classes:
-        return True, f"labels are {snapshot_id}'s {len(classes)} classes in its order"
-    if sorted(labels) == sorted(classes):
-        return False, (
-            f"labels.txt has {snapshot_id}'s classes in another order; the model's outputs "
-            "must follow the manifest's class indices"
-        )
-    extra, lacking = sorted(set(labels) - set(classes)), sorted(set(classes) - set(labels))
-    return False, f"labels differ from {snapshot_id}'s classes (extra {extra}, missing {lacking})"
-
-
-def evaluate(classifier: Classifier, shots: list[TestShot]) -> float:
-    """Top-1 accuracy over ``shots``, compared by label (models may differ in class order)."""
-    if not shots:
-        return 0.0
-    correct = 0
-    for shot in shots:
-        image = read_rgb(shot.path)
-        prediction = classifier.predict(image, shot.bbox, shot.colour_matrix, top_k=1)
-        correct += prediction.label == shot.label
-    return correct / len(shots)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """A stored JPEG as RGB ``uint8`` (the pixel convention of every camera driver)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise RigError(f"cannot read the stored image {path}; run `partrig dataset check`")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def _test_shot(data_dir: Path, row: dict[str, Any]) -> TestShot:
     box = (row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"])
     bbox = None if any(v is None for v in box) or not (box[2] and box[3]) else box
     matrix = row.get("colour_matrix")
     if isinstance(matrix, str):
         matrix = json.loads(matrix)
-    return TestShot(int(row["id"]), str(row["label"]), Path(data_dir) / row["path"], bbox, matrix)
+    path = (Path(data_dir) / row["path"]).resolve()
+    return TestShot(int(row["id"]), str(row["label"]), path, bbox, matrix)
 
 
 __all__ = [
@@ -402,6 +420,7 @@ __all__ = [
     "TestShot",
     "check_upload",
     "evaluate",
+    "file_cap",
     "labels_match",
     "snapshot_classes",
 ]

@@ -12,6 +12,7 @@ Predictions go through :func:`classify.preprocess.prepare`, the same code traini
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,39 @@ def read_labels(path: Path) -> list[str]:
 
 
 @dataclass(frozen=True)
+class ModelLimits:
+    """Bounds an untrusted model must fit before the runtime allocates anything for it.
+
+    Why: a model's input shape decides the size of the tensor arena.  A few bytes of flatbuffer
+    can ask for an 8192 x 8192 x 3 input and so hundreds of MB; the sorter only ever feeds one
+    square crop of a few hundred pixels.
+    """
+
+    max_input_side: int = 1024
+    max_tensors: int = 10_000
+
+    def check(self, interpreter: Any, name: str = MODEL_FILE) -> None:
+        """Raise ModelError when the parsed, not yet allocated, model exceeds a bound."""
+        cap = self.max_input_side * self.max_input_side * 3
+        for detail in interpreter.get_input_details():
+            shape = [int(v) for v in detail["shape"]]
+            if any(v < 0 for v in shape) or math.prod(shape[1:]) > cap:
+                raise ModelError(
+                    f"{name} takes an input of shape {shape}; the rig accepts at most "
+                    f"{self.max_input_side} x {self.max_input_side} pixels "
+                    "(models.max_input_side): export the model at the size it was trained at"
+                )
+            if len(shape) == 4 and shape[0] != 1:
+                raise ModelError(f"{name} takes a batch of {shape[0]}; export it with batch 1")
+        count = len(interpreter.get_tensor_details())
+        if count > self.max_tensors:
+            raise ModelError(
+                f"{name} has {count} tensors; the rig accepts at most {self.max_tensors} "
+                "(models.max_tensors)"
+            )
+
+
+@dataclass(frozen=True)
 class Prediction:
     """What the model thinks one part is."""
 
@@ -109,17 +143,51 @@ class Classifier:
             )
 
     @classmethod
-    def load(cls, model_path: Path, labels: Sequence[str], num_threads: int = 2) -> Classifier:
+    def load(
+        cls,
+        model_path: Path,
+        labels: Sequence[str],
+        num_threads: int = 2,
+        *,
+        limits: ModelLimits | None = None,
+    ) -> Classifier:
         """Load ``model_path`` with the first runtime available (see :data:`RUNTIMES`)."""
         model_path = Path(model_path)
         if not model_path.is_file():
             raise ModelError(f"no model file at {model_path}; check the path")
+        try:
+            content = model_path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read {model_path}: {exc.strerror}") from None
+        return cls.from_bytes(content, labels, num_threads, limits=limits, name=model_path.name)
+
+    @classmethod
+    def from_bytes(
+        cls,
+        content: bytes,
+        labels: Sequence[str],
+        num_threads: int = 2,
+        *,
+        limits: ModelLimits | None = None,
+        name: str = MODEL_FILE,
+    ) -> Classifier:
+        """Load a model from its bytes, so the bytes a caller checksummed are the ones that run.
+
+        With ``limits``, the input shape and tensor count are checked after the model is parsed
+        and *before* its tensors are allocated: an 8192 x 8192 input is refused without the
+        runtime ever allocating its arena.
+        """
         runtime, interpreter_class = find_interpreter()
         try:
-            interpreter = interpreter_class(model_path=str(model_path), num_threads=num_threads)
+            interpreter = interpreter_class(model_content=bytes(content), num_threads=num_threads)
+            if limits is not None:
+                limits.check(interpreter, name)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{runtime} cannot load {model_path.name}: {exc}") from None
+            # NOTE: an allocation refused by the validation child's memory limit comes back
+            # with an empty message; say what it most likely was.
+            why = str(exc).strip() or "the runtime gave no reason (most often memory)"
+            raise ModelError(f"{runtime} cannot load {name}: {why}") from None
         return cls(interpreter, labels, runtime)
 
     @classmethod

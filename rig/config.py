@@ -272,6 +272,15 @@ class SorterConfig(_Section):
 class ModelsConfig(_Section):
     accuracy_tolerance: float = Field(0.02, ge=0, le=1)
     accuracy_floor: float = Field(0.8, ge=0, le=1, description="needed when no model is active")
+    # NOTE: uploaded models are untrusted; docs/security.md "Untrusted models" explains each.
+    max_model_file_mb: int = Field(64, ge=1, le=1024, description="per .tflite file")
+    max_input_side: int = Field(1024, ge=8, le=4096, description="model input, pixels a side")
+    max_tensors: int = Field(10_000, ge=10, le=1_000_000)
+    check_memory_mb: int = Field(1024, ge=64, description="validation child, beyond its imports")
+    check_cpu_s: int = Field(300, ge=1, description="validation child's CPU time")
+    check_timeout_s: float = Field(300.0, gt=0, description="validation child's wall clock")
+    keep_rejected: int = Field(10, ge=1, description="rejected uploads whose files are kept")
+    rejected_quota_mb: int = Field(256, ge=1, description="bytes of rejected uploads kept")
     max_upload_mb: int = Field(
         64, ge=1, le=4096, description="largest model upload request (all its files, MiB)"
     )

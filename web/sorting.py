@@ -62,6 +62,9 @@ def open_sorting(settings: Settings, store: Any, rig: Any) -> Sorting:
     leftovers = registry.remove_staging_leftovers()
     if leftovers:
         log.warning("removed unfinished model uploads: %s", leftovers)
+    unfinished = registry.reject_unfinished()
+    if unfinished:
+        log.warning("rejected uploads whose validation never finished: %s", unfinished)
     sorting = Sorting(sorter, registry, error, actuator)
     if sorter is not None:
         _load_active_model(sorting)

@@ -111,6 +111,29 @@ class ModelsMixin(StoreBase):
                 self.get_model(model_id)
                 raise RunStateError(f"{model_id} was already validated")
 
+    def remove_rejected_model(self, model_id: str) -> None:
+        """Delete a rejected upload, files and row (the registry's quota prunes with this).
+
+        Crash-safe in this order: the folder is first renamed to an ``.upload-`` name, which
+        start-up removes as an unfinished upload; then the row goes; then the files.
+        """
+        import shutil
+
+        root = self.data_dir / MODELS_DIR
+        folder = root / model_id
+        doomed = root / f".upload-pruned-{model_id}.tmp"
+        with self.transaction() as conn:
+            if self._model_state(conn, model_id) != "rejected":
+                raise RunStateError(f"{model_id} is not rejected; only rejected uploads are pruned")
+            if folder.exists():
+                try:
+                    folder.rename(doomed)
+                    fsync_dir(root, self.fs)
+                except OSError as exc:
+                    raise os_error(exc, f"pruning {model_id}", root) from None
+            conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
+        shutil.rmtree(doomed, ignore_errors=True)
+
     # --- reading ---------------------------------------------------------------------------------
 
     def get_model(self, model_id: str) -> dict[str, Any]:

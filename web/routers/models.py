@@ -3,7 +3,9 @@
 Why the upload answers only after validation: the trainer's ``partrig model push`` should learn
 at once whether its model passed on this rig (and if not, why), instead of polling.  A model
 that is not a model at all (files missing, metrics.json unreadable) is a 422 and nothing is
-stored; a real model that fails a check is stored as ``rejected`` with its reasons (201).
+stored; a real model that fails a check, or crashes the validation child, is stored as
+``rejected`` with its reasons (201).  The server process never parses the uploaded model: the
+registry validates it in a child process (docs/security.md, "Untrusted models").
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Path, Request, UploadFile
 
-from classify.registry import MAX_FILE_BYTES, UPLOAD_FILES
+from classify.registry import UPLOAD_FILES, file_cap
 from rig.errors import ModelError
 from web.deps import OperatorAuth, StoreDep, TrainerAuth, ViewerAuth
 
@@ -49,13 +51,15 @@ async def upload(
             raise ModelError(f"unexpected file {name!r}: upload only {', '.join(UPLOAD_FILES)}")
         if name in contents:
             raise ModelError(f"{name} was sent twice; send each file once")
-        data = await part.read(MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            raise ModelError(f"{name} is larger than {MAX_FILE_BYTES // 2**20} MiB")
+        cap = file_cap(name, registry.max_model_bytes)
+        data = await part.read(cap + 1)
+        if len(data) > cap:
+            raise ModelError(f"{name} is larger than {cap / 2**20:g} MiB, the most the rig takes")
         contents[name] = data
     from starlette.concurrency import run_in_threadpool
 
-    # NOTE: validation runs the model over the test split; keep the event loop free meanwhile.
+    # NOTE: validation runs in a child process (classify.check_process) that this thread waits
+    # for; the event loop stays free meanwhile.
     return await run_in_threadpool(registry.upload, contents, who.name)
 
 
@@ -90,5 +94,8 @@ def model(model_id: ModelId, store: StoreDep, who: ViewerAuth) -> dict[str, Any]
 
 @router.post("/{model_id}/activate")
 def activate(model_id: ModelId, request: Request, who: OperatorAuth) -> dict[str, Any]:
-    """Make a validated model live; the running sorter switches to it without a restart."""
+    """Make a validated model live; the running sorter switches to it without a restart.
+
+    409 for a model that is not validated: its state is checked before its file is read.
+    """
     return get_registry(request).activate(model_id, who.name)
