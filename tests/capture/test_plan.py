@@ -198,3 +198,21 @@ def test_expansion_is_deterministic_complete_and_prompts_exactly_on_changes(plan
             assert s.prompt_before.kind == want
         prev = s
     assert count_operator_actions(shots) == sum(len(s.actions) for s in shots)
+
+
+def test_a_plan_over_the_shot_cap_is_refused_by_arithmetic_before_expansion():
+    from capture.plan import DEFAULT_MAX_SHOTS
+
+    lights = ", ".join(f"{i / 300:.4f}" for i in range(300))
+    text = (
+        'name = "big"\nbackgrounds = [1]\nangles_per_rev = 3600\n'
+        f'lights = [{lights}]\nparts = [{{ label = "a", instance = "a1" }}]\n'
+    )
+    with pytest.raises(PlanError, match=r"1,080,000 shots, more than the limit of 20,000"):
+        load_plan(text)
+    assert DEFAULT_MAX_SHOTS == 20_000
+    plan = load_plan(text, max_shots=None)  # a stored run being resumed is not re-capped
+    assert plan.shot_count() == 1_080_000
+    with pytest.raises(PlanError, match="limit of 5"):
+        load_plan(BASE, max_shots=5)
+    assert load_plan(BASE, max_shots=load_plan(BASE).shot_count())

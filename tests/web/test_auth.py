@@ -169,3 +169,56 @@ def test_the_sim_demo_on_loopback_gets_a_one_time_password(tmp_path):
     assert password and verify_password(bare.auth.operator_password_hash, password)
     assert demo_password(make_settings(tmp_path), "127.0.0.1") is None
     assert password != PASSWORD
+
+
+def test_a_password_check_while_the_slots_are_busy_is_refused_at_once(monkeypatch):
+    import asyncio
+    import threading
+    import time
+
+    from web.routers import auth
+
+    release = threading.Event()
+    monkeypatch.setattr(auth, "verify_password", lambda h, p: release.wait(10))
+    gate = auth.LoginGate(per_client=10, global_limit=10, concurrency=1)
+
+    async def two_at_once() -> None:
+        first = asyncio.ensure_future(gate.verify("hash", "pw"))
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        with pytest.raises(auth.LoginRefused, match="checking other sign-ins"):
+            await gate.verify("hash", "pw")
+        assert time.monotonic() - t0 < 1.0  # answered, not queued behind the first
+        release.set()
+        assert await first
+        assert await gate.verify("hash", "pw")  # the slot is free again
+
+    asyncio.run(two_at_once())
+
+
+def test_sessions_expire_and_the_oldest_goes_when_full():
+    from web.security import SessionStore
+
+    now = [1000.0]
+    store = SessionStore(ttl_s=60, max_sessions=2, clock=lambda: now[0])
+    a, _ = store.create("operator")
+    b, _ = store.create("operator")
+    c, session = store.create("operator")
+    assert store.get(a) is None and store.get(b) is not None
+    assert store.get(c) == session and session.csrf
+    now[0] += 61
+    assert store.get(b) is None and store.get(c) is None
+
+
+def test_validation_errors_never_carry_the_input_and_render_for_nan(client):
+    r = client.post("/api/rig/jog", json={"degrees": "x" * 50}, headers=OP)
+    assert r.status_code == 422
+    assert r.json()["detail"] == [
+        {"type": "float_parsing", "loc": ["body", "degrees"], "msg": r.json()["detail"][0]["msg"]}
+    ]
+    r = client.post(
+        "/api/rig/jog",
+        content=b'{"degrees": NaN}',
+        headers={**OP, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422 and "NaN" in r.json()["detail"]
