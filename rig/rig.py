@@ -252,7 +252,9 @@ def open_rig(settings: Settings, *, with_camera: bool = True) -> Rig:
         opened.append(link)
         # NOTE: before anything moves: refuse a firmware whose position partrig cannot trust.
         check_firmware(link, settings.turntable, settings.lights)
-        turntable = Turntable(link, settings.turntable)
+        turntable = Turntable(
+            link, settings.turntable, clock=clock.now if clock is not None else None
+        )
         turntable.setup()
         if settings.sim:
             # NOTE: the simulated table powers up exactly at its zero mark, so the simulated

@@ -45,12 +45,14 @@ import logging
 import math
 import re
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from rig.config import TurntableConfig
 from rig.errors import FirmwareReset, GcodeError, MotionError, PortLost, PositionLost
 from rig.lights import _event_kind
-from rig.motion import duration
+from rig.motion import MoveOverhead, duration
 
 log = logging.getLogger("rig.turntable")
 
@@ -65,7 +67,10 @@ MAX_PORT_RETURNS = 3
 class Turntable:
     """The rotary axis.  Thread-safe; one instance per link."""
 
-    def __init__(self, link: Any, config: TurntableConfig) -> None:
+    def __init__(
+        self, link: Any, config: TurntableConfig, *, clock: Callable[[], float] | None = None
+    ) -> None:
+        """``clock`` times moves for :attr:`overhead` (the simulated rig passes its own)."""
         self.link = link
         self.config = config
         self.steps_per_degree = config.steps_per_degree
@@ -88,6 +93,11 @@ class Turntable:
         self._seen_resets = getattr(link, "resets", 0)
         self._seen_reconnects = getattr(link, "reconnects", 0)
         self._pending_s = 0.0  # predicted seconds of the moves not yet waited for
+        self._now = clock or time.monotonic
+        self._chain_start = 0.0  # when the first move not yet waited for was sent
+        self._chain_moves = 0
+        #: Measured time per move beyond the trapezoid (the firmware's own overhead).
+        self.overhead = MoveOverhead()
         self.fault: str | None = None
         add = getattr(link, "add_listener", None)
         if add is not None:
@@ -322,6 +332,9 @@ class Turntable:
     def _go(self, nominal_deg: float) -> None:
         # NOTE: moves queue back to back in the firmware, so the wait covers them all.
         self._pending_s += self.move_time(nominal_deg - self._nominal)
+        if not self._moving:
+            self._chain_start, self._chain_moves = self._now(), 0
+        self._chain_moves += 1
         self._nominal = nominal_deg
         host_target = round(nominal_deg * self.steps_per_degree)
         if not self._moving:
@@ -355,9 +368,11 @@ class Turntable:
     def wait(self) -> float:
         """Wait for the move to end, verify it, return the measured angle (0..360)."""
         with self._lock:
+            started = self._now()
             for _ in range(MAX_PORT_RETURNS):
                 self._prepare()  # after a reconnect: proves the count, resends or raises
                 self._ask("M400", timeout=self._long_timeout())
+                done = self._now()
                 count = self._query_count()
                 self._note_reconnects()
                 if not self._check_pending:
@@ -378,11 +393,24 @@ class Turntable:
                 )
             self._moving = False
             self._verified = True
+            self._observe_overhead(started, done)
             self._pending_s = 0.0
             assert count is not None
             measured = (count + self._offset) / self.steps_per_degree % 360.0
             self._maybe_rezero()
             return measured
+
+    def _observe_overhead(self, started: float, done: float) -> None:
+        # NOTE: a wait that began after the moves should have ended measures the caller's
+        # delay, not the firmware's: only waits that caught the moves running count.
+        predicted = self._pending_s
+        if self._chain_moves and started <= self._chain_start + predicted:
+            self.overhead.observe(predicted, done - self._chain_start, self._chain_moves)
+
+    @property
+    def move_overhead_s(self) -> float:
+        """Seconds each move has taken beyond the trapezoid prediction (running estimate)."""
+        return self.overhead.per_move_s
 
     def _long_timeout(self) -> float:
         """How long M400 may stay silent: the predicted moves plus a command timeout.
