@@ -1,11 +1,13 @@
 """``partrig capture PLAN.toml [--sim] [--data DIR]`` and ``partrig capture --resume RUN_ID``.
 
-Why two modes: one process owns the hardware (contracts.md).  When ``partrig serve`` is up, the
-command hands the plan to it over the HTTP API (``X-Api-Key`` from ``auth.operator_keys[0]``)
-and follows the run from there; when none is running it opens the rig itself and runs the
-engine in this process, with a rich progress bar, an ETA, and operator prompts answered at the
-terminal.  With ``--sim`` the simulated operator performs each prompt's action after Enter, or
-at once with ``--yes``.  Ctrl-C leaves the run ``interrupted``, so ``--resume`` continues it.
+Why two modes: one process owns the hardware (contracts.md).  When ``partrig serve`` owns the
+data folder (its lock, :mod:`rig.owner`), the command hands the plan to it over the HTTP API
+(``X-Api-Key`` from ``auth.operator_keys[0]``) and follows the run from there; ``--local`` then
+refuses, naming the server.  When nothing owns it, the command takes the lock, opens the rig
+and runs the engine in this process, with a rich progress bar, an ETA, and operator prompts
+answered at the terminal.  With ``--sim`` the simulated operator performs each prompt's action
+after Enter, or at once with ``--yes``.  Ctrl-C leaves the run ``interrupted``, so
+``--resume`` continues it.
 
 Exit codes: 0 completed, 1 failed, 2 bad input (plan, configuration, data dir, camera),
 3 aborted or interrupted.
@@ -30,10 +32,11 @@ from rich.progress import (
 )
 
 from capture.run import CaptureRun, recover_interrupted_runs
-from capture.run_remote import RemoteCapture, server_is_up
+from capture.run_remote import RemoteCapture, find_owner
 from capture.run_state import RunState
 from rig.config import Settings, load_settings
 from rig.errors import RigError
+from rig.owner import DataFolderLock, refuse
 
 console = Console()
 err_console = Console(stderr=True)
@@ -77,8 +80,16 @@ def capture_command(
         if data is not None:
             settings.data.dir = data
         plan_toml = _read_plan(plan) if plan is not None else None
-        if not local and server_is_up(settings):
-            remote = RemoteCapture(settings, console)
+        owner = find_owner(settings)
+        if owner is not None and (local or not owner.is_server):
+            instead = (
+                "drop --local to hand the plan to the server, or stop the server"
+                if owner.is_server
+                else "wait until it ends"
+            )
+            raise refuse(owner, "`partrig capture" + (" --local`" if local else "`"), instead)
+        if owner is not None:
+            remote = RemoteCapture(settings, console, url=owner.url)
             state = remote.run(plan_toml, resume)
         else:
             state = run_locally(
@@ -115,7 +126,14 @@ def run_locally(
     from capture.store import DatasetStore
     from rig.rig import open_rig
 
-    store = DatasetStore.open(settings.data.dir)
+    # NOTE: this process now owns the rig and the data folder: a server started meanwhile
+    # refuses, and recovery and temp-file cleanup below run only in the lock's holder.
+    owner = DataFolderLock(settings.data.dir, "capture").acquire()
+    try:
+        store = DatasetStore.open(settings.data.dir)
+    except BaseException:
+        owner.close()
+        raise
     try:
         recover_interrupted_runs(store)
         startup_check = getattr(store, "startup_check", None)
@@ -137,6 +155,7 @@ def run_locally(
             return TerminalOperator(run, answer_at_once, settings.sim).follow()
     finally:
         store.close()
+        owner.close()
 
 
 class TerminalOperator:

@@ -3,7 +3,8 @@
 Why: when the server is up it holds the serial port and the camera, so ``partrig capture``
 must not open them too; it creates and starts the run through the HTTP API instead and follows
 its progress, answering prompts at the terminal.  The key is ``auth.operator_keys[0]``, sent in
-the ``X-Api-Key`` header (contracts.md).
+the ``X-Api-Key`` header (contracts.md).  The server is found through the data folder's lock
+(:mod:`rig.owner`), which names its URL, and only then by probing the configured port.
 """
 
 from __future__ import annotations
@@ -17,26 +18,24 @@ from rich.console import Console
 from capture.run_state import FINAL_STATES, RunState, parse_state
 from rig.config import Settings
 from rig.errors import ConfigError, RigError, RunStateError
-
-HEALTH_TIMEOUT_S = 0.5
+from rig.owner import Owner, client_url, hardware_owner
 
 
 def base_url(settings: Settings) -> str:
-    host = settings.web.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"  # NOTE: a wildcard bind is reachable on loopback.
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{settings.web.port}"
+    """The configured server address as this machine reaches it."""
+    return client_url(settings.web.host, settings.web.port)
+
+
+def find_owner(settings: Settings) -> Owner | None:
+    """Who owns the rig now: the data folder's lock holder (a ``partrig serve`` on any port,
+    or another command that opened the rig), else a server answering on the configured port."""
+    return hardware_owner(settings.data.dir, settings.web.host, settings.web.port)
 
 
 def server_is_up(settings: Settings) -> bool:
-    """True when ``GET /api/health`` answers 200 on the configured address."""
-    try:
-        reply = httpx.get(base_url(settings) + "/api/health", timeout=HEALTH_TIMEOUT_S)
-    except httpx.HTTPError:
-        return False
-    return reply.status_code == 200
+    """True when a ``partrig serve`` owns this rig (see :func:`find_owner`)."""
+    owner = find_owner(settings)
+    return owner is not None and owner.is_server
 
 
 class RemoteCapture:
@@ -48,6 +47,7 @@ class RemoteCapture:
         console: Console,
         poll_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        url: str | None = None,
     ) -> None:
         keys = settings.auth.operator_keys
         if not keys:
@@ -56,7 +56,7 @@ class RemoteCapture:
                 " key to the configuration (see `partrig auth new-key`), or stop the server"
             )
         self.client = httpx.Client(
-            base_url=base_url(settings),
+            base_url=url or base_url(settings),
             headers={"X-Api-Key": keys[0]},
             timeout=10.0,
             transport=transport,

@@ -18,6 +18,7 @@ from capture.formats import FORMATS
 from capture.snapshot_filter import GROUP_BY
 from rig.cli import ConfigOption, DataOption
 from rig.errors import RigError
+from rig.owner import DataFolderLock, current_owner, refuse
 
 console = Console()
 err_console = Console(stderr=True)
@@ -90,7 +91,19 @@ def snapshot_command(
             min_per_class=min_per_class,
         )
         directory = data if data is not None else settings.data.dir
-        with console.status("writing the snapshot..."), DatasetStore.open(directory) as store:
+        owner = current_owner(directory)
+        if owner is not None:
+            # NOTE: the server has no API that writes a snapshot, and its start-up cleanup
+            # must never meet a half-written one, so the store's one writer is the lock holder.
+            raise refuse(
+                owner, "`partrig dataset snapshot`", "stop it, write the snapshot, start it again"
+            )
+        lock = DataFolderLock(directory, "dataset snapshot")
+        with (
+            lock,
+            console.status("writing the snapshot..."),
+            DatasetStore.open(directory) as store,
+        ):
             manifest = create_snapshot(store, settings, flt, rules, formats=tuple(fmt or FORMATS))
             report = json.loads(
                 (store.data_dir / "snapshots" / manifest["id"] / "report.json").read_text()
@@ -122,6 +135,10 @@ def snapshot_command(
         f"[{colour}]duplicates across splits[/]: {dup['exact_cross_split']} exact, "
         f"{dup['near_cross_split']} near (see report.md)"
     )
+    if settings.storage.publish_after_snapshot:
+        from capture.publish_cli import publish_after_snapshot
+
+        publish_after_snapshot(settings, data or settings.data.dir, manifest["id"])
 
 
 def snapshots_command(data: DataOption = None, config: ConfigOption = None) -> None:

@@ -1,10 +1,13 @@
 """``partrig sort [--sim] [--parts N]``: run the sorter from a terminal.
 
-Why two modes: one process owns the hardware (contracts.md).  When ``partrig serve`` is up, it
-holds the camera and the actuator, so this command starts the server's sorter over the HTTP API
-(``X-Api-Key`` from ``auth.operator_keys[0]``), follows its status, and stops it after N parts
-or on Ctrl-C.  When no server runs, it opens the camera and the actuator itself, loads the
-active model from the store, takes the empty reference and sorts in this process.  With
+Why two modes: one process owns the hardware (contracts.md).  When ``partrig serve`` owns the
+data folder (its lock, :mod:`rig.owner`), it holds the camera and the actuator, so this command
+starts the server's sorter over the HTTP API (``X-Api-Key`` from ``auth.operator_keys[0]``),
+follows its status, and stops it after N parts or on Ctrl-C; ``--local`` then refuses, naming
+the server.  When nothing owns it, it takes the lock, opens the camera and the actuator itself,
+loads the active model from the store, takes the empty reference and sorts in this process.
+Without an active model it refuses unless ``--collect-for-review`` says every part may go to
+the review bin (contracts.md, #7).  With
 ``--sim`` the parts come from the simulated feeder (classify/feeder_sim.py).
 
 Exit codes: 0 done (N parts, or stopped with Ctrl-C), 1 a fault latched (its incident is
@@ -23,15 +26,20 @@ import httpx
 import typer
 from rich.console import Console
 
-from capture.run_remote import base_url, server_is_up
+from capture.run_remote import base_url, find_owner
 from capture.store import DatasetStore
 from rig.config import Settings, load_settings
-from rig.errors import ConfigError, RigError
+from rig.errors import ConfigError, RigError, RunStateError
+from rig.owner import DataFolderLock, refuse
 
 console = Console()
 err_console = Console(stderr=True)
 POLL_S = 1.0
 CHUNK = 10
+NO_MODEL = (
+    "no model is active, so every part would go to review: activate a model (Models page), "
+    "or pass --collect-for-review to sort into the review bin on purpose"
+)
 
 
 def sort_command(
@@ -48,6 +56,13 @@ def sort_command(
         typer.Option("--acknowledge", help="the latched sorter fault is dealt with: clear it"),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="simulated feeder's seed")] = 0,
+    collect_for_review: Annotated[
+        bool,
+        typer.Option(
+            "--collect-for-review",
+            help="no model is active: sort anyway, sending every part to review",
+        ),
+    ] = False,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="configuration file")
     ] = None,
@@ -57,10 +72,18 @@ def sort_command(
         settings = load_settings(config, sim=sim)
         if data is not None:
             settings.data.dir = data
-        if not local and server_is_up(settings):
-            code = sort_remotely(settings, parts, acknowledge)
+        owner = find_owner(settings)
+        if owner is not None and (local or not owner.is_server):
+            instead = (
+                "drop --local to drive the server's sorter, or stop the server"
+                if owner.is_server
+                else "wait until it ends"
+            )
+            raise refuse(owner, "`partrig sort" + (" --local`" if local else "`"), instead)
+        if owner is not None:
+            code = sort_remotely(settings, parts, acknowledge, collect_for_review, url=owner.url)
         else:
-            code = sort_locally(settings, parts, acknowledge, seed)
+            code = sort_locally(settings, parts, acknowledge, seed, collect_for_review)
     except RigError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -70,13 +93,21 @@ def sort_command(
 # --- in this process -------------------------------------------------------------------------
 
 
-def sort_locally(settings: Settings, parts: int, acknowledge: bool, seed: int = 0) -> int:
+def sort_locally(
+    settings: Settings,
+    parts: int,
+    acknowledge: bool,
+    seed: int = 0,
+    collect_for_review: bool = False,
+) -> int:
     """Open the camera, actuator, store and active model here and sort ``parts`` parts."""
     from classify.actuator import open_actuator
     from classify.registry import ModelRegistry
     from classify.sorter import Sorter
 
     with contextlib.ExitStack() as stack:
+        # NOTE: this process now owns the hardware and the data folder (rig/owner.py).
+        stack.enter_context(DataFolderLock(settings.data.dir, "sort"))
         store = DatasetStore.open(settings.data.dir, thumbnail_px=settings.data.thumbnail_px)
         stack.callback(store.close)
         camera, world, clock, truth = _platform(settings, seed, stack)
@@ -87,7 +118,10 @@ def sort_locally(settings: Settings, parts: int, acknowledge: bool, seed: int = 
         classifier, model_id = ModelRegistry(store, settings, None).load_active()
         sorter.set_classifier(classifier, model_id)
         if classifier is None:
-            console.print("[yellow]no model is active: every part goes to the review bin[/]")
+            if not collect_for_review:
+                raise RunStateError(NO_MODEL)
+            console.print("[yellow]collect for review: no model is active, every part goes to "
+                          "the review bin[/]")  # fmt: skip
         else:
             console.print(f"model {model_id} on {classifier.runtime}")
         if acknowledge:
@@ -150,7 +184,9 @@ def sort_remotely(
     settings: Settings,
     parts: int,
     acknowledge: bool,
+    collect_for_review: bool = False,
     transport: httpx.BaseTransport | None = None,
+    url: str | None = None,
 ) -> int:
     """Start the server's sorter, follow it, stop it after ``parts`` parts or on Ctrl-C."""
     keys = settings.auth.operator_keys
@@ -160,11 +196,12 @@ def sort_remotely(
             " to the configuration (see `partrig auth new-key`), or stop the server"
         )
     with httpx.Client(
-        base_url=base_url(settings), headers={"X-Api-Key": keys[0]}, transport=transport
+        base_url=url or base_url(settings), headers={"X-Api-Key": keys[0]}, transport=transport
     ) as client:
         if acknowledge:
             _call(client, "POST", "/api/sorter/acknowledge")
-        status = _call(client, "POST", "/api/sorter/start")
+        body = {"collect_for_review": True} if collect_for_review else None
+        status = _call(client, "POST", "/api/sorter/start", body)
         first = int(status.get("counts", {}).get("decisions", 0))
         console.print(
             f"the server's sorter is {status.get('state')} (model {status.get('model_id')})"
@@ -190,9 +227,11 @@ def sort_remotely(
     return 0
 
 
-def _call(client: httpx.Client, method: str, path: str) -> dict[str, Any]:
+def _call(
+    client: httpx.Client, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     try:
-        reply = client.request(method, path, timeout=30.0)
+        reply = client.request(method, path, json=body, timeout=30.0)
     except httpx.HTTPError as exc:
         raise RigError(f"the partrig server did not answer {path}: {exc}") from None
     if reply.status_code >= 400:

@@ -42,7 +42,7 @@ from classify.preprocess import crop_square, square_region
 from classify.presence import PresenceDetector, median_frame
 from rig.camera import check_frame
 from rig.config import Settings
-from rig.errors import CameraError, FaultLatched, RigError
+from rig.errors import CameraError, FaultLatched, RigError, RunStateError
 
 CAMERA_RETRIES = 3
 CAMERA_RETRY_DELAY_S = 0.05
@@ -51,6 +51,10 @@ TOP_K = 3
 #: Incident kinds the sorter latches on; ``sorter_camera_retry`` is recorded but not latched.
 FAULT_KINDS = ("camera", "stuck", "actuator", "model", "log", "internal")
 RETRY_KIND = "sorter_camera_retry"
+NO_MODEL = (
+    "no model is active, so every part would go to review: activate a model on the Models "
+    'page, or choose "collect for review" to sort every part into the review bin on purpose'
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class Sorter:
         self._since = 0.0
         self._still = 0
         self._decided = 0
+        self._collect_for_review = False
         self.counts: dict[str, Any] = {
             "frames": 0,
             "decisions": 0,
@@ -131,6 +136,10 @@ class Sorter:
     def model_id(self) -> str | None:
         with self._model_lock:
             return self._model_id
+
+    def _classifier_missing(self) -> bool:
+        with self._model_lock:
+            return self._classifier is None
 
     # --- the reference ---------------------------------------------------------------------------
 
@@ -156,15 +165,35 @@ class Sorter:
         thread = self._thread
         return "running" if thread is not None and thread.is_alive() else "stopped"
 
-    def start(self) -> None:
-        """Run the loop in a thread (taking the reference first if there is none)."""
+    @property
+    def collect_for_review(self) -> bool:
+        """Started on purpose without a model: every part goes to the review bin (banner)."""
+        return self._collect_for_review
+
+    def start(self, *, collect_for_review: bool = False) -> None:
+        """Run the loop in a thread (taking the reference first if there is none).
+
+        Refused (RunStateError) without a model unless ``collect_for_review`` says every part
+        may go to review, and (FaultLatched) while the sorter's or the rig's fault is latched.
+        """
         with self._lock:
             if self.incident is not None:
                 raise FaultLatched(self.incident["message"])
             if self._thread is not None and self._thread.is_alive():
                 return
+            rig_fault = self.store.active_fault()
+            if rig_fault:
+                raise FaultLatched(str(rig_fault.get("reason") or "rig fault"))
+            if self._classifier_missing() and not collect_for_review:
+                raise RunStateError(NO_MODEL)
+            self._collect_for_review = bool(collect_for_review)
             if self._presence is None:
                 self.take_reference()
+            # NOTE: what the loop knew about a part (its phase, arrival time, stillness) is
+            # stale after a stop; kept, a restart more than stuck_after_s later latched a
+            # "stuck part" at once.  Whatever is on the platform now is a new part.
+            self._phase, self._since, self._still = "empty", self._now(), 0
+            self._presence.forget()  # type: ignore[union-attr]
             self._stop.clear()
             self._halted = False
             self._thread = threading.Thread(target=self._run, name="sorter", daemon=True)
@@ -442,6 +471,7 @@ class Sorter:
         return {
             "state": self.state,
             "phase": self._phase,
+            "collect_for_review": self._collect_for_review,
             "model_id": model_id,
             "runtime": getattr(classifier, "runtime", None),
             "reference": self._presence is not None,

@@ -6,8 +6,9 @@ import every package; each layer contributes its own typer sub-app from a module
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -70,7 +71,11 @@ def config_show(config: ConfigOption = None, sim: SimOption = False) -> None:
 
 # --- partrig demo, partrig rig ... ------------------------------------------------------------
 
-rig_app = typer.Typer(help="Drive the turntable and lights directly.", no_args_is_help=True)
+rig_app = typer.Typer(
+    help="Drive the turntable and lights directly (through a running server's API when one "
+    "owns the rig).",
+    no_args_is_help=True,
+)
 
 
 def demo(
@@ -95,21 +100,83 @@ def demo(
         raise fail(exc) from None
 
 
-def _with_rig(config: Path | None, sim: bool, action) -> None:
+def _with_rig(
+    config: Path | None,
+    sim: bool,
+    action: Callable[[Any], None],
+    *,
+    command: str,
+    remote: tuple[str, str, dict[str, Any] | None] | None = None,
+) -> None:
+    """Run ``action`` on the rig opened here, or, when a server owns it, ``remote`` on its API.
+
+    ``remote`` is (method, path, JSON body) of the server's equivalent; None when it has none,
+    and then the command refuses, naming the server (one process owns the rig, contracts.md).
+    """
+    from rig.owner import DataFolderLock, hardware_owner, refuse
     from rig.rig import open_rig
 
     try:
-        with open_rig(load_settings(config, sim=sim), with_camera=False) as rig:
+        settings = load_settings(config, sim=sim)
+        owner = hardware_owner(settings.data.dir, settings.web.host, settings.web.port)
+        if owner is not None:
+            if remote is None or not owner.is_server:
+                what = (
+                    "use the Rig page of the web app for this, or stop the server"
+                    if owner.is_server
+                    else "wait until it ends"
+                )
+                raise refuse(owner, f"`partrig rig {command}`", what)
+            console.print_json(data=_through_server(settings, owner, command, *remote))
+            return
+        lock = DataFolderLock(settings.data.dir, f"rig {command}")
+        with lock, open_rig(settings, with_camera=False) as rig:
             action(rig)
             console.print_json(data=rig.status())
     except RigError as exc:
         raise fail(exc) from None
 
 
+def _through_server(
+    settings: Any, owner: Any, command: str, method: str, path: str, body: dict[str, Any] | None
+) -> Any:
+    """Ask the server that owns the rig to do it (operator key from auth.operator_keys[0])."""
+    import httpx
+
+    from rig.owner import refuse
+
+    keys = settings.auth.operator_keys
+    if not keys:
+        raise refuse(
+            owner,
+            f"`partrig rig {command}`",
+            "add an operator key to auth.operator_keys (`partrig auth new-key --role operator`) "
+            "so the command can go through the server's API, or use its web page",
+        )
+    try:
+        reply = httpx.request(
+            method, owner.url + path, json=body, headers={"X-Api-Key": keys[0]}, timeout=30.0
+        )
+    except httpx.HTTPError as exc:
+        raise RigError(f"{owner.describe()} did not answer {path}: {exc}") from None
+    try:
+        answer = reply.json()
+    except ValueError:
+        answer = {"detail": reply.text[:200]}
+    if reply.status_code >= 400:
+        detail = answer.get("detail", answer) if isinstance(answer, dict) else answer
+        raise RigError(
+            f"{owner.describe()} refused {method} {path} ({reply.status_code}): {detail}"
+        )
+    console.print(f"done by {owner.describe()}", highlight=False)
+    return answer
+
+
 @rig_app.command("status")
 def rig_status(config: ConfigOption = None, sim: SimOption = False) -> None:
     """Open the rig, print link, firmware, angle, lights and fault as JSON."""
-    _with_rig(config, sim, lambda rig: None)
+    _with_rig(config, sim, lambda rig: None, command="status",
+              remote=("GET", "/api/rig/status", None))  # fmt: skip
 
 
 @rig_app.command("rotate")
@@ -125,22 +192,25 @@ def rig_rotate(
         rig.turntable.rotate_to(degrees, mode)
         console.print(f"at {rig.turntable.wait():.3f}°")
 
-    _with_rig(config, sim, act)
+    # NOTE: the server has no absolute move (only a jog from where it is), so this refuses.
+    _with_rig(config, sim, act, command="rotate")
 
 
 @rig_app.command("zero")
 def rig_zero(config: ConfigOption = None, sim: SimOption = False) -> None:
     """Confirm the table is at its zero mark (G92 X0)."""
-    _with_rig(config, sim, lambda rig: rig.turntable.set_zero())
+    _with_rig(config, sim, lambda rig: rig.turntable.set_zero(), command="zero",
+              remote=("POST", "/api/rig/zero", None))  # fmt: skip
 
 
 @rig_app.command("home")
 def rig_home(config: ConfigOption = None, sim: SimOption = False) -> None:
     """Home on the X-min endstop (turntable.endstop = "x_min")."""
-    _with_rig(config, sim, lambda rig: rig.turntable.home())
+    _with_rig(config, sim, lambda rig: rig.turntable.home(), command="home")
 
 
 @rig_app.command("lights")
 def rig_lights(level: float, config: ConfigOption = None, sim: SimOption = False) -> None:
     """Set the light to LEVEL (0..1)."""
-    _with_rig(config, sim, lambda rig: rig.lights.set(level))
+    _with_rig(config, sim, lambda rig: rig.lights.set(level), command="lights",
+              remote=("POST", "/api/rig/lights", {"level": level}))  # fmt: skip

@@ -258,6 +258,10 @@ class ActuatorConfig(_Section):
 
 class SorterConfig(_Section):
     enabled: bool = False
+    collect_for_review: bool = Field(
+        False,
+        description="with no active model, start on boot anyway and send every part to review",
+    )
     confidence_threshold: float = Field(0.7, ge=0, le=1)
     stable_frames: int = Field(3, ge=1, le=100)
     presence_threshold: float = Field(

@@ -82,6 +82,15 @@ class FaultLatched(RigError):
         self.reason = reason
 
 
+class RigBusy(RigError):
+    """Another process owns the rig or its data folder (a running ``partrig serve``, or another
+    command that opened the hardware); the message names it and says what to do instead."""
+
+    def __init__(self, message: str, owner: object = None) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
 # --- motion ---------------------------------------------------------------------------------
 
 

@@ -8,6 +8,10 @@ closing the port does not drop DTR either.  All of this is best effort: on Linux
 raises DTR while opening before pyserial can lower it, and on a pty every modem-line ioctl
 fails with ENOTTY.  ``docs/protocol.md`` describes the hardware fix (a capacitor on RESET).
 
+The port is also opened exclusively (pyserial's ``exclusive=True``, an ``flock`` on the
+device): two processes never drive one board.  A second open fails with :class:`PortBusy`,
+naming the processes that hold the device where ``/proc`` shows them.
+
 pyserial is imported inside the functions so ``rig`` imports on machines without it.
 """
 
@@ -15,10 +19,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from typing import Protocol
 
-from rig.errors import LinkError
+from rig.errors import LinkError, RigBusy
 
 log = logging.getLogger("rig.link")
 
@@ -57,12 +62,16 @@ def open_serial(
         raise LinkError("pyserial is not installed; run `pip install pyserial`") from exc
 
     try:
+        # NOTE: exclusive=True makes pyserial flock() the device as it opens it, so a second
+        # process (another partrig, a terminal program using pyserial) cannot open the board
+        # beside us and interleave G-code (contracts.md, "Safety").  URL handlers ignore it.
         port = serial.serial_for_url(
             path,
             do_not_open=True,
             baudrate=baud,
             timeout=read_timeout_s,
             write_timeout=write_timeout_s,
+            exclusive=True,
         )
     except (ValueError, serial.SerialException) as exc:
         raise LinkError(f"serial.port {path!r} is not a usable port: {exc}") from exc
@@ -77,6 +86,13 @@ def open_serial(
     try:
         port.open()
     except (OSError, serial.SerialException) as exc:
+        if "exclusively lock" in str(exc):
+            holders = port_holders(path)
+            who = "; ".join(holders) if holders else "another process (not visible to this user)"
+            raise PortBusy(
+                f"serial port {path} is already open by {who}. One process owns the rig: use "
+                "the running `partrig serve` (its web page or API), or stop that process"
+            ) from exc
         raise LinkError(
             f"cannot open serial port {path}: {exc}. Check that the board is plugged in, that "
             f"serial.port names it, and that no other program (another partrig?) holds it"
@@ -84,6 +100,36 @@ def open_serial(
     if without_reset:
         _clear_hupcl(port)
     return port
+
+
+class PortBusy(LinkError, RigBusy):
+    """Another process holds the serial port open exclusively."""
+
+
+def port_holders(path: str) -> list[str]:
+    """``pid N (command line)`` for every process with ``path`` open (Linux /proc).
+
+    Best effort: processes of other users are invisible without root, and a pyserial URL has
+    no device to look for.
+    """
+    try:
+        target = os.path.realpath(path)
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    out: list[str] = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if not any(os.path.realpath(f"/proc/{pid}/fd/{fd}") == target for fd in fds):
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = " ".join(fh.read(300).replace(b"\0", b" ").decode(errors="replace").split())
+        except OSError:
+            continue
+        me = " (this process)" if int(pid) == os.getpid() else ""
+        out.append(f"pid {pid}{me} ({cmd or '?'})")
+    return out
 
 
 def _clear_hupcl(port: object) -> None:

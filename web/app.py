@@ -33,14 +33,28 @@ log = logging.getLogger("web")
 WEB_DIR = Path(__file__).resolve().parent
 
 
-def create_app(settings: Settings, *, rig: Any = None, store: Any = None) -> FastAPI:
-    """The app for ``settings``; a given ``rig``/``store`` is used (and not closed) as is."""
+def create_app(
+    settings: Settings, *, rig: Any = None, store: Any = None, owner: Any = None
+) -> FastAPI:
+    """The app for ``settings``; a given ``rig``/``store`` is used (and not closed) as is.
+
+    ``owner`` is the data folder's lock (:class:`rig.owner.DataFolderLock`) when the caller
+    already holds it (``partrig serve``); otherwise an app that opens its own store takes the
+    lock first, so start-up recovery and temp-file cleanup run only in the lock's holder.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened: list[Any] = []
         state = app.state
         state.settings = settings
+        state.owner = owner
+        if owner is None and store is None:
+            from rig.owner import DataFolderLock, client_url
+
+            url = client_url(settings.web.host, settings.web.port)
+            state.owner = DataFolderLock(settings.data.dir, "serve", url=url).acquire()
+            opened.append(state.owner)
         state.signer = Signer(session_secret(settings.auth))
         # NOTE: sessions live in memory (a restart signs everyone out): see web.security.
         state.sessions = SessionStore(ttl_s=settings.auth.session_hours * 3600)

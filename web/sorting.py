@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rig.config import Settings
-from rig.errors import RigError, RunStateError
+from rig.errors import FaultLatched, RigError, RunStateError
 
 log = logging.getLogger("web.sorting")
 
@@ -70,7 +70,8 @@ def open_sorting(settings: Settings, store: Any, rig: Any) -> Sorting:
         _load_active_model(sorting)
         if settings.sorter.enabled and sorting.error is None:
             try:
-                sorter.start()
+                require_no_rig_fault(rig)
+                sorter.start(collect_for_review=settings.sorter.collect_for_review)
                 log.info("the sorter started on boot")
             except RigError as exc:
                 sorting.error = f"the sorter did not start on boot: {exc}"
@@ -116,11 +117,30 @@ def _load_active_model(sorting: Sorting) -> None:
         log.info("the sorter uses %s (%s)", model_id, classifier.runtime)
 
 
-def require_idle_rig(runs: Any) -> None:
-    """The sorter and a capture run both need the camera: refuse to start beside a live run."""
+def require_idle_rig(runs: Any, rig: Any = None) -> None:
+    """The sorter and a capture run both need the camera: refuse to start beside a live run,
+    and (FaultLatched) while the rig's fault is latched (an e-stop stops everything)."""
     live = runs.live_run() if runs is not None else None
     if live is not None:
         raise RunStateError(
             f"capture run {live.run_id} is using the camera: let it finish or abort it before "
             "starting the sorter"
+        )
+    require_no_rig_fault(rig)
+
+
+def require_no_rig_fault(rig: Any) -> None:
+    """FaultLatched while the rig (link, turntable, e-stop) has a latched fault in memory; the
+    sorter itself checks the fault latched in the store."""
+    fault = getattr(rig, "fault", None) if rig is not None else None
+    if fault:
+        raise FaultLatched(str(fault))
+
+
+def require_sorter_stopped(sorter: Any) -> None:
+    """A capture run and the sorter share the camera: refuse a run while the sorter runs."""
+    if sorter is not None and sorter.state == "running":
+        raise RunStateError(
+            "the sorter is running and using the camera: stop it on the Sorter page before "
+            "starting a capture run"
         )

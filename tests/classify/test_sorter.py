@@ -200,10 +200,10 @@ def test_partrig_sort_sim_sorts_parts_and_logs_them(tmp_path: Path) -> None:
 
     config = tmp_path / "partrig.toml"
     config.write_text("[simulator]\ntime_scale = 0\n[camera]\npreview_size = [320, 240]\n")
-    result = CliRunner().invoke(
-        app,
-        ["sort", "--sim", "--local", "--parts", "4", "-c", str(config), "--data", str(tmp_path)],
-    )
+    args = ["sort", "--sim", "--local", "--parts", "4", "-c", str(config), "--data", str(tmp_path)]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "--collect-for-review" in refused.output
+    result = CliRunner().invoke(app, [*args, "--collect-for-review"])
     assert result.exit_code == 0, result.output
     assert "sorted 4 parts" in result.output and "no model is active" in result.output
     with DatasetStore.open(tmp_path) as store:

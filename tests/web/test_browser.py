@@ -171,13 +171,16 @@ def test_the_dataset_grid_shows_the_new_shots(page, server):
 
 
 def test_the_sorter_fills_the_review_queue_and_one_click_labels_a_crop(page, server):
-    # no model is active, so every simulated part goes to the review bin and the queue
+    # no model is active: the sorter starts only in "collect for review" mode, chosen on
+    # purpose, and then every simulated part goes to the review bin and the queue
     page.goto(server + "/sorter")
     page.wait_for_function("document.querySelector('#sorter-state').dataset.state === 'stopped'")
+    page.check("#collect-for-review")
     page.click("#sorter-start")
     page.wait_for_function(
         "Number(document.querySelector('#sorter-total').textContent) >= 2", timeout=90_000
     )
+    assert page.is_visible("#collect-banner")
     page.click("#sorter-stop")
     page.wait_for_function("document.querySelector('#sorter-state').dataset.state === 'stopped'")
     assert "no_model" in page.inner_text("#sorter-reasons")

@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Path, Query, UploadFile
+from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from pydantic import BaseModel, Field
@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from capture.run_state import FINAL_STATES
 from rig.errors import PlanError
 from web.deps import OperatorAuth, RunsDep, SettingsDep, StoreDep, ViewerAuth
+from web.sorting import require_sorter_stopped
 
 log = logging.getLogger("web.runs")
 
@@ -160,7 +161,12 @@ def run_shots(
 
 
 def _control(verb: str) -> Any:
-    def control(run_id: RunId, store: StoreDep, runs: RunsDep, who: OperatorAuth) -> dict[str, Any]:
+    def control(
+        request: Request, run_id: RunId, store: StoreDep, runs: RunsDep, who: OperatorAuth
+    ) -> dict[str, Any]:
+        if verb in ("start", "resume"):
+            # NOTE: a run and the sorter share the camera (contracts.md, one owner).
+            require_sorter_stopped(getattr(request.app.state, "sorter", None))
         if verb == "start":
             runs.start(run_id)
         else:
@@ -175,7 +181,8 @@ def _control(verb: str) -> Any:
 
     control.__name__ = f"{verb}_run"
     control.__doc__ = {
-        "start": "Start a pending run, or restart an interrupted/failed one (409 otherwise).",
+        "start": "Start a pending run, or restart an interrupted/failed one (409 otherwise, "
+        "and 409 while the sorter runs: they share the camera).",
         "pause": "Pause after the shot in flight (409 unless running).",
         "resume": "Resume a paused run, or restart an interrupted/failed one (409 otherwise).",
         "abort": "Stop for good; captured shots are kept (409 once finished).",

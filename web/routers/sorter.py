@@ -3,14 +3,17 @@
 The sorter runs inside this server (one process owns the camera and the actuator).  A fault
 (camera, stuck part, actuator, model) puts it in a safe state and latches; it stays stopped,
 with its incident on the page, until an operator acknowledges it here.  Starting is refused
-(409) while a capture run uses the camera, while a fault is latched, or without a model.
+(409) while a capture run uses the camera, while the sorter's or the rig's fault is latched,
+and without an active model unless ``collect_for_review`` is chosen explicitly (then every part
+goes to the review bin, and the page shows a banner).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field
 
 from web.deps import OperatorAuth, RunsDep, StoreDep, ViewerAuth
 from web.sorting import require_idle_rig
@@ -52,12 +55,27 @@ def status(request: Request, store: StoreDep, who: ViewerAuth) -> dict[str, Any]
     return sorter_status(request, store)
 
 
+class StartBody(BaseModel):
+    collect_for_review: bool = Field(
+        False,
+        description="no model is active: sort anyway, sending every part to review (a banner "
+        "shows while the sorter runs this way)",
+    )
+
+
 @router.post("/start")
-def start(request: Request, store: StoreDep, runs: RunsDep, who: OperatorAuth) -> dict[str, Any]:
-    """Start sorting (409 while a capture run is live, a fault is latched or no model is set)."""
+def start(
+    request: Request,
+    store: StoreDep,
+    runs: RunsDep,
+    who: OperatorAuth,
+    body: Annotated[StartBody | None, Body()] = None,
+) -> dict[str, Any]:
+    """Start sorting (409 while a capture run is live, while a fault is latched, or with no
+    active model unless ``collect_for_review`` is true)."""
     sorter = get_sorter(request)
-    require_idle_rig(runs)
-    sorter.start()
+    require_idle_rig(runs, getattr(request.app.state, "rig", None))
+    sorter.start(collect_for_review=body is not None and body.collect_for_review)
     return sorter_status(request, store)
 
 

@@ -252,6 +252,9 @@ const partrig = (() => {
     const inc = s.incident;
     $("#incident-box").hidden = !(inc || s.state === "faulted");
     $("#incident-text").textContent = inc ? `${inc.kind}: ${inc.message}` : (s.fault || "");
+    // NOTE: the banner shows whenever the running sorter has no model: every part goes to review.
+    $("#collect-banner").hidden = !(s.state === "running" && !s.model_id);
+    $("#collect-choice").hidden = Boolean(s.model_id || s.active_model);
     $("#sorter-start").disabled = !s.available || s.state === "running";
     $("#sorter-stop").disabled = !s.available || s.state !== "running";
   }
@@ -264,7 +267,8 @@ const partrig = (() => {
   function sorterPage() {
     const refresh = act(async () => { showSorter(await api("GET", "/api/sorter/status")); await loadSorterTables(); });
     refresh(); setInterval(refresh, 1500);
-    $("#sorter-start").addEventListener("click", act(async () => showSorter(await api("POST", "/api/sorter/start"))));
+    $("#sorter-start").addEventListener("click", act(async () => showSorter(await api(
+      "POST", "/api/sorter/start", {collect_for_review: $("#collect-for-review").checked}))));
     $("#sorter-stop").addEventListener("click", act(async () => showSorter(await api("POST", "/api/sorter/stop"))));
     $("#acknowledge").addEventListener("click", act(async () => { showSorter(await api("POST", "/api/sorter/acknowledge")); await loadSorterTables(); }));
   }
