@@ -93,3 +93,7 @@ def stats(data: DataOption = None, config: ConfigOption = None) -> None:
 from capture.snapshot_cli import register as _register_snapshot_commands  # noqa: E402
 
 _register_snapshot_commands(dataset_app)
+
+from capture.publish_cli import register as _register_publish_commands  # noqa: E402
+
+_register_publish_commands(dataset_app)

@@ -21,7 +21,7 @@ err_console = Console(stderr=True)
 
 
 def pull_command(
-    url: Annotated[str, typer.Argument(help="the rig, e.g. http://rig.local:8000")],
+    url: Annotated[str, typer.Argument(help="the rig, e.g. http://rig.local:8000, or s3://bucket/prefix/<rig.id>")],
     snapshot: Annotated[str, typer.Option("--snapshot", "-s", help="snapshot id, e.g. snap-0003")],
     dest: Annotated[Path, typer.Option("--dest", "-d", help="folder that holds pulled snapshots")],
     fmt: Annotated[
@@ -37,6 +37,12 @@ def pull_command(
 ) -> None:
     """Pull one snapshot into DEST/<id>/: parallel, resumable, sha256-verified; files an earlier
     pull into the same DEST already has are linked, not downloaded again."""
+    if url.startswith("s3://"):
+        # NOTE: a published snapshot (docs/datasets.md): URL is s3://bucket/prefix/<rig.id>.
+        from capture.publish_cli import pull_s3
+
+        pull_s3(url, snapshot, dest, fmt, workers, quiet)
+        return
     if not key:
         err_console.print(
             "[bold red]error:[/] no API key: pass --key or set PARTRIG_KEY to a trainer key "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from capture.store import DatasetStore
 from rig.config import Settings, parse_settings
 from rig.errors import ChecksumMismatch, ConfigError, NotFound, QueryError
 
-BUCKET = "parts"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +214,47 @@ def test_urls_and_storage_settings_are_checked_at_the_edge() -> None:
         parse_settings({"rig": {"id": "Rig 2"}})
     with pytest.raises(ConfigError, match=r"storage\.part_size_mb"):
         parse_settings({"storage": {"part_size_mb": 1}})
+
+
+def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "web.cli", *args],
+        env={**env, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_snapshot_autopublishes_and_pull_s3_mirrors_it(tmp_path, s3, bucket) -> None:
+    data = tmp_path / "data"
+    with DatasetStore.open(data) as store:
+        add_shots(store)
+    (tmp_path / "partrig.toml").write_text(
+        f'[data]\ndir = "{data}"\n[rig]\nid = "rig-7"\n'
+        f'[storage]\nurl = "s3://{bucket}/team"\nendpoint_url = "{s3.endpoint}"\n'
+        "publish_after_snapshot = true\n"
+    )
+    env = {**s3.env(), "PARTRIG_CONFIG": str(tmp_path / "partrig.toml")}
+    made = _cli(["dataset", "snapshot", "--format", "folder"], env, tmp_path)
+    assert made.returncode == 0, made.stderr + made.stdout
+    assert f"s3://{bucket}/team/rig-7/snap-0001" in made.stdout
+    pulled = _cli(
+        ["dataset", "pull", f"s3://{bucket}/team/rig-7", "--snapshot", "snap-0001",
+         "--dest", str(tmp_path / "got"), "--format", "folder"],
+        env,
+        tmp_path,
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr + pulled.stdout
+    local = load_manifest(data, "snap-0001")["files"]
+    for entry in local:
+        got = tmp_path / "got" / "rig-7" / "snap-0001" / entry["path"]
+        assert hashlib.sha256(got.read_bytes()).hexdigest() == entry["sha256"]
+    again = _cli(["dataset", "publish", "snap-0001"], env, tmp_path)
+    assert again.returncode == 0 and "already published" in again.stdout
+    missing = _cli(["dataset", "pull", f"s3://{bucket}/team/rig-7", "--snapshot", "snap-0009",
+                    "--dest", str(tmp_path / "got")], env, tmp_path)  # fmt: skip
+    assert missing.returncode == 2 and "not found" in missing.stderr
+    bad = _cli(["dataset", "publish", "snap-0001", "s3://Bad_Bucket/x"], env, tmp_path)
+    assert bad.returncode == 2 and "bucket name" in bad.stderr
