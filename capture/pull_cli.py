@@ -21,7 +21,9 @@ err_console = Console(stderr=True)
 
 
 def pull_command(
-    url: Annotated[str, typer.Argument(help="the rig, e.g. http://rig.local:8000, or s3://bucket/prefix/<rig.id>")],
+    url: Annotated[
+        str, typer.Argument(help="http://rig.local:8000 or s3://bucket/prefix/<rig.id>")
+    ],
     snapshot: Annotated[str, typer.Option("--snapshot", "-s", help="snapshot id, e.g. snap-0003")],
     dest: Annotated[Path, typer.Option("--dest", "-d", help="folder that holds pulled snapshots")],
     fmt: Annotated[
