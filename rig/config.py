@@ -240,7 +240,6 @@ class AuthConfig(_Section):
     )
     session_hours: float = Field(12.0, gt=0, le=24 * 30, description="a sign-in lasts this long")
 
-
     @property
     def configured(self) -> bool:
         return bool(self.operator_password_hash or self.operator_keys)
@@ -286,7 +285,7 @@ class ModelsConfig(_Section):
     keep_rejected: int = Field(10, ge=1, description="rejected uploads whose files are kept")
     rejected_quota_mb: int = Field(256, ge=1, description="bytes of rejected uploads kept")
     max_upload_mb: int = Field(
-        64, ge=1, le=4096, description="largest model upload request (all its files, MiB)"
+        160, ge=1, le=4096, description="largest model upload request (all its files, MiB)"
     )
 
 

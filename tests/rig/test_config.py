@@ -90,3 +90,26 @@ def test_show_writes_toml_that_reads_back_to_the_same_settings():
     text = dump_settings(s)
     again = parse_settings(tomllib.loads(text))
     assert again.model_dump() == s.model_dump()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"web": {"trusted_proxies": ["nginx"]}}, "web.trusted_proxies: Value error, 'nginx'"),
+        ({"web": {"allowed_hosts": ["a b"]}}, "web.allowed_hosts: Value error, 'a b' is not"),
+        ({"auth": {"login_attempts_per_min": 0}}, "auth.login_attempts_per_min: Input should"),
+        ({"capture": {"max_shots": 0}}, "capture.max_shots: Input should be greater"),
+    ],
+)
+def test_safety_limits_are_checked_naming_the_key(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_settings(raw)
+    assert expected in str(info.value)
+
+
+def test_safety_limits_have_their_documented_defaults():
+    s = parse_settings({"web": {"trusted_proxies": ["127.0.0.1", "10.0.0.0/8"]}})
+    assert s.web.trusted_proxies == ["127.0.0.1", "10.0.0.0/8"]
+    assert (s.web.max_body_kb, s.models.max_upload_mb, s.capture.max_shots) == (64, 160, 20000)
+    assert (s.auth.login_attempts_per_min, s.auth.login_attempts_global_per_min) == (10, 30)
+    assert s.auth.login_concurrency == 2 and parse_settings({}).web.trusted_proxies == []
