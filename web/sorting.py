@@ -14,6 +14,7 @@ runs and the model registry keep working.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,10 @@ from rig.config import Settings
 from rig.errors import FaultLatched, RigError, RunStateError
 
 log = logging.getLogger("web.sorting")
+
+#: Held while a capture run or the sorter checks that the other is idle and starts: both need
+#: the camera, and two requests at once must not both pass the check.  One server per process.
+CAMERA_CLAIM = threading.Lock()
 
 
 @dataclass

@@ -133,6 +133,21 @@ def test_the_sorter_needs_a_model_or_an_explicit_collect_for_review(server: Live
         assert op.post("/api/sorter/stop").json()["state"] == "stopped"
 
 
+def test_partrig_sort_drives_the_servers_sorter_and_needs_the_explicit_choice(
+    server: LiveServer,
+) -> None:
+    refused = partrig("sort", "--sim", "--parts", "1", "-c", str(server.config))
+    assert refused.returncode == 2 and "no model is active" in refused.stderr, refused.stderr
+    sorted_ = partrig(
+        "sort", "--sim", "--parts", "2", "--collect-for-review", "-c", str(server.config)
+    )
+    assert sorted_.returncode == 0, sorted_.stderr
+    assert "stopped the server's sorter" in sorted_.stdout
+    with server.client(VIEWER_KEY) as viewer:
+        status = viewer.get("/api/sorter/status").json()
+    assert status["state"] == "stopped" and status["decisions"]["total"] >= 2
+
+
 def test_the_sorter_refuses_to_start_over_a_latched_rig_fault(server: LiveServer) -> None:
     # NOTE: last in the module: the fault stays latched.
     with server.client(OPERATOR_KEY) as op:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from capture.run_state import FINAL_STATES
 from rig.errors import PlanError
 from web.deps import OperatorAuth, RunsDep, SettingsDep, StoreDep, ViewerAuth
-from web.sorting import require_sorter_stopped
+from web.sorting import CAMERA_CLAIM, require_sorter_stopped
 
 log = logging.getLogger("web.runs")
 
@@ -165,18 +165,17 @@ def _control(verb: str) -> Any:
         request: Request, run_id: RunId, store: StoreDep, runs: RunsDep, who: OperatorAuth
     ) -> dict[str, Any]:
         if verb in ("start", "resume"):
-            # NOTE: a run and the sorter share the camera (contracts.md, one owner).
-            require_sorter_stopped(getattr(request.app.state, "sorter", None))
-        if verb == "start":
-            runs.start(run_id)
+            # NOTE: a run and the sorter share the camera (contracts.md, one owner); the claim
+            # makes the check and the start one step against a sorter starting at once.
+            with CAMERA_CLAIM:
+                require_sorter_stopped(getattr(request.app.state, "sorter", None))
+                if verb == "start":
+                    runs.start(run_id)
+                else:
+                    runs.get(run_id).resume()
         else:
             run = runs.get(run_id)
-            {
-                "pause": run.pause,
-                "resume": run.resume,
-                "abort": run.abort,
-                "answer": run.answer_prompt,
-            }[verb]()
+            {"pause": run.pause, "abort": run.abort, "answer": run.answer_prompt}[verb]()
         return run_view(store, runs, run_id)
 
     control.__name__ = f"{verb}_run"

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from web.deps import OperatorAuth, RunsDep, StoreDep, ViewerAuth
-from web.sorting import require_idle_rig
+from web.sorting import CAMERA_CLAIM, require_idle_rig
 
 router = APIRouter(prefix="/api/sorter", tags=["sorter"])
 
@@ -74,8 +74,9 @@ def start(
     """Start sorting (409 while a capture run is live, while a fault is latched, or with no
     active model unless ``collect_for_review`` is true)."""
     sorter = get_sorter(request)
-    require_idle_rig(runs, getattr(request.app.state, "rig", None))
-    sorter.start(collect_for_review=body is not None and body.collect_for_review)
+    with CAMERA_CLAIM:
+        require_idle_rig(runs, getattr(request.app.state, "rig", None))
+        sorter.start(collect_for_review=body is not None and body.collect_for_review)
     return sorter_status(request, store)
 
 
