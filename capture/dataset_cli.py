@@ -37,22 +37,85 @@ def check(
     data: DataOption = None,
     config: ConfigOption = None,
     checksums: Annotated[bool, typer.Option(help="re-hash every file (slow on big stores)")] = True,
+    remove_temporaries: Annotated[
+        bool,
+        typer.Option(
+            "--remove-temporaries",
+            help="delete the leftovers of interrupted writes it finds (only while nothing "
+            "else uses the data folder)",
+        ),
+    ] = False,
 ) -> None:
-    """Find orphan files, missing files, checksum mismatches and temp leftovers (exit 1 if any)."""
+    """Find orphan files, missing files, checksum mismatches, leftovers of interrupted writes
+    and damaged database pages.  Exit 0 when clean, 1 when it lists problems, 2 when the
+    database is damaged or the check cannot run."""
     try:
         with _open(data, config) as store:
             report = store.check(verify_checksums=checksums)
+            if remove_temporaries and report.removable():
+                _remove_temporaries(store, report)
+                report = store.check(verify_checksums=checksums)
+            db_path = store.db_path
     except RigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        if "is damaged" in str(exc) and data is not None:
+            _print_damaged(Path(data).resolve() / "partrig.db", None)
+        raise typer.Exit(code=2) from None
+    except OSError as exc:
+        err_console.print(
+            f"[bold red]error:[/] cannot read the data folder ({exc}); check that this user may "
+            "read every file under it",
+            soft_wrap=True,
+        )
         raise typer.Exit(code=2) from None
     problems = report.problems()
     for line in problems:
         console.print(f"[red]problem[/]: {line}", highlight=False, soft_wrap=True)
     summary = f"{report.files_checked} files, {report.rows_checked} file references checked"
+    if report.removable() and not remove_temporaries:
+        console.print(
+            f"{len(report.removable())} leftover(s) of interrupted writes: nothing refers to "
+            "them; remove them with `partrig dataset check --remove-temporaries` (refused "
+            "while a server or a run uses this data folder, which removes its own at start-up)",
+            soft_wrap=True,
+        )
+    if report.database_damaged:
+        _print_damaged(db_path, report.integrity)
+        raise typer.Exit(code=2)
     if problems:
         console.print(f"[bold red]{len(problems)} problem(s)[/] ({summary})")
         raise typer.Exit(code=1)
-    console.print(f"[green]ok[/]: {summary}; database integrity ok")
+    console.print(f"[green]ok[/]: {summary}; database integrity ok; no leftovers")
+
+
+def _print_damaged(db_path: Path, detail: str | None) -> None:
+    """Say that the database is damaged and print the steps that repair it."""
+    from capture.store.base import damaged_db_message, damaged_db_steps
+
+    if detail is not None:
+        err_console.print(
+            f"[bold red]error:[/] {damaged_db_message(db_path, detail)}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    err_console.print("What to do:", highlight=False)
+    err_console.print(damaged_db_steps(db_path), highlight=False, soft_wrap=True, markup=False)
+
+
+def _remove_temporaries(store, report) -> None:  # type: ignore[no-untyped-def]
+    """Delete the report's leftovers while holding the data folder's lock (or refuse)."""
+    from rig.owner import DataFolderLock
+
+    # NOTE: the lock proves no server, run or snapshot is writing here right now: one that
+    # is would hold it, and its half-written snapshot would look exactly like a leftover.
+    with DataFolderLock(store.data_dir, "dataset check --remove-temporaries"):
+        removed = store.remove_temporaries(report)
+    sizes = {x.path: x.size for x in report.leftovers}
+    freed = sum(sizes.get(p, 0) for p in removed)
+    console.print(
+        f"removed {len(removed)} leftover(s) of interrupted writes ({freed / 1e6:.1f} MB)",
+        highlight=False,
+    )
 
 
 def _table(title: str, heading: str, counts: dict[str, int]) -> Table:

@@ -4,7 +4,10 @@ Why a check in both directions: the write order guarantees that no row names a f
 not durable, but a crash between the rename and the commit leaves a file no row names (an
 orphan, re-written when the run resumes), a person may delete or edit files by hand, and a
 disk may rot.  ``check`` finds all of these; ``startup_check`` also removes temporary leftovers,
-which by construction no row ever referred to.
+which by construction no row ever referred to.  ``check`` also lists the other leftovers of
+interrupted writes (:mod:`capture.store.leftovers`: unfinished snapshot folders, model uploads,
+partial downloads) with their sizes, and survives damaged pages: it reports them instead of
+raising, so ``partrig dataset check`` can say what to do.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import io
 import logging
 import os
+import sqlite3
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from capture.store.base import DB_NAME, StoreBase
+from capture.store.base import DB_NAME, StoreBase, damaged_db_message, db_error, is_damage
 from capture.store.files import check_relpath, is_temp_name, sha256_file
+from capture.store.leftovers import find_leftovers, remove_leftovers
 from capture.store.records import CheckReport, DatasetStats
 from capture.store.shots import TRASH_DIR
 from rig.errors import StoreError
@@ -53,17 +58,34 @@ def _files_under(root: Path, top: str) -> list[str]:
 
 class AuditMixin(StoreBase):
     def check(self, *, verify_checksums: bool = True, integrity: bool = True) -> CheckReport:
-        """Orphan files, missing files, checksum mismatches, temp leftovers, database integrity."""
+        """Orphan files, missing files, checksum mismatches, leftovers, database integrity.
+
+        Never raises for damaged pages: the report says ``database_damaged`` (and what
+        ``quick_check`` or the failing query said), and still lists every leftover of an
+        interrupted write, because those are found from the files alone.
+        """
         report = CheckReport()
         if integrity:
-            rows = self.db.execute("PRAGMA quick_check").fetchall()
-            report.integrity = "; ".join(str(r[0]) for r in rows) or "ok"
-        referenced: dict[str, str | None] = {}
-        for sql in REFERENCED_FILE_QUERIES:
-            for path, sha in self.db.execute(sql):
-                referenced[path] = sha
-        trashed = {r[0] for r in self.db.execute(TRASHED_FILE_QUERY)}
-        report.rows_checked = len(referenced) + len(trashed)
+            try:
+                rows = self.db.execute("PRAGMA quick_check").fetchall()
+                report.integrity = "; ".join(str(r[0]) for r in rows) or "ok"
+            except sqlite3.DatabaseError as exc:
+                self._damaged(report, exc)
+            report.database_damaged = report.database_damaged or report.integrity != "ok"
+        referenced: dict[str, str | None] | None = None
+        trashed: set[str] = set()
+        recorded: set[str] | None = None
+        if not report.database_damaged:
+            try:
+                referenced = {}
+                for sql in REFERENCED_FILE_QUERIES:
+                    for path, sha in self.db.execute(sql):
+                        referenced[path] = sha
+                trashed = {r[0] for r in self.db.execute(TRASHED_FILE_QUERY)}
+                recorded = {r[0] for r in self.db.execute("SELECT id FROM snapshots")}
+            except sqlite3.DatabaseError as exc:
+                self._damaged(report, exc)
+                referenced, recorded = None, None
         on_disk: set[str] = set()
         for top in MANAGED_DIRS:
             for rel in _files_under(self.data_dir, top):
@@ -74,7 +96,12 @@ class AuditMixin(StoreBase):
         report.temp_leftovers += [
             r for r in _files_under(self.data_dir, TRASH_DIR) if is_temp_name(PurePosixPath(r).name)
         ]
+        report.temp_leftovers.sort()
+        report.leftovers = find_leftovers(self.data_dir, recorded)
         report.files_checked = len(on_disk)
+        if referenced is None:
+            return report
+        report.rows_checked = len(referenced) + len(trashed)
         report.orphan_files = sorted(on_disk - referenced.keys() - trashed)
         report.missing_files = sorted(
             p for p in referenced if p not in on_disk and not self._exists(p)
@@ -87,8 +114,32 @@ class AuditMixin(StoreBase):
                 present = path in on_disk or self._exists(path)
                 if sha and present and sha256_file(self.data_dir / path) != sha:
                     report.checksum_mismatches.append(path)
-        report.temp_leftovers.sort()
         return report
+
+    def _damaged(self, report: CheckReport, exc: sqlite3.DatabaseError) -> None:
+        """Record damaged pages in the report; any other database error is raised as usual."""
+        if not is_damage(exc):
+            raise db_error(exc, self.data_dir) from None
+        report.database_damaged = True
+        if report.integrity == "ok":
+            report.integrity = str(exc)
+
+    def remove_temporaries(self, report: CheckReport) -> list[str]:
+        """Delete what ``report`` lists as leftovers of interrupted writes; the paths removed.
+
+        Only for the data folder's owner: a snapshot or upload in progress elsewhere would be
+        deleted under its writer (``partrig dataset check --remove-temporaries`` takes the
+        data-folder lock first).
+        """
+        removed: list[str] = []
+        for rel in report.temp_leftovers:
+            try:
+                (self.data_dir / rel).unlink(missing_ok=True)
+                removed.append(rel)
+            except OSError as exc:
+                log.warning("could not remove temporary file %s: %s", rel, exc)
+        removed += [x.path for x in remove_leftovers(self.data_dir, report.leftovers)]
+        return sorted(removed)
 
     def _exists(self, rel: str) -> bool:
         # NOTE: rows may name files outside the managed folders (a later table's exports).
@@ -111,6 +162,8 @@ class AuditMixin(StoreBase):
                         log.warning("could not remove temporary file %s: %s", rel, exc)
         self.finish_pending_deletes()  # type: ignore[attr-defined]
         report = self.check(verify_checksums=False, integrity=False)
+        if report.database_damaged:
+            raise StoreError(damaged_db_message(self.db_path, report.integrity))
         report.removed_temp_files = removed
         if report.missing_files:
             shown = ", ".join(report.missing_files[:5])

@@ -31,6 +31,44 @@ from rig.errors import DiskFull, StoreError
 
 DB_NAME = "partrig.db"
 BUSY_TIMEOUT_MS = 10_000
+#: What to do about a damaged database: restore a backup, or salvage the readable rows.
+#: NOTE: not ``.recover``: Debian's (and Raspberry Pi OS's) sqlite3 3.40 is built without
+#: the sqlite_dbpage table it needs and fails with "SQL logic error".  ``.dump`` skips what it
+#: cannot read and ends with ROLLBACK, turned into COMMIT to keep the rest; the schema
+#: version (user_version) is not dumped, so it is copied across by hand.
+DAMAGED_DB_STEPS = """\
+  1. stop everything that uses the data folder: sudo systemctl stop partrig
+  2. keep a copy of the damaged files: cp -a {db}* <a backup folder>/
+  3. restore {name} from your backup (then skip to 7), or salvage the readable rows
+     (apt install sqlite3):
+       cd {folder}
+       sqlite3 {name} .dump | sed 's/^ROLLBACK; -- due to errors$/COMMIT;/' \\
+         | sqlite3 {name}.recovered
+       sqlite3 {name}.recovered "PRAGMA user_version = $(sqlite3 {name} 'PRAGMA user_version')"
+  4. sqlite3 {name}.recovered 'PRAGMA integrity_check'   (must print: ok)
+  5. mv {name}.recovered {name} && rm -f {name}-wal {name}-shm
+  6. the image files are untouched: shots whose rows were lost show as orphan files
+  7. run partrig dataset check again"""
+
+
+def damaged_db_steps(db_path: Path) -> str:
+    """The numbered steps above for one database file."""
+    return DAMAGED_DB_STEPS.format(db=db_path, name=db_path.name, folder=db_path.parent)
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether an sqlite3 error means damaged pages (not a lock, a full disk or a bad query)."""
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text or "corrupt" in text
+
+
+def damaged_db_message(db_path: Path, detail: str) -> str:
+    """One line for errors and logs; ``partrig dataset check`` prints the full steps."""
+    return (
+        f"the database {db_path} is damaged ({detail}): stop partrig and restore it from a "
+        "backup or salvage its readable rows; `partrig dataset check` prints the steps "
+        "(docs/datasets.md, 'A damaged database'); the image files are untouched"
+    )
 
 
 def db_error(exc: sqlite3.Error, data_dir: Path) -> StoreError:
@@ -48,11 +86,8 @@ def db_error(exc: sqlite3.Error, data_dir: Path) -> StoreError:
             f"cannot write the database in {data_dir} ({exc}): make the directory and "
             f"{DB_NAME} writable by this user, or set data.dir to a writable directory"
         )
-    if "malformed" in text or "not a database" in text:
-        return StoreError(
-            f"the database {data_dir / DB_NAME} is damaged ({exc}): restore it from a backup; "
-            "the image files are untouched"
-        )
+    if is_damage(exc):
+        return StoreError(damaged_db_message(data_dir / DB_NAME, str(exc)))
     if isinstance(exc, sqlite3.IntegrityError):
         return StoreError(f"refused by the database: {exc}")
     return StoreError(f"database error in {data_dir}: {exc}")

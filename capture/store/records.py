@@ -185,15 +185,30 @@ class CheckReport:
     integrity: str = "ok"
     #: Temporary leftovers startup_check() removed (never referenced, so nothing was lost).
     removed_temp_files: list[str] = field(default_factory=list)
+    #: Damaged pages: quick_check failed or a query raised.  The rows were then not compared
+    #: with the files (they cannot be trusted), so only the file-level findings are listed.
+    database_damaged: bool = False
+    #: Other leftovers of interrupted writes (capture.store.leftovers.Leftover): unfinished
+    #: snapshot folders, model uploads, partial downloads, with their sizes.
+    leftovers: list[Any] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.integrity == "ok" and not (
-            self.orphan_files
-            or self.missing_files
-            or self.checksum_mismatches
-            or self.temp_leftovers
+        return (
+            self.integrity == "ok"
+            and not self.database_damaged
+            and not (
+                self.orphan_files
+                or self.missing_files
+                or self.checksum_mismatches
+                or self.temp_leftovers
+                or self.leftovers
+            )
         )
+
+    def removable(self) -> list[str]:
+        """Paths (relative to the data folder) that ``--remove-temporaries`` would delete."""
+        return sorted([*self.temp_leftovers, *(x.path for x in self.leftovers)])
 
     def problems(self) -> list[str]:
         """One line per problem, saying what it is and what to do."""
@@ -205,6 +220,7 @@ class CheckReport:
             for p in self.checksum_mismatches
         ]
         out += [f"temporary leftover from an interrupted write: {p}" for p in self.temp_leftovers]
+        out += [leftover.describe() for leftover in self.leftovers]
         return out
 
 

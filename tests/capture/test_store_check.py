@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,174 @@ def test_dataset_stats_prints_the_tables(store: DatasetStore) -> None:
 def test_dataset_commands_refuse_a_missing_directory(tmp_path: Path) -> None:
     result = CliRunner().invoke(dataset_app, ["check", "--data", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "not a directory" in result.output
+
+
+# --- damaged pages and leftovers of interrupted writes ------------------------------------------
+
+
+def _real_store(root: Path, shots: int = 300) -> Path:
+    """A store with enough shots that the shots table spans many pages; closed, WAL folded in."""
+    with DatasetStore.open(root) as s:
+        run_id = s.create_run("r", "", "{}", shots)
+        for i in range(shots):
+            _shot(s, run_id, i, label=f"l{i % 7}")
+        s.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return root
+
+
+def _damage_two_shot_pages(db: Path) -> list[int]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    pages = [
+        r[0]
+        for r in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'shots' AND pagetype = 'leaf' ORDER BY pageno"
+        )
+    ]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    hit = [pages[len(pages) // 3], pages[2 * len(pages) // 3]]
+    noise = random.Random(7)  # NOTE: seeded: the same damage every run
+    with open(db, "r+b") as f:
+        for n in hit:
+            f.seek((n - 1) * page_size)
+            f.write(noise.randbytes(page_size))
+    return hit
+
+
+def _leave_leftovers(root: Path) -> dict[str, int]:
+    """What a crash can leave: a big unfinished snapshot, a model upload, partial downloads,
+    a store temporary; returns path -> bytes."""
+    snap = root / "snapshots" / "snap-0007.tmp" / "webdataset"
+    snap.mkdir(parents=True)
+    (snap / "train-000000.tar").write_bytes(b"\0" * 3_000_000)
+    upload = root / "models" / ".upload-0a1b2c.tmp"
+    upload.mkdir(parents=True)
+    (upload / "model.tflite").write_bytes(b"x" * 1000)
+    (root / "snapshots" / "manifest.json.part").write_bytes(b"{")
+    temp = root / "images" / "1" / ".000099.jpg.3f2a.partrig-tmp"
+    temp.write_bytes(b"half")
+    assert is_temp_name(temp.name)
+    return {
+        "snapshots/snap-0007.tmp": 3_000_000,
+        "models/.upload-0a1b2c.tmp": 1000,
+        "snapshots/manifest.json.part": 1,
+        "images/1/.000099.jpg.3f2a.partrig-tmp": 4,
+    }
+
+
+def test_check_reports_leftovers_with_sizes_and_the_store_is_not_clean(store: DatasetStore) -> None:
+    expected = _leave_leftovers(store.data_dir)
+    report = store.check()
+    assert not report.ok
+    assert report.temp_leftovers == ["images/1/.000099.jpg.3f2a.partrig-tmp"]
+    assert {x.path: x.size for x in report.leftovers} == {
+        k: v for k, v in expected.items() if not k.endswith("partrig-tmp")
+    }
+    text = "\n".join(report.problems())
+    assert "snapshots/snap-0007.tmp (3.0 MB)" in text and "unfinished snapshot" in text
+    assert sorted(report.removable()) == sorted(expected)
+
+
+def test_a_snapshot_folder_the_database_never_recorded_is_a_leftover(store: DatasetStore) -> None:
+    (store.data_dir / "snapshots" / "snap-0003").mkdir(parents=True)
+    (store.data_dir / "snapshots" / ".lock").write_bytes(b"")
+    report = store.check()
+    assert [x.path for x in report.leftovers] == ["snapshots/snap-0003"]
+    assert "never recorded" in report.leftovers[0].kind
+
+
+def test_leftover_names_agree_with_the_writers_that_make_them() -> None:
+    from capture import snapshot
+    from capture.store import leftovers, models
+    from classify import registry
+
+    assert leftovers.SNAPSHOTS_DIR == snapshot.SNAPSHOTS_DIR
+    assert leftovers.SNAPSHOT_TMP_SUFFIX == snapshot.TMP_SUFFIX
+    assert leftovers.SNAPSHOT_ID_RE.pattern == snapshot.SNAPSHOT_ID_RE.pattern
+    assert leftovers.MODELS_DIR == models.MODELS_DIR
+    assert leftovers.MODEL_STAGING_PREFIX == registry.STAGING_PREFIX
+
+
+def test_dataset_check_removes_leftovers_only_when_asked_and_then_checks_clean(
+    store: DatasetStore,
+) -> None:
+    _leave_leftovers(store.data_dir)
+    runner = CliRunner()
+    listed = runner.invoke(dataset_app, ["check", "--data", str(store.data_dir)])
+    assert listed.exit_code == 1, listed.output
+    assert "snap-0007.tmp" in listed.output and "--remove-temporaries" in listed.output
+    assert (store.data_dir / "snapshots" / "snap-0007.tmp").is_dir()
+    fixed = runner.invoke(
+        dataset_app, ["check", "--data", str(store.data_dir), "--remove-temporaries"]
+    )
+    assert fixed.exit_code == 0, fixed.output
+    assert "removed 4 leftover(s)" in fixed.output and "3.0 MB" in fixed.output
+    assert not (store.data_dir / "snapshots" / "snap-0007.tmp").exists()
+    assert not (store.data_dir / "models" / ".upload-0a1b2c.tmp").exists()
+    assert store.check().ok
+
+
+def test_dataset_check_refuses_to_remove_leftovers_while_another_process_owns_the_folder(
+    store: DatasetStore,
+) -> None:
+    from rig.owner import DataFolderLock
+
+    _leave_leftovers(store.data_dir)
+    with DataFolderLock(store.data_dir, "serve", url="http://127.0.0.1:8000"):
+        result = CliRunner().invoke(
+            dataset_app, ["check", "--data", str(store.data_dir), "--remove-temporaries"]
+        )
+    assert result.exit_code == 2, result.output
+    assert "partrig serve" in result.output and "http://127.0.0.1:8000" in result.output
+    assert (store.data_dir / "snapshots" / "snap-0007.tmp").is_dir()
+
+
+def test_dataset_check_on_two_damaged_pages_exits_2_with_the_repair_steps(tmp_path: Path) -> None:
+    root = _real_store(tmp_path / "data")
+    _damage_two_shot_pages(root / "partrig.db")
+    _leave_leftovers(root)
+    result = CliRunner().invoke(dataset_app, ["check", "--data", str(root)])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "partrig.db is damaged" in result.output and "What to do" in result.output
+    assert "sqlite3 partrig.db .dump" in result.output
+    # NOTE: the files are checked even though the rows cannot be trusted.
+    assert "snapshots/snap-0007.tmp (3.0 MB)" in result.output
+
+
+def test_the_printed_repair_steps_salvage_a_damaged_database(tmp_path: Path) -> None:
+    """Run the salvage commands exactly as ``dataset check`` prints them."""
+    import shutil
+    import subprocess
+
+    from capture.store.base import damaged_db_steps
+
+    if shutil.which("sqlite3") is None:
+        pytest.skip("the sqlite3 command-line shell is not installed (apt install sqlite3)")
+    root = _real_store(tmp_path / "data")
+    _damage_two_shot_pages(root / "partrig.db")
+    lines = damaged_db_steps(root / "partrig.db").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("cd "))
+    end = next(i for i, line in enumerate(lines) if line.strip().startswith("4."))
+    salvage = "\n".join(line.strip() for line in lines[start + 1 : end])
+    check = next(line for line in lines if line.strip().startswith("4."))
+    check = check.strip()[3:].split("(must print")[0]
+    move = next(line for line in lines if line.strip().startswith("5.")).strip()[3:]
+    subprocess.run(["bash", "-c", salvage], cwd=root, check=True, timeout=60)
+    out = subprocess.run(
+        ["bash", "-c", check], cwd=root, check=True, timeout=60, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "ok"
+    subprocess.run(["bash", "-c", move], cwd=root, check=True, timeout=60)
+    result = CliRunner().invoke(dataset_app, ["check", "--data", str(root)])
+    # NOTE: the shots on the two damaged pages are gone; their image files are orphans now.
+    assert result.exit_code == 1, result.output
+    assert "orphan file" in result.output and "damaged" not in result.output
+    with DatasetStore.open(root) as s:
+        kept = s.scalar("SELECT COUNT(*) FROM shots")
+    orphans = [line for line in result.output.splitlines() if "orphan file" in line]
+    assert 0 < kept < 300
+    assert len([o for o in orphans if "images/" in o]) == 300 - kept
