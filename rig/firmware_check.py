@@ -32,7 +32,7 @@ from typing import Any
 
 from rig.config import LightsConfig, TurntableConfig
 from rig.errors import FirmwareUnsupported, GcodeError
-from rig.gcode import parse_reply
+from rig.gcode import parse_m115, parse_reply
 
 log = logging.getLogger("rig.firmware")
 
@@ -70,8 +70,32 @@ class FirmwareReport:
 
 
 def check_firmware(link: Any, turntable: TurntableConfig, lights: LightsConfig) -> FirmwareReport:
-    """Run every check on an open link; raise :class:`FirmwareUnsupported` if one fails."""
-    info = link.firmware
+    """Run every check on an open link; raise :class:`FirmwareUnsupported` if one fails.
+
+    Replies carry no checksum, so a firmware that fails is asked everything once more (M115
+    included) and judged on the second answers: a corrupted line cannot refuse a good board.
+    """
+    report = _run_checks(link, link.firmware, turntable, lights)
+    if not report.ok:
+        log.info("firmware check failed (%s); asking once more", ", ".join(report.problems))
+        report = _run_checks(link, _fresh_info(link), turntable, lights)
+    for note in report.notes:
+        log.info("firmware check: %s", note)
+    report.refuse()
+    log.info("firmware check passed: %s", report.name)
+    return report
+
+
+def _fresh_info(link: Any) -> Any:
+    try:
+        return parse_m115(link.send("M115"))
+    except GcodeError:
+        return link.firmware
+
+
+def _run_checks(
+    link: Any, info: Any, turntable: TurntableConfig, lights: LightsConfig
+) -> FirmwareReport:
     report = FirmwareReport(name=f"{info.name} {info.version}".strip(), dialect=info.dialect)
     if info.capabilities.get("EMERGENCY_PARSER", 0) != 1:
         report.problems["EMERGENCY_PARSER"] = (
@@ -85,10 +109,6 @@ def check_firmware(link: Any, turntable: TurntableConfig, lights: LightsConfig) 
         _check_light_pin(link, report, lights)
         if report.ok and spu is not None:
             _check_min_steps(link, report, position, spu[1])
-    for note in report.notes:
-        log.info("firmware check: %s", note)
-    report.refuse()
-    log.info("firmware check passed: %s", report.name)
     return report
 
 

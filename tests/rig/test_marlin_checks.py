@@ -131,3 +131,48 @@ def test_shipped_marlin_runs_a_full_capture_sequence(sim_rig):
     table.rotate_to(45)
     assert table.wait() == pytest.approx(45, abs=0.06)
     assert fw.light_level() == 1.0
+
+
+class _GarbleFirst:
+    """A link whose first reply to ``command`` arrives corrupted (replies carry no checksum)."""
+
+    def __init__(self, link, command: str, garble) -> None:
+        self.link, self.command, self.garble, self.done = link, command, garble, False
+
+    def __getattr__(self, name):
+        return getattr(self.link, name)
+
+    def send(self, cmd: str, timeout=None):
+        lines = self.link.send(cmd, timeout)
+        if cmd == self.command and not self.done:
+            self.done = True
+            return [self.garble(line) for line in lines]
+        return lines
+
+
+@pytest.mark.parametrize(
+    ("command", "garble"),
+    [
+        ("M114", lambda line: line.replace("Count X:0", "Count X:-88888889")),
+        ("M503", lambda line: line.replace("M205", "M206")),
+    ],
+)
+def test_a_corrupted_report_is_asked_again_before_refusing(board, command, garble):
+    _fw, link = board("marlin")
+    flaky = _GarbleFirst(link, command, garble)
+    assert _check(flaky).ok
+    assert flaky.done
+
+
+def test_marlin_overrides_are_checked_and_survive_config_show():
+    import tomllib
+
+    from rig.config import dump_settings, parse_settings
+    from rig.errors import ConfigError
+
+    settings = parse_settings({"simulator": {"marlin": {"min_steps_per_segment": 6}}})
+    again = parse_settings(tomllib.loads(dump_settings(settings)))
+    assert again.simulator.marlin.min_steps_per_segment == 6
+    assert again.simulator.marlin.no_workspace_offsets is None  # still the profile's
+    with pytest.raises(ConfigError, match=r"simulator\.marlin\.min_steps_per_segment"):
+        parse_settings({"simulator": {"marlin": {"min_steps_per_segment": 0}}})
