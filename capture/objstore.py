@@ -151,6 +151,27 @@ class ObjectStore:
             raise storage_error(exc, f"checking s3://{self.bucket}/{key}") from None
         return {"size": int(r["ContentLength"]), "sha256": r.get("Metadata", {}).get("sha256", "")}
 
+    def list_sizes(self, prefix: str, max_pages: int) -> dict[str, int] | None:
+        """Every key under ``prefix`` with its size, or None past ``max_pages`` pages of 1000.
+
+        Why a page budget: one LIST page answers for up to 1000 objects, far cheaper than 1000
+        HEADs on a fresh or small prefix, but a prefix holding millions of objects would cost
+        more to list than to ask about the few files at hand.
+        """
+        found: dict[str, int] = {}
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix.rstrip("/") + "/"
+            )
+            for n, page in enumerate(pages, start=1):
+                if n > max_pages:
+                    return None
+                for item in page.get("Contents", []):
+                    found[item["Key"]] = int(item["Size"])
+        except Exception as exc:
+            raise storage_error(exc, f"listing s3://{self.bucket}/{prefix}") from None
+        return found
+
     def upload_file(self, path: Path, key: str, *, sha256: str) -> None:
         """Upload a file (multipart above the part size) with its sha256 as metadata."""
         try:
@@ -191,6 +212,19 @@ class ObjectStore:
         """The object's streaming body (``.read(n)``, ``.close()``) for reading front to back."""
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except Exception as exc:
+            raise storage_error(exc, f"reading s3://{self.bucket}/{key}") from None
+
+    def get_to_file(self, key: str, f: Any, digest: Any) -> int:
+        """Stream an object into the open file ``f``, feeding ``digest``; bytes written."""
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            n = 0
+            for chunk in body.iter_chunks(1024 * 1024):
+                f.write(chunk)
+                digest.update(chunk)
+                n += len(chunk)
+            return n
         except Exception as exc:
             raise storage_error(exc, f"reading s3://{self.bucket}/{key}") from None
 

@@ -129,21 +129,21 @@ def publish_snapshot(
             "immutable): set a distinct rig.id for this rig or data folder"
         )
 
+    # NOTE: the key is the sha256 and only verified bytes are ever sent under it, so a listed
+    # object of the right size is the file; without a listing (a huge prefix) HEAD tells.
+    listed = store.list_sizes(objects_prefix, max_pages=max(1, len(unique) // 100))
+
     def one(entry: dict[str, Any]) -> tuple[bool, int]:
         sha, size = str(entry["sha256"]), int(entry["size"])
         key = object_key(objects_prefix, sha)
-        there = store.head(key)
-        if there is not None and there["size"] == size and there["sha256"] == sha:
-            return False, size
-        path = folder / entry["path"]
-        # NOTE: hash before sending: a file damaged on the rig's disk must never be published
-        # under the name of the content it no longer has.
-        if sha256_of(path) != sha:
-            raise ChecksumMismatch(
-                f"{path} no longer matches the sha256 in {snapshot_id}'s manifest; run "
-                "`partrig dataset check` and create a new snapshot"
-            )
-        store.upload_file(path, key, sha256=sha)
+        if listed is not None:
+            if listed.get(key) == size:
+                return False, size
+        else:
+            there = store.head(key)
+            if there is not None and there["size"] == size and there["sha256"] == sha:
+                return False, size
+        _send(store, folder / entry["path"], key, sha, size, settings.part_size, snapshot_id)
         return True, size
 
     uploaded = reused = uploaded_bytes = reused_bytes = 0
@@ -165,6 +165,30 @@ def publish_snapshot(
         target.url(), len(files), len(unique), uploaded, uploaded_bytes, reused, reused_bytes,
         total, time.monotonic() - started,
     )  # fmt: skip
+
+
+def _send(
+    store: ObjectStore, path: Path, key: str, sha: str, size: int, part_size: int, sid: str
+) -> None:
+    """Upload one file after checking its sha256: read once when it fits in one part."""
+
+    def refuse() -> ChecksumMismatch:
+        # NOTE: a file damaged on the rig's disk must never be published under the name of
+        # the content it no longer has.
+        return ChecksumMismatch(
+            f"{path} no longer matches the sha256 in {sid}'s manifest; run "
+            "`partrig dataset check` and create a new snapshot"
+        )
+
+    if size < part_size:
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise refuse()
+        store.put_bytes(key, data, sha256=sha, content_type="application/octet-stream")
+        return
+    if sha256_of(path) != sha:
+        raise refuse()
+    store.upload_file(path, key, sha256=sha)
 
 
 def _manifest_bytes(published: dict[str, Any]) -> bytes:
