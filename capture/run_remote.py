@@ -29,7 +29,9 @@ def base_url(settings: Settings) -> str:
 def find_owner(settings: Settings) -> Owner | None:
     """Who owns the rig now: the data folder's lock holder (a ``partrig serve`` on any port,
     or another command that opened the rig), else a server answering on the configured port."""
-    return hardware_owner(settings.data.dir, settings.web.host, settings.web.port)
+    return hardware_owner(
+        settings.data.dir, settings.web.host, settings.web.port, probe_port=not settings.sim
+    )
 
 
 def server_is_up(settings: Settings) -> bool:

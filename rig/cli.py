@@ -118,7 +118,9 @@ def _with_rig(
 
     try:
         settings = load_settings(config, sim=sim)
-        owner = hardware_owner(settings.data.dir, settings.web.host, settings.web.port)
+        owner = hardware_owner(
+            settings.data.dir, settings.web.host, settings.web.port, probe_port=not settings.sim
+        )
         if owner is not None:
             if remote is None or not owner.is_server:
                 what = (

@@ -193,11 +193,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def hardware_owner(data_dir: Path | str, host: str, port: int) -> Owner | None:
+def hardware_owner(
+    data_dir: Path | str, host: str, port: int, *, probe_port: bool = True
+) -> Owner | None:
     """Who owns the rig: the data folder's lock holder, else a server answering on the
-    configured address (one started on another data folder still owns the serial port)."""
+    configured address (one started on another data folder still owns the serial port).
+
+    ``probe_port=False`` for a simulated rig: it shares no hardware with another process, so
+    only the data folder can be contended.
+    """
     owner = current_owner(data_dir)
-    if owner is not None:
+    if owner is not None or not probe_port:
         return owner
     import httpx
 

@@ -105,6 +105,8 @@ def test_a_server_on_another_data_folder_still_owns_the_rig_through_its_port(
     try:
         owner = hardware_owner(tmp_path, "127.0.0.1", port)
         assert owner is not None and owner.is_server and owner.url == client_url("0.0.0.0", port)
+        # a simulated rig shares no hardware: only its data folder's lock counts
+        assert hardware_owner(tmp_path, "127.0.0.1", port, probe_port=False) is None
     finally:
         httpd.shutdown()
         httpd.server_close()
