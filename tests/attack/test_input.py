@@ -51,6 +51,8 @@ def raw_post(
         s.setblocking(False)
         sent, answer = 0, b""
         filler = b"[" + b"1," * (chunk // 2 - 1) + b"1"
+        if head.get("Transfer-Encoding") == "chunked":
+            filler = f"{len(filler):x}\r\n".encode() + filler + b"\r\n"
         while sent < body_bytes and not answer:
             try:
                 answer = s.recv(4096)
@@ -59,7 +61,7 @@ def raw_post(
             except BlockingIOError:
                 pass
             try:
-                sent += s.send(filler[: min(chunk, body_bytes - sent)])
+                sent += s.send(filler[: min(len(filler), body_bytes - sent)])
             except BlockingIOError:
                 time.sleep(0.005)
             except (BrokenPipeError, ConnectionResetError):
@@ -101,6 +103,19 @@ def test_a_streamed_body_without_a_length_is_401_too(server):
     )
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert rss_mib(server) - before < 40
+    # with credentials, the stream is counted and cut off at the route's limit
+    answer, sent, _ = raw_post(
+        server,
+        "/api/rig/jog",
+        {
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+            "X-Api-Key": OPERATOR_KEY,
+        },
+        50 * MiB,
+    )
+    assert answer.startswith(b"HTTP/1.1 413") and b"64 KiB" in answer, answer[:300]
+    assert sent < 16 * MiB and rss_mib(server) - before < 40
 
 
 def test_an_operator_s_oversized_body_is_413_at_once_and_a_streamed_one_is_cut_off(server):
