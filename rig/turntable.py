@@ -334,9 +334,10 @@ class Turntable:
         self._pending_s += self.move_time(nominal_deg - self._nominal)
         if not self._moving:
             self._chain_start, self._chain_moves = self._now(), 0
-        self._chain_moves += 1
         self._nominal = nominal_deg
         host_target = round(nominal_deg * self.steps_per_degree)
+        if host_target != self._host:
+            self._chain_moves += 1  # NOTE: a move to where it is queues nothing, costs nothing
         if not self._moving:
             # NOTE: where this chain of moves starts, in the firmware's count; only a count
             # equal to it (and not 0) proves that a move cut off by a lost port never ran.

@@ -47,3 +47,14 @@ def test_a_late_wait_does_not_count_as_overhead(sim_rig):
     rig.clock.advance(5.0)  # the caller came back long after the move ended
     table.wait()
     assert table.overhead.samples == 0
+
+
+def test_a_move_to_where_the_table_is_does_not_count(sim_rig):
+    rig = sim_rig("marlin")
+    table = rig.turntable
+    table.rotate_to(0)  # already there: the firmware queues nothing
+    table.wait()
+    assert table.overhead.samples == 0
+    table.rotate_to(30)
+    table.wait()
+    assert table.move_overhead_s == pytest.approx(0.055, abs=0.002)
