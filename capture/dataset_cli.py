@@ -21,15 +21,20 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _open(data: Path | None, config: Path | None):  # type: ignore[no-untyped-def]
-    from capture.store import DatasetStore
+def _data_dir(data: Path | None, config: Path | None) -> Path:
     from rig.config import load_settings
 
     # NOTE: an explicit --data needs no configuration file, so a broken one cannot block a check.
-    directory = data if data is not None else load_settings(config).data.dir
-    if not Path(directory).is_dir():
+    directory = Path(data if data is not None else load_settings(config).data.dir)
+    if not directory.is_dir():
         raise RigError(f"{directory} is not a directory: pass --data DIR or set data.dir")
-    return DatasetStore.open(directory)
+    return directory
+
+
+def _open(data: Path | None, config: Path | None):  # type: ignore[no-untyped-def]
+    from capture.store import DatasetStore
+
+    return DatasetStore.open(_data_dir(data, config))
 
 
 @dataset_app.command("check")
@@ -49,8 +54,12 @@ def check(
     """Find orphan files, missing files, checksum mismatches, leftovers of interrupted writes
     and damaged database pages.  Exit 0 when clean, 1 when it lists problems, 2 when the
     database is damaged or the check cannot run."""
+    from capture.store import DatasetStore
+
+    directory: Path | None = None
     try:
-        with _open(data, config) as store:
+        directory = _data_dir(data, config)
+        with DatasetStore.open(directory) as store:
             report = store.check(verify_checksums=checksums)
             if remove_temporaries and report.removable():
                 _remove_temporaries(store, report)
@@ -58,8 +67,10 @@ def check(
             db_path = store.db_path
     except RigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        if "is damaged" in str(exc) and data is not None:
-            _print_damaged(Path(data).resolve() / "partrig.db", None)
+        if "is damaged" in str(exc) and directory is not None:
+            from capture.store import DB_NAME
+
+            _print_damaged(directory.resolve() / DB_NAME, None)
         raise typer.Exit(code=2) from None
     except OSError as exc:
         err_console.print(

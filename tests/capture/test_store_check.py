@@ -340,3 +340,15 @@ def test_the_printed_repair_steps_salvage_a_damaged_database(tmp_path: Path) -> 
     orphans = [line for line in result.output.splitlines() if "orphan file" in line]
     assert 0 < kept < 300
     assert len([o for o in orphans if "images/" in o]) == 300 - kept
+
+
+def test_dataset_check_on_a_database_it_cannot_even_open_exits_2_with_the_steps(
+    tmp_path: Path,
+) -> None:
+    root = _real_store(tmp_path / "data")
+    with open(root / "partrig.db", "r+b") as f:
+        f.write(b"this is not an SQLite header" * 4)  # page 1: the header and the schema
+    result = CliRunner().invoke(dataset_app, ["check", "--data", str(root)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "partrig.db is damaged" in result.output and "What to do" in result.output
