@@ -143,6 +143,11 @@ class DataFolderLock:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def __del__(self) -> None:
+        # NOTE: a holder dropped without close() (a start-up that failed half way) must not
+        # keep the folder locked for as long as this process lives.
+        self.close()
+
     def __enter__(self) -> DataFolderLock:
         return self.acquire()
 

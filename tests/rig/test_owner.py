@@ -43,8 +43,8 @@ def test_a_killed_owner_releases_the_folder(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from rig.owner import DataFolderLock; "
-            f"DataFolderLock({str(tmp_path)!r}, 'serve', url='http://127.0.0.1:9').acquire(); "
+            "import time; from rig.owner import DataFolderLock; "
+            f"lock = DataFolderLock({str(tmp_path)!r}, 'serve', url='http://x:9').acquire(); "
             "print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
@@ -127,3 +127,11 @@ def test_an_unwritable_data_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RigError, match="cannot create the lock file") as info:
         DataFolderLock(target, "serve").acquire()
     assert not isinstance(info.value, RigBusy)
+
+
+def test_a_holder_dropped_without_close_lets_go(tmp_path: Path) -> None:
+    import gc
+
+    DataFolderLock(tmp_path, "serve").acquire()
+    gc.collect()
+    assert current_owner(tmp_path) is None
