@@ -384,8 +384,9 @@ def _unplug_and_restart(rig, fw) -> int:
     return steps
 
 
-def test_a_board_restarted_unseen_mid_move_raises_position_lost_and_never_moves(sim_rig):
-    rig = sim_rig()
+@pytest.mark.parametrize("firmware", ["partrig", "marlin"])
+def test_a_board_restarted_unseen_mid_move_raises_position_lost_and_never_moves(sim_rig, firmware):
+    rig = sim_rig(firmware)
     tt, fw = rig.turntable, rig.firmware_sim
     tt.rotate_to(30)
     tt.wait()
@@ -405,8 +406,9 @@ def test_a_board_restarted_unseen_mid_move_raises_position_lost_and_never_moves(
     assert fw.steps_done - steps == round(90 * tt.steps_per_degree)
 
 
-def test_a_board_restarted_unseen_while_idle_is_restored_and_the_next_move_lands(sim_rig):
-    rig = sim_rig(turntable={"gear_ratio": 2.0})
+@pytest.mark.parametrize("firmware", ["partrig", "marlin"])
+def test_a_board_restarted_unseen_while_idle_is_restored_and_the_next_move_lands(sim_rig, firmware):
+    rig = sim_rig(firmware, turntable={"gear_ratio": 2.0})
     tt, fw = rig.turntable, rig.firmware_sim
     tt.rotate_to(120)
     tt.wait()
