@@ -29,7 +29,7 @@ from rich.console import Console
 from capture.run_remote import base_url, find_owner
 from capture.store import DatasetStore
 from rig.config import Settings, load_settings
-from rig.errors import ConfigError, RigError, RunStateError
+from rig.errors import ConfigError, FaultLatched, RigError, RunStateError
 from rig.owner import DataFolderLock, refuse
 
 console = Console()
@@ -128,6 +128,9 @@ def sort_locally(
             sorter.acknowledge(getpass.getuser())
         if sorter.incident is not None:
             return _report_fault(sorter.incident)
+        rig_fault = store.active_fault()
+        if rig_fault:
+            raise FaultLatched(str(rig_fault.get("reason") or rig_fault))
         console.print("taking the empty reference: keep the platform clear")
         sorter.take_reference()
         return _sort_loop(sorter, parts)

@@ -83,3 +83,20 @@ def test_start_is_refused_while_the_rig_fault_is_latched(tmp_path: Path) -> None
         rig.sorter.stop()
     finally:
         rig.close()
+
+
+def test_partrig_sort_refuses_a_latched_rig_fault(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from capture.store import DatasetStore
+    from web.cli import app
+
+    with DatasetStore.open(tmp_path) as store:
+        store.latch_fault("emergency stop pressed by alice")
+    config = tmp_path / "partrig.toml"
+    config.write_text("[simulator]\ntime_scale = 0\n[camera]\npreview_size = [320, 240]\n")
+    args = ["sort", "--sim", "--local", "--parts", "1", "--collect-for-review"]
+    result = CliRunner().invoke(app, [*args, "-c", str(config), "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "emergency stop pressed by alice" in result.output
+    with DatasetStore.open(tmp_path) as store:
+        assert store.count_decisions() == 0
