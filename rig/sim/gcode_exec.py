@@ -324,12 +324,15 @@ class CommandExecutor:
             self.fw.keepalive_s = max(0.0, min(60.0, s))
 
     def _m114(self, p: dict[str, float | None], gen: int) -> None:
-        count = self.fw.axis.count()
         x = self.position + self.shift + 0.0  # NOTE: + 0.0 turns -0.0 into 0.0
         if self.dialect == "marlin":
-            # NOTE: EXTRUDERS 0: Marlin prints no E.
+            # NOTE: Marlin 2.1 reports the planner's position as Count (where the queued moves
+            # will end, report_current_position_projected), not the live step count; and with
+            # EXTRUDERS 0 no E.
+            count = self.fw.axis.planned_end()
             self._say(f"X:{x:.2f} Y:{self.y:.2f} Z:0.00 Count X:{count} Y:{self.y_count} Z:0")
             return
+        count = self.fw.axis.count()
         self._say(f"X:{x:.2f} Y:0.00 Z:0.00 E:0.00 Count X:{count} Y:0 Z:0")
 
     def _m115(self, p: dict[str, float | None], gen: int) -> None:

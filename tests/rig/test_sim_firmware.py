@@ -304,3 +304,11 @@ def test_marlin_moves_start_after_the_first_block_delay(make_fw, raw_host):
     h.send("M400")
     predicted = duration(10, 360, 720)
     assert fw.clock.now() - t0 == pytest.approx(predicted + 0.055, abs=1e-3)  # whole steps
+
+
+def test_marlin_counts_the_planners_position_not_the_live_steps(make_fw, raw_host):
+    # Marlin 2.1's M114 reports planner.position: mid-move Count is already the target.
+    fw, h = _marlin(make_fw, raw_host)
+    h.send("G1 X360 F21600")
+    assert h.send("M114")[0] == "X:360.00 Y:0.00 Z:0.00 Count X:3200 Y:0 Z:0"
+    assert fw.steps_done == 0
