@@ -174,7 +174,7 @@ def test_dataset_commands_refuse_a_missing_directory(tmp_path: Path) -> None:
 # --- damaged pages and leftovers of interrupted writes ------------------------------------------
 
 
-def _real_store(root: Path, shots: int = 300) -> Path:
+def _real_store(root: Path, shots: int = 120) -> Path:
     """A store with enough shots that the shots table spans many pages; closed, WAL folded in."""
     with DatasetStore.open(root) as s:
         run_id = s.create_run("r", "", "{}", shots)
@@ -338,8 +338,8 @@ def test_the_printed_repair_steps_salvage_a_damaged_database(tmp_path: Path) -> 
     with DatasetStore.open(root) as s:
         kept = s.scalar("SELECT COUNT(*) FROM shots")
     orphans = [line for line in result.output.splitlines() if "orphan file" in line]
-    assert 0 < kept < 300
-    assert len([o for o in orphans if "images/" in o]) == 300 - kept
+    assert 0 < kept < 120
+    assert len([o for o in orphans if "images/" in o]) == 120 - kept
 
 
 def test_dataset_check_on_a_database_it_cannot_even_open_exits_2_with_the_steps(
