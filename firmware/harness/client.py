@@ -4,6 +4,9 @@ Why it lives next to the C harness: the firmware tests (tests/firmware) and the 
 (bench/link.py) both start the same harness; they load this file by path because firmware/
 is not a Python package.  Standard library only.
 
+Which firmware runs is one setting: the ELF in ``PARTRIG_FIRMWARE_ELF`` (for example a stock
+Marlin build, see docs/firmware.md), or partrig's own firmware, built here, when it is unset.
+
 >>> with SimavrHarness(tmp_path / "ttyRAMPS") as sim:      # doctest: +SKIP
 ...     sim.steps()
 0
@@ -22,16 +25,47 @@ FIRMWARE_DIR = Path(__file__).resolve().parent.parent
 BUILD_DIR = FIRMWARE_DIR / "build"
 ELF = BUILD_DIR / "partrig.elf"
 HARNESS = BUILD_DIR / "simavr-pty"
+ELF_SETTING = "PARTRIG_FIRMWARE_ELF"
 
 
 class HarnessError(RuntimeError):
     """The harness could not be built, did not start, or refused a control command."""
 
 
+def chosen_elf() -> Path | None:
+    """The ELF named by ``PARTRIG_FIRMWARE_ELF``, or None for partrig's own firmware."""
+    value = os.environ.get(ELF_SETTING, "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser().resolve()
+    if not path.is_file():
+        raise HarnessError(f"{ELF_SETTING}={value!r} is not a file: give the path of an ELF")
+    with path.open("rb") as f:
+        if f.read(4) != b"\x7fELF":
+            raise HarnessError(f"{ELF_SETTING}={value!r} is not an ELF file (a .hex will not do)")
+    return path
+
+
+def firmware_dialect(elf: Path) -> str:
+    """``"partrig"``, ``"marlin"`` or ``"unknown"``, from the M115 name compiled into ``elf``.
+
+    WHY from the file: tests must know which replies to expect before any board boots.
+    """
+    data = elf.read_bytes()
+    if b"FIRMWARE_NAME:partrig" in data:
+        return "partrig"
+    if b"FIRMWARE_NAME:Marlin" in data:
+        return "marlin"
+    return "unknown"
+
+
 def build(quiet: bool = True) -> tuple[Path, Path]:
-    """``make -C firmware all harness`` (a no-op when up to date); return (elf, harness)."""
+    """Build the harness, and partrig's firmware unless ``PARTRIG_FIRMWARE_ELF`` names another
+    ELF (make is a no-op when up to date); return (elf, harness)."""
+    other = chosen_elf()
+    targets = ["harness"] if other is not None else ["all", "harness"]
     proc = subprocess.run(
-        ["make", "-C", str(FIRMWARE_DIR), "all", "harness"],
+        ["make", "-C", str(FIRMWARE_DIR), *targets],
         capture_output=quiet,
         text=True,
         check=False,
@@ -41,7 +75,7 @@ def build(quiet: bool = True) -> tuple[Path, Path]:
             "building the firmware or the simavr harness failed (need gcc-avr, avr-libc, "
             f"libsimavr-dev, libelf-dev, pkg-config):\n{proc.stdout}\n{proc.stderr}"
         )
-    return ELF, HARNESS
+    return (other or ELF), HARNESS
 
 
 class SimavrHarness:
@@ -121,7 +155,12 @@ class SimavrHarness:
         return self.control("enabled?") == "1"
 
     def light(self, pin: int) -> int:
+        """A MOSFET output's duty scaled to 0..255 (pin level when its PWM is off)."""
         return int(self.control(f"light? {pin}"))
+
+    def duty(self, pin: int) -> float:
+        """A MOSFET output's duty in [0, 1]: compare register over the timer's TOP."""
+        return float(self.control(f"duty? {pin}"))
 
     def stats(self) -> dict[str, int]:
         return {k: int(v) for k, v in (kv.split("=") for kv in self.control("stats?").split())}

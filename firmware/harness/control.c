@@ -5,6 +5,7 @@
  *   enabled?               ok 1|0        (X enable pin PD7 is low)
  *   endstop?               ok 1|0        (level driven on PE5)
  *   light? 8|9|10          ok 0..255     (PWM duty or pin level of that MOSFET)
+ *   duty? 8|9|10           ok 0.00000..1.00000 (the same, unrounded, from OCR / TOP)
  *   pc?                    ok <program counter> state=<simavr cpu state>
  *   stats?                 ok rx=.. tx=.. corrupted_rx=.. corrupted_tx=.. dropped_rx=..
  *                             dropped_tx=.. lost_ok=.. unplugs=..
@@ -69,6 +70,10 @@ static void handle(avr_t *avr, char *line) {
         int level = probe_output_level(atoi(a));
         if (level < 0) reply("err light? takes 8, 9 or 10");
         else reply("ok %d", level);
+    } else if (!strcmp(cmd, "duty?") && n >= 2) {
+        double duty = probe_output_duty(atoi(a));
+        if (duty < 0) reply("err duty? takes 8, 9 or 10");
+        else reply("ok %.5f", duty);
     } else if (!strcmp(cmd, "stats?")) {
         bridge_stats_t *s = &bridge_stats;
         reply("ok rx=%llu tx=%llu corrupted_rx=%llu corrupted_tx=%llu dropped_rx=%llu "

@@ -50,7 +50,10 @@ void probe_endstop_manual(int level);
 void probe_endstop_auto(int64_t at, int64_t width, int64_t period);
 int probe_endstop_level(void);
 int probe_motor_enabled(void);
-int probe_output_level(int arduino_pin); /* 0..255 for D8, D9, D10; -1 otherwise */
+/* Duty of a MOSFET output (D8, D9, D10) in [0, 1] from its timer's mode, TOP and compare
+ * register (8- or 16-bit), or its pin level when PWM is off; -1 for any other pin. */
+double probe_output_duty(int arduino_pin);
+int probe_output_level(int arduino_pin); /* the duty scaled to 0..255; -1 otherwise */
 
 /* --- control.c: the line protocol on stdin/stdout -------------------------------------- */
 typedef struct {
