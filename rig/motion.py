@@ -17,6 +17,8 @@ Units are whatever the caller uses consistently (degrees, deg/s, deg/s^2 for the
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -118,27 +120,28 @@ class MoveOverhead:
     turntable feeds every verified wait in, so a run's ETA can learn the firmware it has
     instead of assuming one.
 
-    ``per_move_s`` is an exponentially weighted mean (``weight`` for the newest sample) of
-    ``(measured - predicted) / moves``; 0 until the first sample.
+    ``per_move_s`` is the median of the last ``window`` samples of
+    ``(measured - predicted) / moves``, 0 until the first.  NOTE: a median, not a mean, because
+    a busy host (or a simulator falling behind the wall clock) makes single waits far off in
+    either direction, and one such wait must not move the estimate.
     """
 
-    def __init__(self, weight: float = 0.2) -> None:
-        if not 0 < weight <= 1:
-            raise ValueError(f"weight must be in (0, 1] (got {weight!r})")
-        self.weight = weight
-        self.per_move_s = 0.0
+    def __init__(self, window: int = 15) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1 (got {window!r})")
+        self._recent: deque[float] = deque(maxlen=window)
         self.samples = 0
+
+    @property
+    def per_move_s(self) -> float:
+        return statistics.median(self._recent) if self._recent else 0.0
 
     def observe(self, predicted_s: float, measured_s: float, moves: int = 1) -> None:
         """One measured wait: ``moves`` moves predicted to take ``predicted_s`` in total."""
         if moves <= 0 or not (math.isfinite(predicted_s) and math.isfinite(measured_s)):
             return
-        sample = (measured_s - predicted_s) / moves
+        self._recent.append((measured_s - predicted_s) / moves)
         self.samples += 1
-        if self.samples == 1:
-            self.per_move_s = sample
-        else:
-            self.per_move_s += self.weight * (sample - self.per_move_s)
 
     def predict(self, predicted_s: float, moves: int = 1) -> float:
         """Seconds ``moves`` moves predicted at ``predicted_s`` will really take."""

@@ -74,12 +74,13 @@ def resolve(profile: str, overrides: MarlinOptions | None = None) -> MarlinBuild
 
 
 # The Cap: lines of Marlin 2.1's M115 (gcode/host/M115.cpp), in its order, with what the
-# shipped build reports; EMERGENCY_PARSER follows the build.
+# shipped build (upstream 3c929ab with config.ini, in simavr) reports; EMERGENCY_PARSER follows
+# the build.  M503's lines below are that build's too.
 _CAPS = (
     ("SERIAL_XON_XOFF", 0),
     ("BINARY_FILE_TRANSFER", 0),
     ("EEPROM", 0),
-    ("VOLUMETRIC", 1),
+    ("VOLUMETRIC", 0),
     ("AUTOREPORT_POS", 0),
     ("AUTOREPORT_TEMP", 0),
     ("PROGRESS", 0),
@@ -119,7 +120,7 @@ def m115_lines(build: MarlinBuild, machine: str) -> list[str]:
     head = (
         "FIRMWARE_NAME:Marlin bugfix-2.1.x (Dec  3 2026 07:00:00) "
         "SOURCE_CODE_URL:github.com/MarlinFirmware/Marlin PROTOCOL_VERSION:1.0 "
-        f"MACHINE_TYPE:{machine} EXTRUDER_COUNT:0"
+        f"MACHINE_TYPE:{machine} EXTRUDER_COUNT:0 UUID:cede2a2f-41a2-4748-9b12-c55c62f367ff"
     )
     caps = [
         f"Cap:{name}:{int(build.emergency_parser) if value < 0 else value}" for name, value in _CAPS
@@ -147,8 +148,8 @@ def m503_lines(
         f"echo:  M203 X{feed:.2f} Y5.00 Z5.00",
         "echo:; Max Acceleration (units/s2):",
         f"echo:  M201 X{accel:.2f} Y100.00 Z100.00",
-        "echo:; Acceleration (units/s2) (P<print-accel> T<travel-accel>):",
-        f"echo:  M204 P{accel:.2f} T{accel:.2f}",
+        "echo:; Acceleration (units/s2) (P<print-accel> R<retract-accel> T<travel-accel>):",
+        f"echo:  M204 P{accel:.2f} R3000.00 T{accel:.2f}",
         "echo:; Advanced (B<min_segment_time_us> S<min_feedrate> T<min_travel_feedrate>"
         " J<junc_dev>):",
         "echo:  M205 B20000.00 S0.00 T0.00 J0.01",

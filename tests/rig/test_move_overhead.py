@@ -7,18 +7,22 @@ import pytest
 from rig.motion import MoveOverhead
 
 
-def test_the_estimate_follows_the_measured_excess_per_move():
-    est = MoveOverhead(weight=0.5)
+def test_the_estimate_is_the_median_excess_per_move_of_recent_waits():
+    est = MoveOverhead(window=3)
     assert est.per_move_s == 0 and est.samples == 0
     est.observe(predicted_s=0.5, measured_s=0.56)
     assert est.per_move_s == pytest.approx(0.06)
-    est.observe(predicted_s=1.0, measured_s=1.2, moves=2)  # 0.1 a move
-    assert est.per_move_s == pytest.approx(0.08)
-    assert est.predict(0.5, moves=3) == pytest.approx(0.5 + 3 * 0.08)
+    est.observe(predicted_s=1.0, measured_s=1.1, moves=2)  # 0.05 a move
+    est.observe(predicted_s=0.7, measured_s=0.2)  # a wait far off (a stalled host)
+    assert est.per_move_s == pytest.approx(0.05)  # one outlier does not move it
+    est.observe(0.5, 0.555)
+    est.observe(0.5, 0.557)  # the window now holds the outlier, 0.055 and 0.057
+    assert est.per_move_s == pytest.approx(0.055)
+    assert est.predict(0.5, moves=3) == pytest.approx(0.5 + 3 * 0.055)
     est.observe(1.0, float("nan"))
-    assert est.samples == 2
-    with pytest.raises(ValueError, match="weight"):
-        MoveOverhead(weight=0)
+    assert est.samples == 5
+    with pytest.raises(ValueError, match="window"):
+        MoveOverhead(window=0)
 
 
 @pytest.mark.parametrize(
