@@ -141,11 +141,21 @@ def _position(link: Any) -> _Position:
 
 def _check_home(report: FirmwareReport, pos: _Position, turntable: TurntableConfig) -> None:
     turns = abs(pos.count_x) / (360.0 * turntable.steps_per_degree)
-    if turns > FAR_TURNS:
+    if turns <= FAR_TURNS:
+        return
+    where = (
+        f"the board says it is at X:{pos.x:.2f} (Count X:{pos.count_x}, {turns:.0f} turns from "
+        "0), so partrig's first move would travel that far"
+    )
+    if report.dialect == "marlin":
         report.problems["MANUAL_X_HOME_POS"] = (
-            f"the board says it is at X:{pos.x:.2f} (Count X:{pos.count_x}, {turns:.0f} turns "
-            "from 0), so partrig's first move would travel that far. Marlin starts at its home "
-            "position: set MANUAL_X_HOME_POS 0 (X_MIN_POS -100000 alone makes it -100000)"
+            f"{where}. Marlin starts at its home position: set MANUAL_X_HOME_POS 0 "
+            "(X_MIN_POS -100000 alone makes it -100000); if another program left it there, "
+            "reset the board"
+        )
+    else:
+        report.problems["reset the board"] = (
+            f"{where}; another program left it there: reset the board (it starts at 0)"
         )
 
 

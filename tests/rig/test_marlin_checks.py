@@ -176,3 +176,11 @@ def test_marlin_overrides_are_checked_and_survive_config_show():
     assert again.simulator.marlin.no_workspace_offsets is None  # still the profile's
     with pytest.raises(ConfigError, match=r"simulator\.marlin\.min_steps_per_segment"):
         parse_settings({"simulator": {"marlin": {"min_steps_per_segment": 0}}})
+
+
+def test_any_board_left_many_turns_from_zero_is_refused(board):
+    _fw, link = board("partrig")
+    link.send("G92 X3600")  # another program left our firmware ten turns out
+    with pytest.raises(FirmwareUnsupported, match="10 turns from 0") as err:
+        _check(link)
+    assert err.value.options == ("reset the board",)
