@@ -61,10 +61,15 @@ class FirmwareReport:
         if self.ok:
             return
         lines = [f"  - {option}: {why}" for option, why in self.problems.items()]
+        fix = (
+            "Set these in Marlin's configuration (firmware/marlin/config.ini does) and flash it "
+            "again"
+            if self.dialect == "marlin"
+            else "Fix this first"
+        )
         raise FirmwareUnsupported(
             f"the firmware ({self.name}) lacks what partrig needs to move the turntable "
-            "safely, so nothing was moved. Set these in Marlin's configuration "
-            f"(firmware/marlin/config.ini does) and flash it again ({DOC}):\n" + "\n".join(lines),
+            f"safely, so nothing was moved. {fix} ({DOC}):\n" + "\n".join(lines),
             tuple(self.problems),
         )
 
@@ -124,15 +129,16 @@ class _Position:
 
 
 def _position(link: Any) -> _Position:
-    for line in link.send("M114"):
-        reply = parse_reply(line)
-        if reply.kind == "position" and "X" in reply.count:
-            return _Position(
-                reply.position["X"],
-                reply.count["X"],
-                reply.position.get("Y"),
-                reply.count.get("Y"),
-            )
+    for _attempt in range(2):  # NOTE: replies carry no checksum: ask once more
+        for line in link.send("M114"):
+            reply = parse_reply(line)
+            if reply.kind == "position" and "X" in reply.count:
+                return _Position(
+                    reply.position["X"],
+                    reply.count["X"],
+                    reply.position.get("Y"),
+                    reply.count.get("Y"),
+                )
     raise FirmwareUnsupported(
         "the firmware's M114 report has no 'Count X:'; partrig verifies every move with it "
         "(check that the board runs partrig's firmware or Marlin 2.1)"
