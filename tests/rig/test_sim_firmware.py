@@ -285,13 +285,14 @@ def test_stock_marlin_acts_on_m112_only_when_its_loop_reads_it(make_fw, raw_host
     assert fw.wait_ready()
     h = raw_host(fw.port)
     h.handshake()
-    h.send("G1 X180 F21600")  # about 1 s
+    h.send("G1 X720 F21600")  # 2.5 s: a wide margin for a loaded machine
     h.n += 1
     h.serial.write(framed_line(h.n, "M400"))
     time.sleep(0.2)  # M400 is now blocking Marlin's main loop
     h.serial.write(b"M112\n")
     time.sleep(0.3)
     assert not fw.halted  # no emergency parser: M112 waits behind the blocking M400
+    h.serial.timeout = 10
     assert h.line() == "ok"
     assert h.line() == "Error:Printer halted. kill() called!"
     assert fw.halted
