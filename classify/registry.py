@@ -105,7 +105,11 @@ class ModelRegistry:
                 passed, validation = False, {"checks": [], "passed": False, "reason": str(exc)}
             self.store.set_model_validation(model_id, passed, validation)
             if not passed:
-                self.prune_rejected()
+                try:
+                    self.prune_rejected()
+                except RigError as exc:
+                    # NOTE: the verdict is recorded; a failed prune must not turn it into a 500.
+                    log.warning("pruning rejected uploads failed: %s", exc)
         finally:
             self._validating.release()
         log.info("%s uploaded by %s: %s", model_id, who, "validated" if passed else "rejected")
