@@ -102,3 +102,42 @@ def test_partrig_model_push_of_a_crashing_model_exits_1_and_the_server_lives(
     assert "validation crashed: signal 11 (SIGSEGV)" in done.stdout
     assert "did not validate" in done.stderr
     assert_same_server_answers(live_server, pid)
+
+
+def test_an_upload_a_stopped_server_left_unvalidated_is_rejected_at_start_and_never_loaded(
+    tmp_path: Path, seed_dir: Path
+) -> None:
+    """A server killed mid-validation leaves an ``uploaded`` row; its successor must neither
+    leave it so nor load it when asked to activate it (this one would segfault LiteRT)."""
+    from live_server import start_server
+
+    from capture.store import DatasetStore
+    from classify.registry import ModelRegistry
+    from rig.config import parse_settings
+
+    crash = crashing_mutants((seed_dir / "model.tflite").read_bytes())["zero-point-300"]
+    data = tmp_path / "srv" / "data"
+    store = DatasetStore.open(data)
+    registry = ModelRegistry(store, parse_settings({"data": {"dir": str(data)}}))
+    staged, shas = registry._stage({**upload_files(seed_dir), "model.tflite": crash})
+    model_id = store.add_model(
+        staged,
+        files=[{"name": n, "sha256": h, "size": 1} for n, h in shas.items()],
+        labels=["part-blue", "part-red"],
+        snapshot_id="snap-0001",
+        metrics={},
+        who="trainer",
+    )
+    store.close()
+
+    server = start_server(tmp_path / "srv")
+    try:
+        pid = server.proc.pid
+        with server.client(OPERATOR_KEY) as client:
+            row = client.get(f"/api/models/{model_id}").json()
+            assert row["state"] == "rejected" and "did not finish" in row["validation"]["reason"]
+            r = client.post(f"/api/models/{model_id}/activate")
+            assert r.status_code == 409 and "rejected" in r.json()["detail"]
+        assert_same_server_answers(server, pid)
+    finally:
+        server.stop()
