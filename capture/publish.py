@@ -143,7 +143,9 @@ def publish_snapshot(
             there = store.head(key)
             if there is not None and there["size"] == size and there["sha256"] == sha:
                 return False, size
-        _send(store, folder / entry["path"], key, sha, size, settings.part_size, snapshot_id)
+        send_verified(
+            store, folder / entry["path"], key, sha, size, settings.part_size, snapshot_id
+        )
         return True, size
 
     uploaded = reused = uploaded_bytes = reused_bytes = 0
@@ -167,7 +169,7 @@ def publish_snapshot(
     )  # fmt: skip
 
 
-def _send(
+def send_verified(
     store: ObjectStore, path: Path, key: str, sha: str, size: int, part_size: int, sid: str
 ) -> None:
     """Upload one file after checking its sha256: read once when it fits in one part."""

@@ -16,6 +16,7 @@ a pull hashes each file before it gives the file its final name.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -46,6 +47,7 @@ class VerifyingReader:
         self._seen = 0
         self.name = name
         self.verified = False
+        self.failed = ""
 
     def read(self, n: int = -1) -> bytes:
         data = self._body.read() if n is None or n < 0 else self._body.read(n)
@@ -60,10 +62,11 @@ class VerifyingReader:
             return
         sha, size = self._expected
         if self._seen != size or self._hash.hexdigest() != sha:
-            raise ChecksumMismatch(
+            self.failed = (
                 f"{self.name}: got {self._seen} bytes with sha256 {self._hash.hexdigest()[:12]}, "
                 f"the manifest says {size} bytes, {sha[:12]}; the object is damaged or replaced"
             )
+            raise ChecksumMismatch(self.failed)
         self.verified = True
 
     def drain(self) -> None:
@@ -116,7 +119,16 @@ class PublishedSnapshot:
         body = self.store.open_stream(self.key_of(entry))
         reader = VerifyingReader(body, str(entry["sha256"]), int(entry["size"]), entry["path"])
         try:
-            yield reader
+            try:
+                yield reader
+            except Exception:
+                # NOTE: a replaced or damaged object usually fails the reader first (a tar
+                # header); the checksum names the real cause, so it wins when it fails too.
+                with contextlib.suppress(Exception):
+                    reader.drain()
+                if reader.failed:
+                    raise ChecksumMismatch(reader.failed) from None
+                raise
             reader.drain()
         finally:
             reader.close()

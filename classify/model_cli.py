@@ -6,8 +6,9 @@ Registered in :mod:`web.cli` as the ``model`` group.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -35,6 +36,71 @@ def push_command(
         answer = push(url, model_dir, key=key)
     except RigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from None
+    console.print(json.dumps(answer, indent=2))
+    if answer.get("state") == "rejected":
+        err_console.print(f"[bold red]rejected:[/] model {answer.get('id')} did not validate")
+        raise typer.Exit(code=1)
+
+
+def _transfer(endpoint_url: str | None) -> Any:
+    from dataclasses import replace
+
+    from capture.objstore import TransferSettings
+    from rig.config import load_settings
+
+    settings = TransferSettings.from_config(load_settings().storage)
+    return replace(settings, endpoint_url=endpoint_url) if endpoint_url else settings
+
+
+@model_app.command("publish")
+def publish_command(
+    model_dir: Annotated[Path, typer.Argument(help="folder written by `partrig train --out`")],
+    url: Annotated[
+        str | None, typer.Argument(help="s3://bucket/prefix (default: storage.url)")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="model name (default: the folder's name)")
+    ] = None,
+    endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="S3 endpoint")] = None,
+) -> None:
+    """Publish MODEL_DIR to s3://bucket/prefix/models/NAME, where any rig can pull it."""
+    from capture.publish import default_url
+    from classify.model_store import publish_model
+    from rig.config import load_settings
+
+    try:
+        target = default_url(load_settings().storage, url)
+        chosen = name or re.sub(r"[^a-z0-9._-]+", "-", model_dir.resolve().name.lower()).strip("-")
+        published = publish_model(model_dir, target, chosen, _transfer(endpoint_url))
+    except RigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    console.print(published)
+
+
+@model_app.command("pull")
+def pull_command(
+    url: Annotated[str, typer.Argument(help="s3://bucket/prefix/models/NAME")],
+    rig: Annotated[str, typer.Option(help="the rig to hand it to, e.g. http://partrig.local:8000")],
+    key: Annotated[str | None, typer.Option(envvar="PARTRIG_KEY", help="trainer API key")] = None,
+    endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="S3 endpoint")] = None,
+) -> None:
+    """Fetch a published model (sha256-checked) and upload it to the rig, which validates it in
+    a child process on its own held-out split, exactly as for `model push`.
+
+    Exits 1 when the rig rejected the model, 2 on any other error.
+    """
+    import tempfile
+
+    from classify.model_store import fetch_model
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="partrig-model-") as tmp:
+            folder = fetch_model(url, Path(tmp) / "model", _transfer(endpoint_url))
+            answer = push(rig, folder, key=key)
+    except RigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(code=2) from None
     console.print(json.dumps(answer, indent=2))
     if answer.get("state") == "rejected":

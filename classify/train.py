@@ -215,8 +215,20 @@ def _calibration(train: Prepared, rng: np.random.Generator, limit: int = 200) ->
     return [apply_colour_matrix(train.crops[i], train.matrices[i]) for i in order]
 
 
-def train(snapshot_dir: Path, out_dir: Path, opts: TrainOptions, log: Log = print) -> dict:
-    """Train on the snapshot at ``snapshot_dir``; write the model folder ``out_dir``."""
+def train(
+    snapshot_dir: Path | Snapshot, out_dir: Path, opts: TrainOptions, log: Log = print
+) -> dict:
+    """Train on the snapshot at ``snapshot_dir`` (or an opened one, e.g. several published
+    snapshots from :func:`classify.train_sources.open_training_data`); write ``out_dir``.
+
+    Under a TF_CONFIG naming two or more workers this process is one worker of
+    :mod:`classify.train_workers`; only the chief writes ``out_dir``.
+    """
+    from classify.train_workers import make_strategy, worker_role
+
+    role = worker_role()
+    # NOTE: first of all: TensorFlow refuses to set up collectives after any other TF op.
+    worker_strategy = make_strategy() if role is not None else None
     import keras
 
     started = time.monotonic()
@@ -224,10 +236,16 @@ def train(snapshot_dir: Path, out_dir: Path, opts: TrainOptions, log: Log = prin
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ModelError(f"{out_dir} exists and is not empty; choose a new --out folder")
     check_options(opts.backbone, opts.alpha, opts.size, opts.weights)
-    snap = open_snapshot(Path(snapshot_dir))
+    snap = snapshot_dir if isinstance(snapshot_dir, Snapshot) else open_snapshot(snapshot_dir)
     labels = snap.labels
     keras.utils.set_random_seed(opts.seed)
-    splits = {name: snap.samples(name) for name in ("train", "val", "test")}
+    if role is not None:
+        from classify.train_sources import worker_samples
+
+        splits = {"train": worker_samples(snap, "train", role.index, role.count)}
+        splits.update({name: snap.samples(name) for name in ("val", "test")})
+    else:
+        splits = {name: snap.samples(name) for name in ("train", "val", "test")}
     log(
         f"snapshot {snap.id}: {len(labels)} classes, "
         + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
@@ -235,9 +253,14 @@ def train(snapshot_dir: Path, out_dir: Path, opts: TrainOptions, log: Log = prin
     train_set = prepare_split(splits["train"], opts.size, for_training=True)
     val_set = prepare_split(splits["val"], opts.size, for_training=False)
     test_set = prepare_split(splits["test"], opts.size, for_training=False)
-    weights = class_weights(train_set.classes, labels)
+    if role is not None:
+        from classify.train_workers import shared_class_weights
 
-    strategy, devices = pick_strategy()
+        weights, total_train = shared_class_weights(snap, train_set.classes, labels)
+        strategy, devices = worker_strategy, [f"worker {role.index} of {role.count}"]
+    else:
+        weights = class_weights(train_set.classes, labels)
+        strategy, devices = pick_strategy()
     log(f"training {opts.backbone} at {opts.size} px on {', '.join(devices)}")
     with strategy.scope():
         model = build_model(len(labels), opts.backbone, opts.alpha, opts.size, opts.weights)
@@ -246,7 +269,22 @@ def train(snapshot_dir: Path, out_dir: Path, opts: TrainOptions, log: Log = prin
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-    outcome = fit(model, train_set, val_set, weights, opts, log)
+    if role is not None:
+        from classify.train_workers import fit_workers, weights_digest
+
+        outcome = fit_workers(
+            model, strategy, train_set, val_set, weights, opts, role, total_train, log
+        )
+        outcome["weights_sha256"] = weights_digest(model)
+        log(f"worker {role.index}: final weights sha256 {outcome['weights_sha256']}")
+        if not role.chief:
+            return outcome
+        # NOTE: export from a plain copy: the converter must not trace the distributed model.
+        plain = build_model(len(labels), opts.backbone, opts.alpha, opts.size, opts.weights)
+        plain.set_weights(model.get_weights())
+        model = plain
+    else:
+        outcome = fit(model, train_set, val_set, weights, opts, log)
     train_seconds = time.monotonic() - started
 
     temp = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.partial")
@@ -304,6 +342,18 @@ def _test_once(folder: Path, labels: list[str], test: Prepared) -> dict[str, Any
     }
 
 
+def _sources(snap: Snapshot, outcome: dict) -> dict[str, Any]:
+    """Which snapshots fed the model and, for a multi-worker run, the cluster's result."""
+    from classify.train_sources import describe
+
+    extra = describe(snap)
+    extra.pop("snapshot", None)
+    for key in ("workers", "steps_per_epoch", "weights_sha256"):
+        if key in outcome:
+            extra[key] = outcome[key]
+    return extra
+
+
 def _record(
     snap: Snapshot,
     opts: TrainOptions,
@@ -323,6 +373,7 @@ def _record(
         "input_size": opts.size,
         "weights": str(opts.weights) if opts.weights else "none",
         "val_accuracy": outcome["val_accuracy"],
+        **_sources(snap, outcome),
         "best_epoch": outcome["best_epoch"],
         "epochs_run": outcome["epochs_run"],
         "history": outcome["history"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -48,8 +48,27 @@ def resolve_dataset(dataset: str, snapshot: str | None, dest: Path, key: str | N
     return result.root
 
 
+def _open_sources(sources: list[str | Path]) -> Any:
+    """One local folder goes to train() as before; s3:// or several are opened together."""
+    if len(sources) == 1 and not str(sources[0]).startswith("s3://"):
+        return Path(sources[0])
+    from capture.objstore import TransferSettings
+    from classify.train_sources import open_training_data
+    from rig.config import load_settings
+
+    return open_training_data(
+        [str(s) for s in sources], TransferSettings.from_config(load_settings().storage)
+    )
+
+
 def train_command(
-    dataset: Annotated[str, typer.Option(help="snapshot folder, or the rig's URL to pull from")],
+    dataset: Annotated[
+        list[str],
+        typer.Option(
+            help="snapshot folder, a rig's URL to pull from, or s3://bucket/prefix/<rig.id>/"
+            "snap-NNNN (streamed, not downloaded); repeat to train on several with one class index"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="model folder to create (must be new or empty)")],
     backbone: Annotated[
         str, typer.Option(help="mobilenet_v2 | mobilenet_v3_small | tiny")
@@ -92,11 +111,15 @@ def train_command(
         seed=seed,
     )
     try:
-        folder = resolve_dataset(dataset, snapshot, dest, key)
-        metrics = train(folder, out, opts, log=console.print)
+        sources = [d if d.startswith("s3://") else resolve_dataset(d, snapshot, dest, key)
+                   for d in dataset]  # fmt: skip
+        metrics = train(_open_sources(sources), out, opts, log=console.print)
     except RigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=2) from None
+    if "float_accuracy" not in metrics:
+        console.print(f"worker done: weights sha256 {metrics.get('weights_sha256')}")
+        return
     if metrics["float_accuracy"] is None:
         console.print(
             f"[yellow]warning:[/] snapshot {metrics['snapshot']} has no test split, so the "

@@ -118,19 +118,37 @@ class Snapshot:
             captured_at=record.get("captured_at"),
         )
 
+    def shard_refs(self, split: str) -> list[str]:
+        """The split's WebDataset shards (manifest paths) when all are here, else none."""
+        paths = [f["path"] for f in self.manifest.get("files", [])]
+        shards = sorted(p for p in paths if p.startswith(f"webdataset/{split}-"))
+        return shards if shards and all((self.root / p).is_file() for p in shards) else []
+
+    def shard_samples(self, ref: str) -> list[Sample]:
+        """The samples of one shard named by :meth:`shard_refs` (one worker's share)."""
+        return list(self._from_shard(self.root / ref))
+
     def _from_shard(self, path: Path) -> Iterator[Sample]:
-        members: dict[str, dict[str, bytes]] = defaultdict(dict)
         try:
             with tarfile.open(path) as tar:
-                for info in tar:
-                    if not info.isfile():
-                        continue
-                    key, _, ext = info.name.rpartition("/")[2].partition(".")
-                    handle = tar.extractfile(info)
-                    if handle is not None:
-                        members[key][ext] = handle.read()
+                found = list(self._from_tar(tar, str(path)))
         except (OSError, tarfile.TarError) as exc:
             raise StoreError(f"cannot read the shard {path}: {exc}") from None
+        yield from found
+
+    def _from_tar(self, tar: tarfile.TarFile, where: str) -> Iterator[Sample]:
+        """Samples of an open tar, read front to back (a stream from object storage works)."""
+        members: dict[str, dict[str, bytes]] = defaultdict(dict)
+        try:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, _, ext = info.name.rpartition("/")[2].partition(".")
+                handle = tar.extractfile(info)
+                if handle is not None:
+                    members[key][ext] = handle.read()
+        except (OSError, tarfile.TarError) as exc:
+            raise StoreError(f"cannot read the shard {where}: {exc}") from None
         for key, parts in members.items():
             ext = next((e for e in IMAGE_EXTS if e in parts), None)
             if ext is None:
