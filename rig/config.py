@@ -155,6 +155,12 @@ class SimConfig(_Section):
     corrupt_to_host: float = Field(0.0, ge=0, le=0.5, description="probability per line")
     drop_ok: float = Field(0.0, ge=0, le=0.5, description="probability an ok is lost")
     seed: int = 0
+    board: str = Field(
+        "",
+        max_length=4096,
+        description="the serial link of a simulated board running in its own process "
+        "(`python -m rig.sim.board --link PATH`); empty: the board runs inside this process",
+    )
 
 
 class DataConfig(_Section):
@@ -168,6 +174,16 @@ class WebConfig(_Section):
     port: int = Field(8000, ge=1, le=65535)
     preview_fps: float = Field(12.0, gt=0, le=60)
     public_banner: bool = True
+    header_timeout_s: float = Field(
+        10.0,
+        ge=1,
+        le=300,
+        description="a request's line and headers must arrive within this many seconds of its "
+        "first byte (or of the connection); slower clients are closed (slowloris)",
+    )
+    keep_alive_s: float = Field(
+        5.0, ge=1, le=300, description="an idle keep-alive connection is closed after this"
+    )
     accel_redirect: str = Field(
         "",
         pattern=r"^(/[A-Za-z0-9._~-]+)*$",

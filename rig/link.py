@@ -213,6 +213,10 @@ class GcodeLink(LinkRecovery, LinkHandshake):
     def emergency_stop(self) -> None:
         """Write ``M112`` straight to the port, ahead of anything queued, and latch a fault."""
         self.write_emergency()
+        self.latch_emergency()
+
+    def latch_emergency(self) -> None:
+        """Latch the e-stop's fault (after :meth:`write_emergency`): everything queued fails."""
         with self._cond:
             self._latch("emergency stop", FirmwareHalted)
 

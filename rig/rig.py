@@ -118,7 +118,7 @@ class Rig:
         a reset drives them low as well.  Never raises.
         """
         try:
-            self.link.emergency_stop()
+            self.link.latch_emergency()
         except Exception as exc:  # NOTE: fail safe: the latch above already refuses motion
             log.warning("latching the link's e-stop failed: %s", exc)
         if self._kill_drops_lights():

@@ -54,9 +54,8 @@ def demo_password(settings: Settings, host: str) -> str | None:
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Check the binding, then run the app until Ctrl-C (one worker: it owns the rig)."""
-    import uvicorn
-
     from web.app import create_app
+    from web.server import run_server
 
     host = host or settings.web.host
     port = port or settings.web.port
@@ -69,12 +68,12 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     )
     if password:
         typer.echo(f"partrig: demo operator password (this run only): {password}")
-    uvicorn.run(
+    # NOTE: web.server adds the request-receipt deadline and the open-files limit.
+    run_server(
         create_app(settings),
-        host=host,
-        port=port,
-        workers=1,
-        log_level="info",
+        settings,
+        host,
+        port,
         # NOTE: X-Forwarded-For only from web.trusted_proxies (nginx); otherwise any local
         # process could forge its address past the sign-in limit (docs/security.md).
         proxy_headers=bool(settings.web.trusted_proxies),

@@ -69,7 +69,9 @@ class LiveServer:
                 self.proc.wait(5)
 
 
-def write_config(path: Path, data_dir: Path, extra_toml: str = "") -> None:
+def write_config(
+    path: Path, data_dir: Path, extra_toml: str = "", simulator_toml: str = ""
+) -> None:
     from web.security import hash_password
 
     path.write_text(
@@ -79,6 +81,7 @@ dir = "{data_dir}"
 
 [simulator]
 time_scale = 1.0
+{simulator_toml}
 
 [auth]
 operator_password_hash = "{hash_password(OPERATOR_PASSWORD)}"
@@ -95,15 +98,20 @@ def start_server(
     tmp: Path,
     *,
     extra_toml: str = "",
+    simulator_toml: str = "",
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 60.0,
 ) -> LiveServer:
-    """Start ``partrig serve --sim`` on a free loopback port and wait until it answers."""
+    """Start ``partrig serve --sim`` on a free loopback port and wait until it answers.
+
+    ``extra_toml`` is appended after the ``[auth]`` keys (start it with a table header);
+    ``simulator_toml`` holds keys for the ``[simulator]`` table.
+    """
     tmp.mkdir(parents=True, exist_ok=True)
     data_dir = tmp / "data"
     config = tmp / "partrig.toml"
-    write_config(config, data_dir, extra_toml)
+    write_config(config, data_dir, extra_toml, simulator_toml)
     port = free_port()
     log = tmp / "server.log"
     cmd = [
