@@ -10,7 +10,7 @@ APT_PACKAGES := gcc-avr avr-libc binutils-avr simavr libsimavr-dev libsimavrpart
 	pkg-config avrdude chromium nginx curl
 DATA ?= $(CURDIR)/demo-data
 
-.PHONY: demo test test-long bench lint format firmware sysdeps venv clean
+.PHONY: demo test test-firmware test-long bench lint format firmware sysdeps venv clean
 
 $(BIN)/partrig: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ test: sysdeps venv firmware
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -m "not long" -p no:cacheprovider
+
+# Firmware-in-the-loop tests and the link benchmark against another firmware ELF, e.g. stock
+# Marlin built with firmware/marlin/config.ini: make test-firmware FIRMWARE_ELF=.../Marlin.elf
+# (empty: partrig's own firmware).  docs/firmware.md records what passes on Marlin.
+FIRMWARE_ELF ?=
+test-firmware: sysdeps venv firmware
+	PARTRIG_FIRMWARE_ELF="$(FIRMWARE_ELF)" $(BIN)/python -m pytest -q -p no:cacheprovider tests/firmware
+	PARTRIG_FIRMWARE_ELF="$(FIRMWARE_ELF)" $(BIN)/python bench/link.py
 
 test-long: sysdeps venv firmware
 	$(BIN)/python -m pytest -q -m long -p no:cacheprovider

@@ -116,7 +116,7 @@ FACTS = {
         m105="ok T:0",
         e_axis=False,
         fan_scale=lambda v: (v - 1) * 255 // 254 if v else 0,
-        halt_grace_s=0.9,
+        halt_grace_s=1.0,
     ),
 }
 
