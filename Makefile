@@ -7,7 +7,7 @@ EXTRAS ?= dev,litert,train
 # Debian packages: the AVR toolchain and simavr for firmware-in-the-loop tests, chromium for
 # the browser tests, nginx and curl for the pull benchmark.
 APT_PACKAGES := gcc-avr avr-libc binutils-avr simavr libsimavr-dev libsimavrparts1 libelf-dev \
-	pkg-config avrdude chromium nginx curl
+	pkg-config avrdude chromium nginx curl systemd
 DATA ?= $(CURDIR)/demo-data
 
 .PHONY: demo test test-firmware test-long bench lint format firmware sysdeps venv clean
