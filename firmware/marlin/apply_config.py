@@ -130,7 +130,10 @@ def apply_options(options: list[tuple[str, str]], marlin_dir: Path) -> list[str]
             f"Marlin version): {', '.join(unknown)}"
         )
     for header, lines in texts.items():
-        (marlin_dir / header).write_text("\n".join(lines), encoding="utf-8")
+        path, text = marlin_dir / header, "\n".join(lines)
+        # NOTE: an unchanged header keeps its mtime, so re-running before `make` rebuilds nothing
+        if path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
     return report
 
 
