@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from rig.config import Settings, load_settings
-from rig.errors import ConfigError
+from rig.errors import ConfigError, RigBusy
 from web.security import hash_password
 
 
@@ -60,6 +60,11 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     host = host or settings.web.host
     port = port or settings.web.port
     check_bind(settings, host)
+    from rig.owner import DataFolderLock, client_url
+
+    # NOTE: taken before anything opens the store or the port, and held until uvicorn returns:
+    # a second serve on this data folder refuses here, naming this one (contracts.md, #7).
+    owner = DataFolderLock(settings.data.dir, "serve", url=client_url(host, port)).acquire()
     password = demo_password(settings, host)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(
@@ -68,17 +73,20 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     )
     if password:
         typer.echo(f"partrig: demo operator password (this run only): {password}")
-    # NOTE: web.server adds the request-receipt deadline and the open-files limit.
-    run_server(
-        create_app(settings),
-        settings,
-        host,
-        port,
-        # NOTE: X-Forwarded-For only from web.trusted_proxies (nginx); otherwise any local
-        # process could forge its address past the sign-in limit (docs/security.md).
-        proxy_headers=bool(settings.web.trusted_proxies),
-        forwarded_allow_ips=list(settings.web.trusted_proxies) or None,
-    )
+    try:
+        # NOTE: web.server adds the request-receipt deadline and the open-files limit.
+        run_server(
+            create_app(settings, owner=owner),
+            settings,
+            host,
+            port,
+            # NOTE: X-Forwarded-For only from web.trusted_proxies (nginx); otherwise any local
+            # process could forge its address past the sign-in limit (docs/security.md).
+            proxy_headers=bool(settings.web.trusted_proxies),
+            forwarded_allow_ips=list(settings.web.trusted_proxies) or None,
+        )
+    finally:
+        owner.close()
 
 
 def serve_command(
@@ -99,6 +107,6 @@ def serve_command(
         if sorter:
             settings.sorter.enabled = True
         serve(settings, host, port)
-    except ConfigError as exc:
+    except (ConfigError, RigBusy) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
