@@ -135,3 +135,40 @@ def test_the_serve_command_has_a_sorter_switch():
 
     out = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert out.exit_code == 0 and "--sorter" in out.output
+
+
+def test_a_run_start_and_a_sorter_start_at_once_never_both_win(client, monkeypatch):
+    import threading
+
+    runs = client.app.state.runs
+    real_start = runs.start
+    checking = threading.Event()
+
+    def slow_start(run_id):  # type: ignore[no-untyped-def]
+        # NOTE: widens the gap between "the sorter is stopped" and the run's engine thread.
+        checking.set()
+        time.sleep(0.5)
+        return real_start(run_id)
+
+    monkeypatch.setattr(runs, "start", slow_start)
+    plan = (
+        'name = "p"\nbackgrounds = [1]\nangles_per_rev = 4\n'
+        'parts = [{ label = "3001", instance = "3001-a" }]\n'
+    )
+    run_id = client.post("/api/runs", headers=OP, json={"plan_toml": plan}).json()["id"]
+    answers: dict[str, Any] = {}
+    starter = threading.Thread(
+        target=lambda: answers.setdefault(
+            "run", client.post(f"/api/runs/{run_id}/start", headers=OP)
+        )
+    )
+    starter.start()
+    try:
+        assert checking.wait(10)
+        sorter = client.post("/api/sorter/start", headers=OP, json=COLLECT)
+    finally:
+        starter.join(30)
+    assert answers["run"].status_code == 200, answers["run"].text
+    assert sorter.status_code == 409 and f"capture run {run_id}" in sorter.json()["detail"]
+    assert client.get("/api/sorter/status", headers=VIEW).json()["state"] == "stopped"
+    client.post(f"/api/runs/{run_id}/abort", headers=OP)
