@@ -171,3 +171,7 @@ _register_snapshot_commands(dataset_app)
 from capture.publish_cli import register as _register_publish_commands  # noqa: E402
 
 _register_publish_commands(dataset_app)
+
+from capture.import_cli import register as _register_import_commands  # noqa: E402
+
+_register_import_commands(dataset_app)

@@ -45,7 +45,7 @@ from capture.formats.folder import FolderWriter
 from capture.formats.webdataset import WebDatasetWriter
 from capture.snapshot_filter import GROUP_BY, SnapshotFilter, full_rows, group_key, select_shots
 from capture.snapshot_report import ReportBuilder, render_markdown
-from capture.splits import SPLITS, Group, SplitRules, assign_splits
+from capture.splits import SPLITS, Group, SplitRules, assign_splits, refuse_empty_splits
 from capture.store.files import ensure_dir, fsync_dir, os_error
 from capture.store.records import decode_row, utc_now
 from rig.errors import NotFound, QueryError, RigError, StoreError
@@ -126,7 +126,13 @@ def create_snapshot(
                 + ": widen --label/--run/--background/--since/--until or lower --min-per-class"
             )
         groups = _groups(rows, rules.group_by)
-        assigned = assign_splits(groups.values(), rules, store.previous_splits(rules.group_by))
+        # NOTE: another rig's split (kept by an import) counts as an earlier assignment, and
+        # this store's own earlier snapshots win over it.
+        previous = {**_import_splits(store, rows, rules.group_by)}
+        previous.update(store.previous_splits(rules.group_by))
+        assigned = assign_splits(groups.values(), rules, previous)
+        empty = refuse_empty_splits(groups.values(), assigned, rules)
+        inferred = _inferred_groups(store, rows)
         classes = sorted({r["label"] for r in rows})
         by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
         for row in rows:
@@ -139,7 +145,16 @@ def create_snapshot(
         try:
             tmp.mkdir()
             manifest = _write(
-                store, settings, tmp, sid, flt, rules, formats, classes, by_split, dropped
+                store,
+                settings,
+                tmp,
+                sid,
+                flt,
+                rules,
+                formats,
+                classes,
+                by_split,
+                {"dropped": dropped, "empty": empty, "inferred": inferred},
             )
             _sync_tree(tmp)
             os.rename(tmp, final)
@@ -169,6 +184,26 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
             f"unknown format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}"
         )
     return [f for f in FORMATS if f in chosen]
+
+
+def _import_splits(store: Any, rows: list[dict[str, Any]], group_by: str) -> dict[str, str]:
+    """The split another rig's snapshot gave imported shots, by this snapshot's group key."""
+    kept = {
+        int(r["id"]): r["import_split"]
+        for r in store.query("SELECT id, import_split FROM shots WHERE import_split IS NOT NULL")
+    }
+    if not kept:
+        return {}
+    return {group_key(r, group_by): kept[r["id"]] for r in rows if r["id"] in kept}
+
+
+def _inferred_groups(store: Any, rows: list[dict[str, Any]]) -> int:
+    """How many of the selected instances are groups inferred from imported photos."""
+    inferred = {
+        r["instance_id"]
+        for r in store.query("SELECT instance_id FROM part_instances WHERE inferred = 1")
+    }
+    return len(inferred & {r["instance_id"] for r in rows})
 
 
 def _groups(rows: list[dict[str, Any]], group_by: str) -> dict[str, Group]:
@@ -242,8 +277,9 @@ def _write(
     formats: list[str],
     classes: list[str],
     by_split: dict[str, list[dict[str, Any]]],
-    dropped: dict[str, int],
+    notes: dict[str, Any],
 ) -> dict[str, Any]:
+    dropped = notes["dropped"]
     index = {c: i for i, c in enumerate(classes)}
     writers = _writers(settings, tmp, formats, classes)
     report = ReportBuilder(classes)
@@ -264,6 +300,10 @@ def _write(
         "group_by": rules.group_by,
         "weaker": rules.weaker,
     }
+    if notes["empty"]:
+        rules_dict["empty_splits"] = notes["empty"]
+    if notes["inferred"]:
+        rules_dict["inferred_groups"] = notes["inferred"]
     built = report.build(rules_dict, dropped)
     report_json = HashingFile(tmp / "report.json")
     report_json.write(json.dumps(built, indent=1, sort_keys=True).encode())

@@ -59,10 +59,20 @@ def snapshot_command(
         list[str] | None,
         typer.Option("--format", help=f"one of {', '.join(FORMATS)}; repeat; default all"),
     ] = None,
+    allow_empty_splits: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty-splits",
+            help="accept classes left with no val or test shots (refused otherwise)",
+        ),
+    ] = False,
     data: DataOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Freeze a filtered view of the store into a new immutable snapshot with leak-free splits."""
+    """Freeze a filtered view of the store into a new immutable snapshot with leak-free splits.
+
+    Refuses when a class would get no val or test shots (unless --allow-empty-splits), and
+    prints the share of held-out images with a near duplicate across splits first."""
     from capture.snapshot import create_snapshot
     from capture.snapshot_filter import SnapshotFilter
     from capture.splits import SplitRules
@@ -80,6 +90,7 @@ def snapshot_command(
             test=cfg.test if test is None else test,
             seed=cfg.seed if seed is None else seed,
             group_by=group_by,
+            allow_empty=allow_empty_splits,
         )
         flt = SnapshotFilter(
             labels=tuple(label or ()),
@@ -112,6 +123,15 @@ def snapshot_command(
         raise _fail(exc) from None
     counts = manifest["counts"]
     size = sum(f["size"] for f in manifest["files"])
+    dup = report["duplicates"]
+    rate = float(dup.get("held_out_rate", 0.0))
+    colour = "red" if rate >= 0.05 else "yellow" if rate > 0 else "green"
+    # NOTE: the headline, printed first: a high rate means the held-out scores measure memory.
+    console.print(
+        f"[bold {colour}]near-duplicate rate across splits: {rate:.1%}[/] of val+test images "
+        f"({dup['exact_cross_split']} exact, {dup['near_cross_split']} near pairs; report.md)",
+        highlight=False,
+    )
     console.print(
         f"[green]{manifest['id']}[/]: {counts['total']} shots "
         + ", ".join(f"{s} {n}" for s, n in counts["by_split"].items())
@@ -120,21 +140,16 @@ def snapshot_command(
     )
     if report["split"]["weaker"]:
         console.print(f"[yellow]warning:[/] {report['split']['note']}", soft_wrap=True)
-    empty = [s for s, n in counts["by_split"].items() if n == 0 and getattr(rules, s) > 0]
-    if empty:
+    if report["split"].get("inferred_groups"):
+        console.print(f"split: {report['split']['note']}", soft_wrap=True, highlight=False)
+    for label, missing in report["split"].get("empty_splits", {}).items():
         console.print(
-            f"[yellow]warning:[/] the {' and '.join(empty)} split(s) got no shots: too few "
-            "groups to share out; capture more part instances",
+            f"[yellow]warning:[/] {label} has no {' or '.join(missing)} shots "
+            "(--allow-empty-splits): no held-out score covers it",
             soft_wrap=True,
         )
     if report["dropped_classes"]:
         console.print(f"dropped (too few shots): {report['dropped_classes']}")
-    dup = report["duplicates"]
-    colour = "red" if dup["exact_cross_split"] or dup["near_cross_split"] else "green"
-    console.print(
-        f"[{colour}]duplicates across splits[/]: {dup['exact_cross_split']} exact, "
-        f"{dup['near_cross_split']} near (see report.md)"
-    )
     if settings.storage.publish_after_snapshot:
         from capture.publish_cli import publish_after_snapshot
 

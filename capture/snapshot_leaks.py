@@ -153,6 +153,23 @@ def _compare(
                 found[(a, b)] = int(dist[x, y])
 
 
+def held_out_rate(
+    entries: list[ImageEntry], exact: list[dict[str, Any]], near: list[dict[str, Any]]
+) -> float:
+    """The share of val and test images with an exact or near duplicate in another split.
+
+    Why this and not the pair count: a pair count grows with the square of a cluster and says
+    nothing about how much of the held-out score is memory; this share is (roughly) the part of
+    the test accuracy that a model could get by remembering training images.
+    """
+    held = {e.name for e in entries if e.split != "train"}
+    if not held:
+        return 0.0
+    hit = {i["name"] for g in exact for i in g["images"] if i["name"] in held}
+    hit |= {p[k]["name"] for p in near for k in ("a", "b") if p[k]["name"] in held}
+    return round(len(hit) / len(held), 4)
+
+
 def duplicate_summary(
     entries: list[ImageEntry], max_distance: int = DEFAULT_MAX_DISTANCE
 ) -> dict[str, Any]:
@@ -163,6 +180,7 @@ def duplicate_summary(
         "method": f"sha256; pHash {HASH_BITS}-bit, Hamming distance <= {max_distance}",
         "exact_cross_split": len(exact),
         "near_cross_split": len(near),
+        "held_out_rate": held_out_rate(entries, exact, near),
         "exact": exact[:MAX_LISTED],
         "near": near[:MAX_LISTED],
     }

@@ -62,12 +62,9 @@ class ReportBuilder:
             "split": {
                 "group_by": rules["group_by"],
                 "weaker": weaker,
-                "note": (
-                    f"WEAKER split, grouped by {rules['group_by']}: one physical part may appear "
-                    "in more than one split, so validation and test scores are optimistic"
-                    if weaker
-                    else "grouped by physical part instance: no instance is in two splits"
-                ),
+                "note": _split_note(rules),
+                "inferred_groups": int(rules.get("inferred_groups", 0)),
+                "empty_splits": rules.get("empty_splits", {}),
             },
             "counts": counts,
             "shots_per_class": per_class,
@@ -82,11 +79,38 @@ class ReportBuilder:
         }
 
 
+def _split_note(rules: dict[str, Any]) -> str:
+    """What the split was grouped by, in words a trainer can act on."""
+    if rules.get("weaker"):
+        note = (
+            f"WEAKER split, grouped by {rules['group_by']}: one physical part may appear "
+            "in more than one split, so validation and test scores are optimistic"
+        )
+    else:
+        note = "grouped by physical part instance: no instance is in two splits"
+    inferred = int(rules.get("inferred_groups", 0))
+    if inferred:
+        note += (
+            f"; {inferred} of the instances are imported photos grouped by inferred group "
+            "(near-duplicate part crops and time gaps stand in for physical parts, so two "
+            "look-alike parts shot apart may still sit in different splits)"
+        )
+    return note
+
+
 def render_markdown(snapshot_id: str, report: dict[str, Any]) -> str:
     """The human report, ``report.md``."""
     lines = [f"# Snapshot {snapshot_id}", ""]
     split = report["split"]
+    dup = report["duplicates"]
+    lines += [
+        f"**Near-duplicate rate across splits: {dup.get('held_out_rate', 0.0):.1%}** of val and "
+        "test images have an exact or near duplicate in another split.",
+        "",
+    ]
     lines += [f"**Split:** {split['note']}.", ""]
+    for label, missing in split.get("empty_splits", {}).items():
+        lines.append(f"**{label} has no {' or '.join(missing)} shots** (allowed explicitly).")
     lines += ["## Shots per class, split and background", ""]
     lines += ["| class | split | shots | per background |", "|---|---|---|---|"]
     for label, splits in report["counts"].items():

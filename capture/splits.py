@@ -44,6 +44,9 @@ class SplitRules:
     test: float = 0.15
     seed: int = 0
     group_by: str = "instance"  # "instance" (leak-free) or a weaker "session" / "pose" fallback
+    #: Let a class end up with no val or test shots (refused otherwise: its score would be
+    #: missing from every held-out figure without anyone noticing).
+    allow_empty: bool = False
 
     def fractions(self) -> dict[str, float]:
         total = self.train + self.val + self.test
@@ -135,3 +138,37 @@ def _assign_class(
         shots[target] += g.shots
         count[target] += 1
     return out
+
+
+def empty_splits(
+    groups: Iterable[Group], assigned: Mapping[str, str], rules: SplitRules
+) -> dict[str, list[str]]:
+    """Per class, the splits with a non-zero fraction that got none of its shots."""
+    fractions = rules.fractions()
+    got: dict[str, set[str]] = defaultdict(set)
+    for g in groups:
+        got[g.label].add(assigned[g.key])
+    return {
+        label: [s for s in SPLITS if fractions[s] > 0 and s not in have]
+        for label, have in sorted(got.items())
+        if any(fractions[s] > 0 and s not in have for s in SPLITS)
+    }
+
+
+def refuse_empty_splits(
+    groups: Iterable[Group], assigned: Mapping[str, str], rules: SplitRules
+) -> dict[str, list[str]]:
+    """Raise SplitError naming each class left without val or test shots (unless allowed).
+
+    Returns the empty splits (for the report) when ``rules.allow_empty`` lets them through.
+    """
+    empty = empty_splits(groups, assigned, rules)
+    if empty and not rules.allow_empty:
+        raise SplitError(
+            "these classes would have no shots in a split, so no held-out score would cover "
+            "them: "
+            + "; ".join(f"{label}: no {' or '.join(s)}" for label, s in empty.items())
+            + ". Capture or import more parts of them, leave them out with --label, or accept "
+            "it with --allow-empty-splits (the report lists them)."
+        )
+    return empty

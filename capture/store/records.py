@@ -116,6 +116,10 @@ class ShotRecord:
     captured_at: str | datetime | None = None
     source: str = "capture"
     thumb_path: str | None = None
+    import_id: int | None = None
+    origin: str | None = None
+    import_split: str | None = None
+    crop_hash: str | None = None
 
     @property
     def bbox(self) -> tuple[int, int, int, int] | None:
@@ -128,8 +132,10 @@ class ShotRecord:
             raise StoreError("shot label is empty: every shot needs its part label")
         if not self.instance_id:
             raise StoreError("shot instance_id is empty: give the physical part instance")
-        if self.source not in ("capture", "sorter"):
-            raise StoreError(f"shot source {self.source!r} must be 'capture' or 'sorter'")
+        if self.source not in ("capture", "sorter", "import"):
+            raise StoreError(f"shot source {self.source!r} must be 'capture', 'sorter' or 'import'")
+        if self.source == "import" and self.import_id is None:
+            raise StoreError("an imported shot needs the import_id of its imports row")
         if self.source == "capture" and (self.run_id is None or self.shot_index is None):
             raise StoreError("a captured shot needs run_id and shot_index")
         if self.size is None or int(self.size) < 0 or len(str(self.sha256)) != 64:

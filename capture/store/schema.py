@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from sqlite_utils import Database
 
+from capture.store.imports_schema import v_imports
 from capture.store.models_schema import v_models
 from capture.store.snapshot_schema import v_snapshots
 from capture.store.sorting_schema import v_sorting
@@ -37,7 +38,7 @@ RUN_STATES = (
 #: States a dead process may have left behind; start-up marks these interrupted.
 LIVE_RUN_STATES = ("running", "awaiting_operator", "paused")
 END_RUN_STATES = ("completed", "aborted", "failed")
-SHOT_SOURCES = ("capture", "sorter")
+SHOT_SOURCES = ("capture", "sorter")  # v_imports adds "import"
 
 Migration = Callable[[Database], None]
 
@@ -169,7 +170,7 @@ def _v1_core(db: Database) -> None:
 
 
 #: Every migration in order; ``MIGRATIONS[i]`` takes the schema to version ``i + 1``.
-MIGRATIONS: list[Migration] = [_v1_core, v_models, v_snapshots, v_sorting]
+MIGRATIONS: list[Migration] = [_v1_core, v_models, v_snapshots, v_sorting, v_imports]
 
 
 def schema_version(db: Database) -> int:

@@ -379,7 +379,7 @@ def test_a_full_disk_is_a_disk_full_error_and_leaves_no_half_snapshot(
     assert list_snapshots(store) == []
 
 
-def test_the_cli_warns_when_a_split_gets_no_shots(tmp_path: Path) -> None:
+def test_the_cli_refuses_a_class_without_val_or_test_unless_allowed(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from web.cli import app
@@ -387,10 +387,13 @@ def test_the_cli_warns_when_a_split_gets_no_shots(tmp_path: Path) -> None:
     data = tmp_path / "d"
     with DatasetStore.open(data) as s:
         add_shots(s, labels=("nut",), instances=1, backgrounds=(1,))  # one session only
-    made = CliRunner().invoke(
-        app,
-        ["dataset", "snapshot", "--data", str(data), "--group-by", "session", "--format", "csv"],
-        terminal_width=200,
-    )
+    args = ["dataset", "snapshot", "--data", str(data), "--group-by", "session", "--format", "csv"]
+    refused = CliRunner().invoke(app, args, terminal_width=200)
+    assert refused.exit_code == 2, refused.output
+    assert "nut: no val or test" in refused.output and "--allow-empty-splits" in refused.output
+    made = CliRunner().invoke(app, [*args, "--allow-empty-splits"], terminal_width=200)
     assert made.exit_code == 0, made.output
-    assert "got no shots" in made.output and "test" in made.output.split("got no shots")[0]
+    assert "nut has no val or test shots" in made.output
+    assert made.output.splitlines()[0].startswith("near-duplicate rate across splits: ")
+    report = (data / "snapshots" / "snap-0001" / "report.md").read_text()
+    assert "**nut has no val or test shots**" in report and "Near-duplicate rate" in report
