@@ -25,9 +25,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from capture.pipeline import PhaseHook
+from capture.eta import ActiveClock
 from capture.run_events import Listener, RunEvent, RunEvents
 from capture.run_state import (
     FINAL_STATES,
@@ -38,6 +38,9 @@ from capture.run_state import (
     parse_state,
 )
 from rig.errors import FaultLatched, RunStateError
+
+if TYPE_CHECKING:
+    from capture.pipeline import PhaseHook
 
 log = logging.getLogger("capture.run")
 
@@ -106,6 +109,8 @@ class CaptureRun:
             else simulated_operator
         )
         self.sleep = sleep or _rig_sleep(rig)
+        #: The run's clock less operator waits and pauses: what the ETA is measured in.
+        self.active = ActiveClock(_rig_now(rig))
         self.events = RunEvents(self.run_id)
         self._lock = threading.RLock()
         self._state = state
@@ -284,6 +289,9 @@ class CaptureRun:
             self.run_id, new.value, prompt=self.prompt, action=self.action, reason=self.reason
         )
         self._state = new
+        if new not in LIVE_STATES:
+            # NOTE: a failed, finished or interrupted run has no time left to show.
+            self.progress = {**self.progress, "eta_s": None}
         self.events.publish("state", self._event_data(state=new.value))
 
     def _event_data(self, **data: Any) -> dict[str, Any]:
@@ -294,9 +302,12 @@ class CaptureRun:
 
     def checkpoint(self) -> None:
         """Block while paused; raise :class:`Aborted` once the run was aborted."""
-        while not self._go.wait(0.2):
-            if self._abort.is_set():
-                break
+        if not self._go.is_set():
+            paused = self.active.now()
+            while not self._go.wait(0.2):
+                if self._abort.is_set():
+                    break
+            self.active.add_idle(self.active.now() - paused)
         if self._abort.is_set():
             raise Aborted()
 
@@ -316,10 +327,13 @@ class CaptureRun:
         In simulation the structured ``action`` is then performed on ``rig.world``.
         """
         self._answer.clear()
+        asked = self.active.now()
         self.engine_transition(S.AWAITING_OPERATOR, prompt=text, action=action)
         log.info("run %s: waiting for the operator: %s", self.run_id, text)
         while not self._answer.wait(0.2):
             pass
+        # NOTE: the operator's time is not the rig's: the ETA leaves it out (capture/eta.py).
+        self.active.add_idle(self.active.now() - asked)
         if self._abort.is_set():
             raise Aborted()
         if self.simulated_operator and self.rig.world is not None:
@@ -330,12 +344,10 @@ class CaptureRun:
     def publish(self, kind: str, **data: Any) -> None:
         self.events.publish(kind, self._event_data(**data))
 
-    def update_progress(self, done: int, total: int, session_done: int) -> None:
-        """Recompute elapsed time and the ETA from this session's pace."""
+    def update_progress(self, done: int, total: int, eta_s: float | None) -> None:
+        """Record progress and the engine's estimate of the rig time left (capture/eta.py)."""
         elapsed = time.monotonic() - self._t_started if self._t_started else 0.0
-        eta = None
-        if session_done > 0 and total >= done:
-            eta = elapsed / session_done * (total - done)
+        eta = None if eta_s is None or not self.live else round(float(eta_s), 1)
         self.progress = {"done": done, "total": total, "elapsed_s": elapsed, "eta_s": eta}
 
     def _engine_main(self) -> None:
@@ -366,6 +378,15 @@ def _active_fault(store: Any) -> str | None:
         return fault
     row = _row(fault)
     return str(row.get("reason") or row)
+
+
+def _rig_now(rig: Any) -> Callable[[], float]:
+    """The simulator's clock when there is one (the moves are timed on it), else real time."""
+    for owner in (rig, getattr(rig, "firmware", None), getattr(rig, "sim", None)):
+        now = getattr(getattr(owner, "clock", None), "now", None)
+        if callable(now):
+            return now
+    return time.monotonic
 
 
 def _rig_sleep(rig: Any) -> Callable[[float], None]:

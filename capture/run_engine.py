@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from capture.eta import RunEta
 from capture.pipeline import SegmentContext, ShotJob, ShotWriter, encode_image, utc_now
 from capture.run_state import RunState
 from capture.run_tools import (
@@ -62,6 +63,7 @@ class RunEngine:
         self.session_done = 0
         self.total = 0
         self.tools: CaptureTools = run.tools or CaptureTools.default()
+        self.eta = RunEta(self.rig.turntable, float(getattr(self.plan, "settle_s", 0.0) or 0.0))
 
     # --- the session -----------------------------------------------------------------------------
 
@@ -79,6 +81,7 @@ class RunEngine:
                 # still be on it, so the reference step asks for it to be removed.
                 self.loaded = None
             todo = [s for s in shots if s.index not in done]
+            self.eta.plan(todo)
             self._register(todo)
             self._progress()
             self.writer = self._make_writer().start()
@@ -159,8 +162,13 @@ class RunEngine:
     # --- one shot --------------------------------------------------------------------------------
 
     def _shoot(self, spec: Any) -> None:
+        shot_span = self.run_.active.span()
+        segment_s = 0.0
         if self.sheet != spec.background or self.segment is None:
+            segment_span = self.run_.active.span()
             self._background_segment(spec)
+            segment_s = segment_span()
+            self.eta.observe_segment(segment_s)
         key = (spec.label, spec.instance, spec.pose)
         if self.loaded != key:
             self._place_part(spec)
@@ -196,6 +204,10 @@ class RunEngine:
                 captured_at=utc_now(),
             )
         )
+        # NOTE: measured after the hand-over, so a writer that falls behind (put blocks) shows
+        # in the per-shot cost; operator waits and pauses are not in the span.
+        self.eta.observe_shot(shot_span() - segment_s)
+        self._progress()
 
     def _check_angle(self, commanded: float, measured: float) -> None:
         # NOTE: absolute targets are rounded to whole steps, so half a step is not an error.
@@ -343,7 +355,7 @@ class RunEngine:
         self.run_.publish("stored", index=int(job.spec.index), shot_id=shot_id)
 
     def _progress(self) -> None:
-        self.run_.update_progress(self.done, self.total, self.session_done)
+        self.run_.update_progress(self.done, self.total, self.eta.remaining_s())
 
     # --- ending ----------------------------------------------------------------------------------
 
