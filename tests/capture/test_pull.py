@@ -455,7 +455,7 @@ def test_a_folder_snapshot_with_an_empty_class_and_zero_byte_files_pulls_complet
         angle_cmd=0.0,
     )
     tap.store.save_shot(f"images/{run_id}/000000.jpg", jpeg(value=7), record)
-    rules = SplitRules(train=0.5, val=0.25, test=0.25, group_by="session")
+    rules = SplitRules(train=0.5, val=0.25, test=0.25, group_by="session", allow_empty=True)
     manifest = create_snapshot(tap.store, tap.settings, SnapshotFilter(), rules, formats=["folder"])
     empties = [f for f in manifest["files"] if f["size"] == 0 and f["format"] == "folder"]
     assert empties and all(f["path"].endswith(f"/{KEEP_FILE}") for f in empties)
