@@ -203,7 +203,9 @@ def open_snapshot(root: Path) -> Snapshot:
     if not manifest_path.is_file():
         raise NotFound(
             f"{root} is not a snapshot folder (no manifest.json); give the folder that "
-            "`partrig dataset snapshot` created, or a rig URL"
+            "`partrig dataset snapshot` created, or a rig URL. To train on a folder of photos "
+            f"(one sub-folder per class), import it first: `partrig dataset import {root} "
+            "--new-labels`, then `partrig dataset snapshot` and train on the snapshot it prints"
         )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if not manifest.get("classes"):
