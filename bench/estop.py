@@ -35,9 +35,11 @@ import asyncio
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import resource
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -290,6 +292,75 @@ async def _read_response(reader: asyncio.StreamReader) -> bytes:
     return head + body
 
 
+class LoadProcess:
+    """The :class:`Load` in a process of its own, so the e-stop client's event loop is idle.
+
+    Why: the latency is measured from the e-stop client's clock; in one process with 1,300
+    load connections the client's own loop would delay its connect and count that against
+    the server.  The counts the report needs are shared through ``multiprocessing`` values.
+    """
+
+    def __init__(self, host: str, port: int, args: argparse.Namespace) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.halfopen = ctx.Value("i", 0)
+        self.run = ctx.Value("i", 0)
+        self.counts = ctx.Array("i", len(KINDS))
+        self.stopping = ctx.Event()
+        sizes = (args.signins, args.sse, args.preview, args.halfopen)
+        self.proc = ctx.Process(
+            target=load_main,
+            args=(host, port, sizes, self.halfopen, self.run, self.counts, self.stopping),
+            name="estop-load",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self.proc.start()
+
+    @property
+    def halfopen_now(self) -> int:
+        return int(self.halfopen.value)
+
+    @property
+    def reopened(self) -> dict[str, int]:
+        return dict(zip(KINDS, list(self.counts), strict=True))
+
+    def follow(self, run_id: int) -> None:
+        self.run.value = run_id
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.proc.join(20)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+
+
+KINDS = ("halfopen", "sse", "preview", "signin")
+
+
+def load_main(
+    host: str, port: int, sizes: tuple[int, int, int, int], halfopen: Any, run: Any,
+    counts: Any, stopping: Any,
+) -> None:  # fmt: skip
+    """The load process: run :class:`Load` until ``stopping``, publishing its counts."""
+    raise_open_files()
+
+    async def go() -> None:
+        load = Load(host, port)
+        signins, sse, preview, n_halfopen = sizes
+        load.start(signins, sse, preview, n_halfopen)
+        while not stopping.is_set():
+            load.run_id = run.value or None
+            halfopen.value = load.halfopen_now
+            for i, kind in enumerate(KINDS):
+                counts[i] = load.reopened[kind]
+            await asyncio.sleep(0.05)
+        await load.stop()
+
+    asyncio.run(go())
+
+
 # --- the e-stops ---------------------------------------------------------------------------------
 
 
@@ -317,7 +388,7 @@ async def press_estop(host: str, port: int, cookie: str, csrf: str) -> tuple[flo
 
 
 class Bench:
-    def __init__(self, rig: Rig, load: Load) -> None:
+    def __init__(self, rig: Rig, load: LoadProcess) -> None:
         self.rig = rig
         self.load = load
         self.op = httpx.AsyncClient(
@@ -356,7 +427,8 @@ class Bench:
         if self.run_id is None:
             r = await self.op.post("/api/runs", json={"plan_toml": PLAN})
             r.raise_for_status()
-            self.run_id = self.load.run_id = r.json()["run_id"]
+            self.run_id = r.json()["run_id"]
+            self.load.follow(self.run_id)
             (await self.op.post(f"/api/runs/{self.run_id}/start")).raise_for_status()
         else:
             state = (await self.run_state())["state"]
@@ -371,11 +443,15 @@ class Bench:
                 return await self.ensure_run_moving(deadline)
             elif run["state"] == "running" and (await self.board())["moving"]:
                 return
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.02)
         raise TimeoutError("the run did not get the table moving")
 
     async def ensure_sorter_moving(self, deadline: float) -> None:
         """The sorter running (collect for review) and the table moving under a jog."""
+        while (await self.op.get("/api/rig/status")).json().get("live_run") is not None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the interrupted run's engine did not stop")
+            await asyncio.sleep(0.05)  # NOTE: the last e-stop's run is still winding down
         r = await self.op.post("/api/sorter/start", json={"collect_for_review": True})
         r.raise_for_status()
         self.jog = asyncio.create_task(self.op.post("/api/rig/jog", json={"degrees": 350}))
@@ -387,12 +463,15 @@ class Bench:
 
     async def sample(self, i: int) -> dict[str, Any]:
         kind = "run" if i % 2 == 0 else "sorter"
+        t_prep = time.monotonic()
         await self.clear()
-        deadline = time.monotonic() + 60
+        t_cleared = time.monotonic()
+        deadline = t_cleared + 60
         if kind == "run":
             await self.ensure_run_moving(deadline)
         else:
             await self.ensure_sorter_moving(deadline)
+        prep = {"clear_s": t_cleared - t_prep, "moving_s": time.monotonic() - t_cleared}
         held = self.load.halfopen_now
         try:
             t0, t1, (status, answer) = await press_estop(
@@ -430,6 +509,7 @@ class Bench:
             "m112_ms": (m112 - t0) * 1000.0 if m112 is not None else math.inf,
             "safe_ms": (t1 - t0) * 1000.0 if all_safe else math.inf,
             "halfopen": held,
+            "prep": {k: round(v, 2) for k, v in prep.items()},
             "answer": None if all_safe else answer,
         }
 
@@ -438,7 +518,9 @@ class Bench:
         await self.session.aclose()
 
 
-def summary(samples: list[dict[str, Any]], load: Load, args: argparse.Namespace) -> dict[str, Any]:
+def summary(
+    samples: list[dict[str, Any]], load: LoadProcess, args: argparse.Namespace
+) -> dict[str, Any]:
     m112 = [s["m112_ms"] for s in samples]
     safe = [s["safe_ms"] for s in samples]
     finite = [v for v in m112 if math.isfinite(v)]
@@ -476,7 +558,7 @@ def summary(samples: list[dict[str, Any]], load: Load, args: argparse.Namespace)
 async def main_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     rig = Rig(tmp, args.header_timeout)
     rig.start()
-    load = Load("127.0.0.1", rig.port)
+    load = LoadProcess("127.0.0.1", rig.port, args)
     bench = Bench(rig, load)
     samples: list[dict[str, Any]] = []
     try:
@@ -484,7 +566,7 @@ async def main_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         await bench.clear()
         # NOTE: a first run, so the event streams have something to follow from the start.
         await bench.ensure_run_moving(time.monotonic() + 120)
-        load.start(args.signins, args.sse, args.preview, args.halfopen)
+        load.start()
         await asyncio.sleep(args.warmup)
         for i in range(args.estops):
             s = await bench.sample(i)
@@ -492,7 +574,7 @@ async def main_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             if args.verbose or not math.isfinite(s["m112_ms"]) or not math.isfinite(s["safe_ms"]):
                 print(json.dumps(s, default=str), flush=True)
     finally:
-        await load.stop()
+        load.stop()
         await bench.close()
         alive = rig.procs[-1].poll() is None
         rig.stop()
@@ -519,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     if limit < need:
         print(f"error: this process may open {limit} files, the load needs {need}", flush=True)
         return 2
+    # NOTE: SIGTERM (timeout, kill) must still stop the board and the server this started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="partrig-estop-") as tmp:
         out = asyncio.run(main_async(args, Path(tmp)))
     print(json.dumps(out), flush=True)

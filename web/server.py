@@ -16,6 +16,9 @@ e-stop once slow clients filled it):
 * **Open files**: the soft ``RLIMIT_NOFILE`` is raised to the hard limit at start
   (:func:`raise_open_file_limit`); the systemd unit sets ``LimitNOFILE=8192``.
 
+The interpreter's GIL switch interval is lowered to :data:`SWITCH_INTERVAL_S`, so the event
+loop (where the e-stop runs) waits less behind CPU-bound threads.
+
 The h11 protocol is chosen explicitly (not httptools) so the deadline is always in force.
 """
 
@@ -23,12 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("web.server")
+
+#: How long a thread waiting for the GIL waits before asking for it (Python's default: 5 ms).
+SWITCH_INTERVAL_S = 0.001
 
 #: What a client too slow to send its headers gets before the connection closes.
 TIMEOUT_RESPONSE = (
@@ -147,4 +154,7 @@ def run_server(app: Any, settings: Any, host: str, port: int, **extra: Any) -> N
 
     soft, hard = raise_open_file_limit()
     log.info("open files: soft limit %s, hard limit %s", soft, hard)
+    # NOTE: the event loop shares the GIL with the sorter, the run engine and the preview
+    # encoder; a shorter switch interval lets it (and so the e-stop) in sooner (default 5 ms).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     uvicorn.Server(server_config(app, settings, host, port, **extra)).run()
