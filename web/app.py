@@ -113,6 +113,10 @@ def create_app(
     for router in (models_router.router, sorter.router, review.router):
         app.include_router(router)
     app.include_router(snapshots_router.router)
+    from web.routers import health as health_router
+
+    app.include_router(health_router.router)
+    pages.install_not_found(app)
 
     @app.get("/api/health", tags=["health"])
     def health() -> dict[str, Any]:

@@ -183,7 +183,7 @@ def test_the_sorter_fills_the_review_queue_and_one_click_labels_a_crop(page, ser
     assert page.is_visible("#collect-banner")
     page.click("#sorter-stop")
     page.wait_for_function("document.querySelector('#sorter-state').dataset.state === 'stopped'")
-    assert "no_model" in page.inner_text("#sorter-reasons")
+    assert "no_model" in (page.get_attribute("#sorter-reasons", "data-reasons") or "")
     page.screenshot(path=str(SHOTS / "sorter.png"))
     page.goto(server + "/review")
     page.wait_for_selector(".review-item img")

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
@@ -186,7 +187,8 @@ async def login_form(
     try:
         await _sign_in(request, response, password)
     except HTTPException as exc:
-        return RedirectResponse(f"/login?error={exc.status_code}", status_code=303)
+        back = urlencode({"error": exc.status_code, "next": target})
+        return RedirectResponse(f"/login?{back}", status_code=303)
     return response
 
 
