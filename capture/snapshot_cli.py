@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.table import Table
 
 from capture.formats import FORMATS
-from capture.snapshot_filter import GROUP_BY
 from rig.cli import ConfigOption, DataOption
 from rig.errors import RigError
 from rig.owner import DataFolderLock, current_owner, refuse
@@ -74,7 +73,7 @@ def snapshot_command(
     Refuses when a class would get no val or test shots (unless --allow-empty-splits), and
     prints the share of held-out images with a near duplicate across splits first."""
     from capture.snapshot import create_snapshot
-    from capture.snapshot_filter import SnapshotFilter
+    from capture.snapshot_filter import GROUP_BY, SnapshotFilter
     from capture.splits import SplitRules
     from capture.store import DatasetStore
     from rig.config import load_settings

@@ -20,17 +20,18 @@ import contextlib
 import getpass
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 
 from capture.run_remote import base_url, find_owner
-from capture.store import DatasetStore
 from rig.config import Settings, load_settings
 from rig.errors import ConfigError, FaultLatched, RigError, RunStateError
 from rig.owner import DataFolderLock, refuse
+
+if TYPE_CHECKING:
+    import httpx
 
 console = Console()
 err_console = Console(stderr=True)
@@ -101,6 +102,7 @@ def sort_locally(
     collect_for_review: bool = False,
 ) -> int:
     """Open the camera, actuator, store and active model here and sort ``parts`` parts."""
+    from capture.store import DatasetStore
     from classify.actuator import open_actuator
     from classify.registry import ModelRegistry
     from classify.sorter import Sorter
@@ -192,6 +194,8 @@ def sort_remotely(
     url: str | None = None,
 ) -> int:
     """Start the server's sorter, follow it, stop it after ``parts`` parts or on Ctrl-C."""
+    import httpx
+
     keys = settings.auth.operator_keys
     if not keys:
         raise ConfigError(
@@ -206,9 +210,13 @@ def sort_remotely(
         body = {"collect_for_review": True} if collect_for_review else None
         status = _call(client, "POST", "/api/sorter/start", body)
         first = int(status.get("counts", {}).get("decisions", 0))
-        console.print(
-            f"the server's sorter is {status.get('state')} (model {status.get('model_id')})"
+        model = status.get("model_id")
+        with_what = (
+            f"with model {model}"
+            if model is not None
+            else "with no model: every part goes to the review bin"
         )
+        console.print(f"the server's sorter is {status.get('state')} {with_what}")
         try:
             while True:
                 status = _call(client, "GET", "/api/sorter/status")
@@ -233,6 +241,8 @@ def sort_remotely(
 def _call(
     client: httpx.Client, method: str, path: str, body: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    import httpx
+
     try:
         reply = client.request(method, path, json=body, timeout=30.0)
     except httpx.HTTPError as exc:

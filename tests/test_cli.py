@@ -32,3 +32,44 @@ def test_rig_status_on_the_simulated_rig(tmp_path):
     status = json.loads(out.output)
     assert status["simulated"] is True and status["link"] == "ready"
     assert status["firmware"]["dialect"] == "partrig"
+
+
+#: Runs in a fresh interpreter: every group's and command's --help, then which heavy modules
+#: the help pulled in (contracts.md: none of these for help).
+_HELP_PROBE = """
+import json, sys
+from typer.main import get_command
+from typer.testing import CliRunner
+from web.cli import app
+
+HEAVY = ("cv2", "numpy", "sqlite_utils", "pandas", "tensorflow")
+paths = [[]]
+for name, sub in get_command(app).commands.items():
+    paths.append([name])
+    paths += [[name, n] for n in getattr(sub, "commands", {})]
+runner = CliRunner()
+out = []
+for p in paths:
+    r = runner.invoke(app, [*p, "--help"], terminal_width=200)
+    out.append({"path": p, "code": r.exit_code, "bool": "<bool>" in r.output,
+                "heavy": [m for m in HEAVY if m in sys.modules]})
+print(json.dumps(out))
+"""
+
+
+def test_help_of_every_group_and_command_imports_no_heavy_module_and_shows_no_bool():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _HELP_PROBE], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)
+    paths = {" ".join(r["path"]) for r in results}
+    assert {"", "dataset", "dataset snapshot", "model push", "capture", "train"} <= paths
+    for r in results:
+        where = "partrig " + " ".join(r["path"]) + " --help"
+        assert r["code"] == 0, where
+        assert not r["bool"], f"{where} shows a <bool> placeholder"
+        assert r["heavy"] == [], f"{where} imported {r['heavy']}"

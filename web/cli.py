@@ -18,6 +18,28 @@ from rig.cli import config_app, demo, rig_app
 from web.auth_cli import auth_app
 from web.serve import serve_command
 
+
+def _no_flag_placeholders() -> None:
+    """Show boolean flags bare in ``--help`` (``--sim``, not ``--sim <bool>``).
+
+    NOTE: typer's rich help prints a type placeholder for every option, flags included, which
+    reads as if ``--sim`` took a value.  A flag takes none, so it gets no placeholder.
+    """
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "partrig_flags_bare", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.partrig_flags_bare = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_flag_placeholders()
+
 app = typer.Typer(
     help="partrig: turntable photo rig for small parts (capture, datasets, training, sorting).",
     no_args_is_help=True,
