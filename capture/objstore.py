@@ -26,9 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rig.errors import AccessDenied, ConfigError, NotFound, PullError
+from rig.errors import AccessDenied, ConfigError, NotFound, PullError, QueryError
 
 MiB = 1024 * 1024
+
+
+class ObjectExists(QueryError):
+    """A conditional create found the key already taken (published ids are immutable)."""
+
+
 #: S3's own rule for bucket names (lower case, digits, dots, hyphens; 3 to 63 long).
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_PART_RE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -181,16 +187,27 @@ class ObjectStore:
         except Exception as exc:
             raise storage_error(exc, f"uploading {path} to s3://{self.bucket}/{key}") from None
 
-    def put_bytes(self, key: str, data: bytes, *, sha256: str, content_type: str) -> None:
+    def put_bytes(
+        self, key: str, data: bytes, *, sha256: str, content_type: str, if_absent: bool = False
+    ) -> None:
+        """One PUT; with ``if_absent`` a conditional create (``If-None-Match: *``) that raises
+        :class:`ObjectExists` instead of replacing an object another writer put there first."""
+        args = {"Bucket": self.bucket, "Key": key, "Body": data, "ContentType": content_type,
+                "Metadata": {"sha256": sha256}}  # fmt: skip
         try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=data,
-                ContentType=content_type,
-                Metadata={"sha256": sha256},
-            )
+            try:
+                self.client.put_object(**args, **({"IfNoneMatch": "*"} if if_absent else {}))
+            except Exception as exc:
+                if not if_absent or _status(exc) != 501:
+                    raise
+                # NOTE: a store without conditional writes (older MinIO or Ceph): the caller
+                # checked that the key was absent just before, which is the best it can do.
+                self.client.put_object(**args)
         except Exception as exc:
+            if _status(exc) == 412:
+                raise ObjectExists(
+                    f"s3://{self.bucket}/{key} was written by someone else"
+                ) from None
             raise storage_error(exc, f"writing s3://{self.bucket}/{key}") from None
 
     def get_bytes(self, key: str, limit: int) -> bytes:

@@ -14,15 +14,17 @@ The layout under ``s3://bucket/prefix``::
     <rig.id>/snap-NNNN/manifest.json     the snapshot's manifest plus a "published" block
 
 Why content addressing: a snapshot's files are immutable and already hashed by its manifest,
-so naming an object by its sha256 makes "is it there already?" one HEAD, makes a new version
-upload only the files that changed (an unchanged WebDataset shard has the same bytes, hence the
-same name, as in the version before), and lets several rigs share one bucket with no two
-writers ever racing on a key with different bytes.
+so naming an object by its sha256 makes "is it there already?" a listing or a HEAD, makes a
+new version upload only the files that changed (an unchanged WebDataset shard has the same
+bytes, hence the same name, as in the version before), and lets several rigs share one bucket
+with no two writers ever racing on a key with different bytes.
 
 Why the manifest last: a reader starts from the manifest, and the manifest is written only
 after every object it names is in the bucket, so a reader never sees half a snapshot; a
 crashed publish leaves only unreferenced objects, which the next run finds and skips (resume).
-A published manifest is never overwritten with different content: ids are immutable.
+A published manifest is never overwritten: ids are immutable, and the manifest is created
+with a conditional PUT (``If-None-Match: *``), so of two publishers racing for one id only the
+first wins.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capture.objstore import ObjectStore, S3Location, TransferSettings
+from capture.objstore import ObjectExists, ObjectStore, S3Location, TransferSettings
 from capture.snapshot import load_manifest, snapshot_dir, software_version
 from capture.store.records import utc_now
 from rig.errors import ChecksumMismatch, ConfigError, QueryError, StoreError
@@ -124,10 +126,7 @@ def publish_snapshot(
                 target.url(), len(files), len(unique), 0, 0, len(unique), total, total,
                 time.monotonic() - started, already_published=True,
             )  # fmt: skip
-        raise QueryError(
-            f"{target.url()} already holds a different {snapshot_id} (published ids are "
-            "immutable): set a distinct rig.id for this rig or data folder"
-        )
+        raise _clash(target, snapshot_id)
 
     # NOTE: the key is the sha256 and only verified bytes are ever sent under it, so a listed
     # object of the right size is the file; without a listing (a huge prefix) HEAD tells.
@@ -157,12 +156,19 @@ def publish_snapshot(
                 reused, reused_bytes = reused + 1, reused_bytes + size
     # NOTE: last, and only after every object above succeeded (pool.map re-raises): readers
     # start from this key, so it must never name an object that is not there yet.
-    store.put_bytes(
-        target.key(MANIFEST),
-        body,
-        sha256=hashlib.sha256(body).hexdigest(),
-        content_type="application/json",
-    )
+    try:
+        store.put_bytes(
+            target.key(MANIFEST),
+            body,
+            sha256=hashlib.sha256(body).hexdigest(),
+            content_type="application/json",
+            if_absent=True,
+        )
+    except ObjectExists:
+        # NOTE: another publisher won the race for this id; fine if it published the same.
+        existing = _existing_manifest(store, target.key(MANIFEST))
+        if existing is None or not _same_snapshot(existing, published):
+            raise _clash(target, snapshot_id) from None
     return PublishResult(
         target.url(), len(files), len(unique), uploaded, uploaded_bytes, reused, reused_bytes,
         total, time.monotonic() - started,
@@ -191,6 +197,13 @@ def send_verified(
     if sha256_of(path) != sha:
         raise refuse()
     store.upload_file(path, key, sha256=sha)
+
+
+def _clash(target: S3Location, snapshot_id: str) -> QueryError:
+    return QueryError(
+        f"{target.url()} already holds a different {snapshot_id} (published ids are "
+        "immutable): set a distinct rig.id for this rig or data folder"
+    )
 
 
 def _manifest_bytes(published: dict[str, Any]) -> bytes:

@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from capture.objstore import ObjectStore, S3Location, TransferSettings
+from capture.objstore import ObjectExists, ObjectStore, S3Location, TransferSettings
 from capture.publish import MANIFEST, OBJECTS, object_key, send_verified
 from capture.published import PublishedSnapshot
 from capture.store.records import utc_now
@@ -86,8 +86,11 @@ def publish_model(
             send_verified(store, path, object_key(objects_prefix, sha), sha, entry["size"],
                   transfer.part_size, name)  # fmt: skip
     body = json.dumps(manifest, indent=1, sort_keys=True).encode()
-    store.put_bytes(key, body, sha256=hashlib.sha256(body).hexdigest(),
-                    content_type="application/json")  # fmt: skip
+    try:
+        store.put_bytes(key, body, sha256=hashlib.sha256(body).hexdigest(),
+                        content_type="application/json", if_absent=True)  # fmt: skip
+    except ObjectExists:
+        raise QueryError(f"{target.url()} was just published by someone else") from None
     return target.url()
 
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from s3_server import s3_server
 from snapshot_data import add_shots
 
-from capture.objstore import ObjectStore, S3Location, TransferSettings
+from capture.objstore import ObjectExists, ObjectStore, S3Location, TransferSettings
 from capture.publish import OBJECTS, object_key, publish_snapshot
 from capture.published import PublishedSnapshot, pull_published
 from capture.snapshot import create_snapshot, load_manifest, snapshot_dir
@@ -158,6 +158,17 @@ def test_a_different_snapshot_under_the_same_id_is_refused(tmp_path, bucket, set
         publish_snapshot(tmp_path / "other", "snap-0001", url, rig_id="r", settings=settings)
     ok = publish_snapshot(tmp_path / "other", "snap-0001", url, rig_id="r2", settings=settings)
     assert ok.uploaded_objects >= 1
+
+
+def test_two_publishers_racing_for_one_manifest_key_cannot_both_win(s3, bucket, settings):
+    store = ObjectStore.connect(bucket, settings)
+    store.put_bytes("r/snap-0001/manifest.json", b"{}", sha256="0" * 64,
+                    content_type="application/json", if_absent=True)  # fmt: skip
+    with pytest.raises(ObjectExists):
+        store.put_bytes("r/snap-0001/manifest.json", b"[]", sha256="1" * 64,
+                        content_type="application/json", if_absent=True)  # fmt: skip
+    body = s3.client().get_object(Bucket=bucket, Key="r/snap-0001/manifest.json")["Body"]
+    assert body.read() == b"{}"
 
 
 def test_a_local_file_that_no_longer_matches_is_never_published(s3, bucket, settings, data):
