@@ -42,3 +42,12 @@ def fake_rig() -> FakeRig:
 def client(settings: Settings, fake_rig: FakeRig, store: Any) -> TestClient:
     with TestClient(create_app(settings, rig=fake_rig, store=store)) as c:
         yield c
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Any:
+    """Keep each phase's report on the test item, so a browser test's fixture can save a
+    screenshot when the test itself failed (tests/web/browser_helpers.py)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

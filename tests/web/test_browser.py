@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from browser_helpers import screenshot_if_failed
 from web_helpers import PASSWORD, make_settings
 
 pytestmark = pytest.mark.browser
@@ -81,6 +82,12 @@ def page(server):
         pg.on("dialog", lambda d: d.accept())
         yield pg
         browser.close()
+
+
+@pytest.fixture(autouse=True)
+def screenshot_on_failure(request, page):
+    yield
+    screenshot_if_failed(request, page)
 
 
 def create_run_from_page(page, server: str, angles: int) -> None:
