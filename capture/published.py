@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -31,10 +32,12 @@ from typing import Any
 
 from capture.objstore import ObjectStore, S3Location, TransferSettings
 from capture.publish import MANIFEST, MAX_MANIFEST_BYTES, object_key, parse_manifest, sha256_of
+from capture.snapshot import SNAPSHOT_ID_RE
 from capture.store.files import fsync_dir, load_syncfs
-from rig.errors import ChecksumMismatch, QueryError
+from rig.errors import ChecksumMismatch, QueryError, StoreError
 
 PART_SUFFIX = ".part"
+RIG_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 class VerifyingReader:
@@ -165,6 +168,12 @@ def pull_published(
     if fmt is not None and fmt not in formats:
         raise QueryError(
             f"{url} has no {fmt} files; it was published with {', '.join(formats) or 'none'}"
+        )
+    # NOTE: both become folder names here, and the manifest is input from the bucket.
+    if not RIG_ID_RE.match(snap.rig_id) or not SNAPSHOT_ID_RE.match(snap.id):
+        raise StoreError(
+            f"{url}: the manifest's rig id {snap.rig_id!r} or snapshot id {snap.id!r} is not "
+            "valid; refusing to use it as a folder name"
         )
     root = Path(dest) / snap.rig_id / snap.id
     wanted = [e for e in snap.entries() if fmt is None or e.get("format") in (fmt, "report")]

@@ -25,7 +25,7 @@ from capture.snapshot_filter import SnapshotFilter
 from capture.splits import SplitRules
 from capture.store import DatasetStore
 from rig.config import Settings, parse_settings
-from rig.errors import ChecksumMismatch, ConfigError, NotFound, QueryError
+from rig.errors import ChecksumMismatch, ConfigError, NotFound, QueryError, StoreError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -273,3 +273,19 @@ def test_cli_snapshot_autopublishes_and_pull_s3_mirrors_it(tmp_path, s3, bucket)
     assert missing.returncode == 2 and "not found" in missing.stderr
     bad = _cli(["dataset", "publish", "snap-0001", "s3://Bad_Bucket/x"], env, tmp_path)
     assert bad.returncode == 2 and "bucket name" in bad.stderr
+
+
+def test_pull_refuses_a_manifest_whose_ids_would_escape_the_destination(tmp_path, s3, bucket):
+    settings = TransferSettings(endpoint_url=s3.endpoint)
+    block = {"rig_id": "../../outside", "objects_prefix": "objects/sha256"}
+    evil = {"id": "snap-0001", "files": [], "formats": ["folder"], "published": block}
+    s3.client().put_object(Bucket=bucket, Key="r/snap-0001/manifest.json",
+                           Body=json.dumps(evil).encode())  # fmt: skip
+    with pytest.raises(StoreError, match="folder name"):
+        pull_published(f"s3://{bucket}/r/snap-0001", tmp_path / "dest", settings)
+    evil["files"] = [{"path": "../x", "sha256": "0" * 64, "size": 1, "format": "folder"}]
+    s3.client().put_object(Bucket=bucket, Key="r/snap-0002/manifest.json",
+                           Body=json.dumps(evil).encode())  # fmt: skip
+    with pytest.raises(StoreError, match="unsafe path"):
+        pull_published(f"s3://{bucket}/r/snap-0002", tmp_path / "dest", settings)
+    assert not (tmp_path / "outside").exists() and not (tmp_path / "dest").exists()
