@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from capture.pull_objects import human_bytes
 from rig.cli import ConfigOption, DataOption
@@ -23,7 +24,7 @@ _REFUSALS = (AccessDenied, ConfigError, NotFound, QueryError, StoreError)
 
 
 def _exit_for(exc: RigError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(code=2 if isinstance(exc, _REFUSALS) else 1)
 
 
@@ -67,19 +68,22 @@ def publish_command(
 ) -> None:
     """Upload SNAPSHOT to s3://bucket/prefix/<rig.id>/SNAPSHOT: files named by sha256 (shared
     with earlier versions, so only new files travel), the manifest last; safe to re-run."""
+    from pydantic import ValidationError
+
     from capture.publish import default_url
     from rig.config import RigIdentity, load_settings
 
     try:
         settings = load_settings(config)
-        rig = RigIdentity(id=rig_id) if rig_id else settings.rig
+        try:
+            rig = RigIdentity(id=rig_id) if rig_id else settings.rig
+        except ValidationError as exc:
+            raise ConfigError(f"--rig-id {rig_id!r}: {exc.errors()[0]['msg']}") from None
         directory = data if data is not None else settings.data.dir
         transfer = _transfer(settings.storage, endpoint_url, concurrency)
         result = _publish(directory, snapshot, default_url(settings.storage, url), rig.id, transfer)
     except RigError as exc:
         raise _exit_for(exc) from None
-    except ValueError as exc:  # pydantic: a bad --rig-id
-        raise _exit_for(ConfigError(f"--rig-id: {exc.errors()[0]['msg']}")) from None  # type: ignore[attr-defined]
     if result.already_published:
         console.print(f"{result.url}: already published, nothing to upload")
 
@@ -110,7 +114,7 @@ def publish_after_snapshot(settings: Any, directory: Path, snapshot: str) -> Non
     except RigError as exc:
         # NOTE: the snapshot is written and recorded either way; publishing can be re-run.
         err_console.print(
-            f"[yellow]warning:[/] {snapshot} was not published: {exc}; run `partrig dataset "
+            f"[yellow]warning:[/] {snapshot} was not published: {escape(str(exc))}; run `partrig dataset "
             f"publish {snapshot}` when storage is reachable",
             soft_wrap=True,
         )
