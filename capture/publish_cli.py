@@ -114,8 +114,8 @@ def publish_after_snapshot(settings: Any, directory: Path, snapshot: str) -> Non
     except RigError as exc:
         # NOTE: the snapshot is written and recorded either way; publishing can be re-run.
         err_console.print(
-            f"[yellow]warning:[/] {snapshot} was not published: {escape(str(exc))}; run `partrig dataset "
-            f"publish {snapshot}` when storage is reachable",
+            f"[yellow]warning:[/] {snapshot} was not published: {escape(str(exc))}; run "
+            f"`partrig dataset publish {snapshot}` when storage is reachable",
             soft_wrap=True,
         )
 
