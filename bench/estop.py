@@ -497,8 +497,12 @@ class Bench:
             and safe.get("lights") == 0
             and board["halted"]
             and board["light"] == 0
-            and (kind != "run" or self.run_id in safe.get("runs_interrupted", []))
+            and "live_run" in safe
+            and safe["live_run"] is None
         )
+        if all_safe and kind == "run":
+            run = await self.run_state()  # NOTE: asked after t1: it does not count in the time
+            all_safe = (run["state"], run["reason"]) == ("interrupted", "emergency stop")
         if self.jog is not None:
             with contextlib.suppress(Exception):
                 await self.jog
