@@ -87,9 +87,50 @@ def train_command(
     key: Annotated[
         str | None, typer.Option(envvar="PARTRIG_KEY", help="trainer key for a rig URL")
     ] = None,
+    rotate: Annotated[
+        str,
+        typer.Option(
+            help="part: turn the masked part only (no rotation without masks); crop: turn the "
+            "whole crop (a camera looking straight down); off"
+        ),
+    ] = "part",
+    colour: Annotated[
+        str,
+        typer.Option(
+            help="light and colour jitter: strong (breaks colour shortcuts), light (classes "
+            "that differ only in colour), off"
+        ),
+    ] = "strong",
+    background_swap: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="share of masked shots pasted on another background"),
+    ] = 0.5,
+    norm: Annotated[str, typer.Option(help="tiny CNN normalisation: group | batch")] = "group",
+    schedule: Annotated[
+        str, typer.Option(help="learning rate: cosine (1 epoch warm-up, cosine decay) | constant")
+    ] = "cosine",
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="peak learning rate")] = 1e-3,
+    sorter_px: Annotated[
+        int,
+        typer.Option(
+            min=0, help="long side of the sorter's frames: larger shots are shrunk to it (0: off)"
+        ),
+    ] = 640,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=50,
+            help="train N models (seeds seed..seed+N-1) into OUT/seed-S/ "
+            "and report the mean and range of their test accuracy",
+        ),
+    ] = 1,
 ) -> None:
     """Train a classifier on a snapshot; write model.tflite (int8), model-float.tflite,
-    labels.txt, metrics.json and confusion.png to --out."""
+    labels.txt, metrics.json and confusion.png (test split; val when there is none) to --out."""
+    from classify.train_output import quiet_tensorflow
+
+    quiet_tensorflow()
     try:
         import tensorflow  # noqa: F401
     except ImportError:
@@ -98,8 +139,16 @@ def train_command(
             "(on a PC or a GPU machine, not on the Pi)"
         )
         raise typer.Exit(code=2) from None
+    from classify.augment import AugmentConfig
     from classify.train import TrainOptions, train
+    from classify.train_output import result_lines
+    from classify.train_seeds import summary_line, train_seeds
 
+    try:
+        augment = AugmentConfig.preset(colour, rotate, background_swap)
+    except ValueError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from None
     opts = TrainOptions(
         backbone=backbone,
         alpha=alpha,
@@ -109,10 +158,19 @@ def train_command(
         batch=batch,
         patience=patience,
         seed=seed,
+        augment=augment,
+        norm=norm,
+        schedule=schedule,
+        learning_rate=learning_rate,
+        sorter_px=sorter_px or None,
     )
     try:
         sources = [d if d.startswith("s3://") else resolve_dataset(d, snapshot, dest, key)
                    for d in dataset]  # fmt: skip
+        if seeds > 1:
+            summary = train_seeds(_open_sources(sources), out, opts, seeds, log=console.print)
+            console.print(summary_line(summary), highlight=False)
+            return
         metrics = train(_open_sources(sources), out, opts, log=console.print)
     except RigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
@@ -120,16 +178,6 @@ def train_command(
     if "float_accuracy" not in metrics:
         console.print(f"worker done: weights sha256 {metrics.get('weights_sha256')}")
         return
-    if metrics["float_accuracy"] is None:
-        console.print(
-            f"[yellow]warning:[/] snapshot {metrics['snapshot']} has no test split, so the "
-            "model's accuracy is unmeasured and the rig will reject it; make a snapshot whose "
-            "test split has shots (more part instances)",
-            soft_wrap=True,
-        )
-        return
-    console.print(
-        f"snapshot {metrics['snapshot']}: test accuracy float {metrics['float_accuracy']:.3f}, "
-        f"int8 {metrics['int8_accuracy']:.3f} (drop {metrics['int8_drop']:+.3f}), runtime "
-        f"{metrics['runtime']}"
-    )
+    for line in result_lines(metrics):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    console.print(f"model folder {out} (confusion.png, metrics.json)", highlight=False)

@@ -138,7 +138,7 @@ def test_class_weights_are_inverse_frequency() -> None:
 
 def test_colour_jitter_stays_between_uncorrected_and_overcorrected() -> None:
     recorded = np.hstack([np.diag([1.5, 1.0, 0.8]), np.zeros((3, 1))])
-    cfg = AugmentConfig(gain_jitter=0.0)
+    cfg = AugmentConfig(gain_jitter=0.0, brightness=(1, 1), saturation=(1, 1))
     rng = np.random.default_rng(0)
     reds = [jitter_matrix(recorded, rng, cfg)[0, 0] for _ in range(200)]
     assert min(reds) >= 1.0 + 0.5 * 0.5 - 1e-9 and max(reds) <= 1.0 + 1.25 * 0.5 + 1e-9
@@ -151,7 +151,13 @@ def test_background_swap_pastes_the_part_onto_another_background() -> None:
     mask[8:24, 8:24] = True
     patch = np.full((32, 32, 3), 220, np.uint8)
     cfg = AugmentConfig(
-        colour_scale=(1, 1), gain_jitter=0, rotate=False, scale=(1, 1), background_swap=1.0
+        colour_scale=(1, 1),
+        gain_jitter=0,
+        brightness=(1, 1),
+        saturation=(1, 1),
+        rotate=False,
+        scale=(1, 1),
+        background_swap=1.0,
     )
     out = augment(crop, IDENTITY, mask, [patch], np.random.default_rng(0), cfg)
     assert (out[mask] == 50).all() and (out[~mask] == 220).all()
@@ -169,8 +175,65 @@ def test_background_patch_avoids_the_part() -> None:
 
 def test_rotation_keeps_shape_and_content() -> None:
     crop = np.random.default_rng(3).integers(0, 256, (24, 24, 3), dtype=np.uint8)
-    out = augment(crop, IDENTITY, None, [], np.random.default_rng(1))
+    out = augment(crop, IDENTITY, None, [], np.random.default_rng(1), AugmentConfig(rotate="crop"))
     assert out.shape == crop.shape and out.dtype == np.uint8 and not np.array_equal(out, crop)
+
+
+STILL = {"colour_scale": (1, 1), "gain_jitter": 0, "brightness": (1, 1), "saturation": (1, 1)}
+
+
+def _sheet_with_bar() -> tuple[np.ndarray, np.ndarray]:
+    """A 32 px crop: a left-to-right gradient sheet and a horizontal bar (the masked part)."""
+    crop = np.repeat(np.linspace(60, 200, 32, dtype=np.uint8)[None, :, None], 32, 0)
+    crop = np.repeat(crop, 3, 2).copy()
+    mask = np.zeros((32, 32), bool)
+    mask[14:18, 4:28] = True
+    crop[mask] = (250, 20, 20)
+    return crop, mask
+
+
+def test_part_rotation_turns_the_masked_part_and_leaves_the_sheet_alone() -> None:
+    crop, mask = _sheet_with_bar()
+    cfg = AugmentConfig(rotate="part", scale=(1, 1), background_swap=0.0, **STILL)
+    rng = np.random.default_rng(5)
+    outs = [augment(crop, IDENTITY, mask, [], rng, cfg) for _ in range(8)]
+    red = [(o[..., 0] > 200) & (o[..., 1] < 80) for o in outs]
+    # the part keeps its size but points elsewhere: its pixels leave the bar's rows
+    assert all(abs(int(r.sum()) - int(mask.sum())) < 0.35 * mask.sum() for r in red)
+    assert any(r[:10].any() or r[22:].any() for r in red)
+    # far from the part the sheet is the sheet, unturned (a turned crop would move the gradient)
+    corner = (slice(0, 4), slice(0, 4))
+    assert all(np.abs(o[corner].astype(int) - crop[corner]).max() <= 2 for o in outs)
+
+
+def test_without_a_mask_the_default_does_not_rotate_and_crop_mode_does() -> None:
+    crop, _ = _sheet_with_bar()
+    fixed = AugmentConfig(scale=(1, 1), **STILL)
+    assert np.array_equal(augment(crop, IDENTITY, None, [], np.random.default_rng(0), fixed), crop)
+    turned = AugmentConfig(rotate="crop", scale=(1, 1), **STILL)
+    assert not np.array_equal(
+        augment(crop, IDENTITY, None, [], np.random.default_rng(0), turned), crop
+    )
+    assert (
+        AugmentConfig(rotate=True).rotate == "crop" and AugmentConfig(rotate=False).rotate == "off"
+    )
+    with pytest.raises(ValueError, match="rotate must be one of"):
+        AugmentConfig(rotate="sideways")
+
+
+def test_strong_colour_jitter_moves_a_tan_brick_far_more_than_light() -> None:
+    tan = np.full((8, 8, 3), (200, 170, 120), np.uint8)
+    spreads = {}
+    for preset in ("light", "strong"):
+        cfg = AugmentConfig.preset(preset)
+        rng = np.random.default_rng(0)
+        means = [
+            augment(tan, IDENTITY, None, [], rng, cfg).reshape(-1, 3).mean(0) for _ in range(200)
+        ]
+        spreads[preset] = np.std(np.asarray(means), axis=0).mean()
+    assert spreads["strong"] > 4 * spreads["light"]
+    with pytest.raises(ValueError, match="colour must be one of"):
+        AugmentConfig.preset("neon")
 
 
 def test_a_snapshot_made_by_the_rig_reads_with_boxes_and_masks(tmp_path) -> None:
