@@ -57,6 +57,8 @@ class Picamera2Camera:
         self._cam: Any = None
         self._lock = threading.RLock()
         self._locked: Exposure | None = None
+        self._manual: Exposure | None = None
+        self.focus_dioptres: float | None = None
         self.recoveries = 0
 
     @staticmethod
@@ -193,8 +195,38 @@ class Picamera2Camera:
     def locked(self) -> Exposure | None:
         return self._locked
 
+    @property
+    def manual(self) -> Exposure | None:
+        """The operator's fixed exposure and white balance, or None for automatic."""
+        return self._manual
+
+    def set_manual(self, exposure: Exposure | None, focus_dioptres: float | None = None) -> None:
+        """Fix exposure and white balance (None: automatic) and the lens position in dioptres
+        (None: continuous autofocus, where the module has one).  Metering then returns the
+        fixed values instead of converging."""
+        with self._lock:
+            self._manual = exposure
+            self.focus_dioptres = focus_dioptres
+            self._locked = exposure
+            cam = self._session()
+            cam.set_controls(
+                _lock_controls(exposure) if exposure else {"AeEnable": True, "AwbEnable": True}
+            )
+            if "LensPosition" in getattr(cam, "camera_controls", {}):
+                cam.set_controls(
+                    {"AfMode": 2}
+                    if focus_dioptres is None
+                    else {"AfMode": 0, "LensPosition": float(focus_dioptres)}
+                )
+
     def meter_and_lock(self) -> Exposure:
-        """Let AE/AWB converge (up to ~30 frames), then fix the values they reached."""
+        """Let AE/AWB converge (up to ~30 frames), then fix the values they reached (or the
+        operator's manual values, when set)."""
+        if self._manual is not None:
+            with self._lock:
+                self._locked = self._manual
+                self._session().set_controls(_lock_controls(self._manual))
+            return self._manual
         timeout = self.config.frontend_timeout_s
 
         def meter(cam: Any) -> Exposure:
@@ -216,8 +248,8 @@ class Picamera2Camera:
 
     def unlock(self) -> None:
         with self._lock:
-            self._locked = None
-            if self._cam is not None:
+            self._locked = self._manual
+            if self._cam is not None and self._manual is None:
                 self._cam.set_controls({"AeEnable": True, "AwbEnable": True})
 
 

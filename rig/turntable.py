@@ -176,6 +176,16 @@ class Turntable:
         self._restore_pending = False
         self._check_pending = False
 
+    def mark_untrusted(self, why: str) -> None:
+        """Give the position up: something outside this class changed the board's idea of it
+        (a G-code terminal sent G92/M92/M206/M500/M502, a move, or reopened the port).
+
+        The turntable then refuses to move until it is homed or zero is confirmed, exactly as
+        after a reset during a move.
+        """
+        with self._lock:
+            self._lose(why)
+
     def _check_fault(self) -> None:
         if self.fault is not None:
             raise PositionLost(self.fault)

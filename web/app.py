@@ -114,8 +114,12 @@ def create_app(
         app.include_router(router)
     app.include_router(snapshots_router.router)
     from web.routers import health as health_router
+    from web.routers import settings as settings_router
+    from web.routers import camera, snapshot_archive, terminal
 
-    app.include_router(health_router.router)
+    for router in (health_router.router, terminal.router, settings_router.router, camera.router):
+        app.include_router(router)
+    app.include_router(snapshot_archive.router)
     pages.install_not_found(app)
 
     @app.get("/api/health", tags=["health"])

@@ -13,6 +13,10 @@ What it models, and why:
 * **Exposure control**: ``meter_and_lock`` chooses a shutter time and gain from the light level
   (as auto exposure would) and locks them.  While locked, frame brightness follows the light
   (dimming the ring darkens the frame); while unlocked, auto exposure compensates.
+* **Manual settings** (``set_manual``, the Settings page): a fixed exposure and white balance
+  that metering then returns instead of its own, and a focus; a white balance away from the
+  metered one tints the frame and a focus away from the table (:data:`TABLE_DIOPTRES`) blurs
+  it, so the page's live result shows what the operator chose.
 * **Sensor noise** of ``simulator.noise`` 8-bit levels (Gaussian, from a precomputed field).
 * **Ground truth** for tests: ``last_truth_mask`` (bool H x W) and ``Frame.meta["truth_box"]``.
 * **Faults**: ``fail_next(n)`` makes the next ``n`` captures raise CameraError.
@@ -25,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
 from rig.camera import Exposure, Frame
@@ -43,6 +48,10 @@ BASE_EXPOSURE_US = 10_000
 #: Longest shutter the simulated sensor uses before raising the gain (1/30 s).
 MAX_SHUTTER_US = 33_333
 MAX_GAIN = 8.0
+#: Where the simulated lens is sharp: the table about 25 cm away (1 / 0.25 m).
+TABLE_DIOPTRES = 4.0
+#: Blur (Gaussian sigma, as a fraction of the frame width) per dioptre of focus error.
+DEFOCUS_SIGMA_PER_DIOPTRE = 0.004
 #: Room light that reaches the part with the ring light off (fraction of the ring at full).
 AMBIENT_LIGHT = 0.12
 #: White-balance gains (red, blue) under the ring's LEDs and under warm room light.
@@ -106,6 +115,8 @@ class SimCamera:
         self._lock = threading.Lock()
         self._open = False
         self._locked: Exposure | None = None
+        self._manual: Exposure | None = None
+        self.focus_dioptres: float | None = None
         self._failures: list[str] = []
         self.captures = 0
         self.last_truth_mask: np.ndarray | None = None
@@ -142,14 +153,43 @@ class SimCamera:
     def locked(self) -> Exposure | None:
         return self._locked
 
+    @property
+    def manual(self) -> Exposure | None:
+        """The operator's fixed exposure and white balance, or None for automatic."""
+        return self._manual
+
+    def set_manual(self, exposure: Exposure | None, focus_dioptres: float | None = None) -> None:
+        """Fix exposure and white balance (None: automatic again) and the focus (None: the
+        table is sharp).  Metering returns the fixed values from now on."""
+        self._manual = exposure
+        self._locked = exposure if exposure is not None else None
+        self.focus_dioptres = focus_dioptres
+
     def meter_and_lock(self) -> Exposure:
         self._check_open()
-        exposure = metered_exposure(self.world.light())
+        exposure = self._manual or metered_exposure(self.world.light())
         self._locked = exposure
         return exposure
 
+    def _apply_manual(self, image: np.ndarray, light: float) -> np.ndarray:
+        """Tint by the manual white balance (relative to the metered one) and defocus blur."""
+        manual = self._manual
+        if manual is not None:
+            auto = metered_exposure(light).colour_gains
+            scale = np.array(
+                [manual.colour_gains[0] / auto[0], 1.0, manual.colour_gains[1] / auto[1]],
+                np.float32,
+            )
+            if not np.allclose(scale, 1.0):
+                image = np.clip(image.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+        focus = self.focus_dioptres
+        if focus is not None and abs(focus - TABLE_DIOPTRES) > 0.05:
+            sigma = abs(focus - TABLE_DIOPTRES) * DEFOCUS_SIGMA_PER_DIOPTRE * image.shape[1]
+            image = cv2.GaussianBlur(image, (0, 0), sigmaX=min(sigma, 40.0))
+        return image
+
     def unlock(self) -> None:
-        self._locked = None
+        self._locked = self._manual
 
     def _exposure_now(self, light: float) -> tuple[Exposure, float]:
         locked = self._locked
@@ -194,6 +234,7 @@ class SimCamera:
         self.last_render_s = (mid_started - started) + (done - mid_started)
         self._sleep_until(t0 + self.exposure_s)
         self.last_truth_mask, self.last_truth_box = mask, box
+        image = self._apply_manual(image, light)
         meta: dict[str, Any] = {
             "sim": True,
             "angle_deg": a_mid,
@@ -224,7 +265,7 @@ class SimCamera:
         offset = self._noise.offset(self._rng)
         image = self._noise.apply(background, offset, (w, h))
         self._draw_part(image, background, scene, self.world.angle(), brightness, offset, 0.0)
-        return image
+        return self._apply_manual(image, light)
 
     def _draw_part(
         self,

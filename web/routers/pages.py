@@ -180,3 +180,24 @@ def review_page(request: Request) -> Response:
 @router.get("/models", response_class=HTMLResponse)
 def models_page(request: Request) -> Response:
     return _page(request, "models.html", page="models")
+
+
+@router.get("/snapshots", response_class=HTMLResponse)
+def snapshots_page(request: Request) -> Response:
+    return _page(request, "snapshots.html", page="snapshots")
+
+
+@router.get("/terminal", response_class=HTMLResponse)
+def terminal_page(request: Request) -> Response:
+    return _page(request, "terminal.html", page="terminal")
+
+
+@router.get("/settings", response_class=HTMLResponse)
+def settings_page(request: Request) -> Response:
+    return _page(
+        request,
+        "settings.html",
+        page="settings",
+        preview_token=_preview_token(request),
+        has_camera=request.app.state.preview is not None,
+    )
