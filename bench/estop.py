@@ -10,7 +10,8 @@ What is measured (contracts.md, ``estop_ms_p99``):
   fresh TCP connection.  Latency = board's M112 time minus the client's clock read just
   before ``connect``.  A failed or timed-out e-stop counts as infinite.
 * Each starts from a cleared, moving rig (the board reports the motor moving): a capture run
-  live and moving the table, and the sorter running ("collect for review": no model needed).
+  live and moving the table (stills of 1280 x 960, so each run winds down in about a second),
+  and the sorter running ("collect for review": no model needed).
   NOTE: partrig refuses to start a capture run while the sorter runs and the reverse (they
   share the camera, contracts.md "one owner"), so samples alternate: even ones with a live
   run moving the table, odd ones with the sorter running while a jog moves the table.  Both
@@ -65,6 +66,9 @@ lights = [1.0]
 settle_s = 0.05
 parts = [{ label = "brick-2x4-red", instance = "red-a" }]
 """
+#: Stills of the bench's runs: smaller than the 12 MP default so a sample's run winds down (its
+#: writer stores what was captured) in about a second on a 2-core machine, not ten.
+STILL_SIZE = (1280, 960)
 BOARD_CMD = (sys.executable, "-m", "rig.sim.board")
 SERVE_CMD = (sys.executable, "-m", "web.cli", "serve", "--sim", "--host", "127.0.0.1")
 M112_WAIT_S = 3.0
@@ -111,6 +115,9 @@ dir = "{tmp / "data"}"
 [simulator]
 time_scale = 1.0
 board = "{self.link}"
+
+[camera]
+still_size = [{STILL_SIZE[0]}, {STILL_SIZE[1]}]
 
 [web]
 header_timeout_s = {header_timeout_s}
@@ -571,6 +578,9 @@ async def main_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         # NOTE: a first run, so the event streams have something to follow from the start.
         await bench.ensure_run_moving(time.monotonic() + 120)
         load.start()
+        ready = time.monotonic() + 60
+        while load.halfopen_now < 0.9 * args.halfopen and time.monotonic() < ready:
+            await asyncio.sleep(0.2)  # NOTE: the load process needs a few seconds to connect
         await asyncio.sleep(args.warmup)
         for i in range(args.estops):
             s = await bench.sample(i)

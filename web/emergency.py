@@ -35,9 +35,9 @@ log = logging.getLogger("web.estop")
 
 REASON = "emergency stop"
 #: How long the answer waits for the follow-up before saying it is still under way.
-FOLLOW_UP_WAIT_S = 8.0
+FOLLOW_UP_WAIT_S = 20.0
 #: How long the follow-up waits for a run's engine or the sorter's loop to end.
-JOIN_TIMEOUT_S = 10.0
+JOIN_TIMEOUT_S = 15.0
 
 
 class FollowUpThread:
