@@ -12,13 +12,23 @@ DATA ?= $(CURDIR)/demo-data
 
 .PHONY: demo test test-firmware test-long bench lint format firmware sysdeps venv clean
 
-$(BIN)/partrig: pyproject.toml
+# NOTE: one install stamp per extras set: `make demo` installs `.[litert]` only (no TensorFlow),
+# and a later `make test` still sees its own stamp missing and installs everything.
+FULL_STAMP := $(VENV)/.installed-full
+DEMO_STAMP := $(VENV)/.installed-demo
+
+$(FULL_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	@touch $@ $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[litert]'
 	@touch $@
 
-venv: $(BIN)/partrig
+venv: $(FULL_STAMP)
 
 sysdeps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -37,8 +47,8 @@ sysdeps:
 firmware: sysdeps
 	$(MAKE) -C firmware all harness
 
-demo: venv
-	$(BIN)/partrig serve --sim --data $(DATA)
+demo: $(DEMO_STAMP)
+	$(BIN)/partrig serve --demo $(DATA)
 
 test: sysdeps venv firmware
 	$(BIN)/ruff check .

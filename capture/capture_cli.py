@@ -89,7 +89,7 @@ def capture_command(
             )
             raise refuse(owner, "`partrig capture" + (" --local`" if local else "`"), instead)
         if owner is not None:
-            remote = RemoteCapture(settings, console, url=owner.url)
+            remote = RemoteCapture(settings, console, url=owner.url, answer_at_once=yes)
             state = remote.run(plan_toml, resume)
         else:
             state = run_locally(

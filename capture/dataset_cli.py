@@ -144,10 +144,15 @@ def stats(data: DataOption = None, config: ConfigOption = None) -> None:
     try:
         with _open(data, config) as store:
             s = store.stats()
+            folder = Path(store.data_dir).resolve()
     except RigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(code=2) from None
-    console.print(f"[bold]{s.total}[/] shots ({s.deleted} deleted, in data/trash)")
+    console.print(
+        f"[bold]{s.total}[/] shots in {folder} ({s.deleted} deleted, kept in {folder / 'trash'})",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(_table("per class", "label", s.by_label))
     console.print(_table("per background", "sheet", s.by_background))
     console.print(_table("per run", "run", s.by_run))

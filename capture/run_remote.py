@@ -40,6 +40,11 @@ def server_is_up(settings: Settings) -> bool:
     return owner is not None and owner.is_server
 
 
+#: With ``--yes``, this many prompts answered with no shot stored between them means the
+#: simulated operator cannot do what the run asks (say, a sheet the camera cannot read).
+MAX_PROMPTS_WITHOUT_PROGRESS = 12
+
+
 class RemoteCapture:
     """Create or resume a run on the server and follow it until it ends."""
 
@@ -50,7 +55,10 @@ class RemoteCapture:
         poll_s: float = 0.5,
         transport: httpx.BaseTransport | None = None,
         url: str | None = None,
+        answer_at_once: bool = False,
     ) -> None:
+        """``answer_at_once`` (``--yes``) answers each prompt without asking at the terminal:
+        on a simulated rig the server's simulated operator then performs the action."""
         keys = settings.auth.operator_keys
         if not keys:
             raise ConfigError(
@@ -65,6 +73,7 @@ class RemoteCapture:
         )
         self.console = console
         self.poll_s = poll_s
+        self.answer_at_once = answer_at_once
 
     def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         try:
@@ -93,20 +102,61 @@ class RemoteCapture:
         return self.follow(run_id)
 
     def follow(self, run_id: int) -> RunState:
+        """Show the run's progress and ETA until it ends; answer its prompts."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+        )
+        with Progress(*columns, console=self.console, transient=False) as bar:
+            task = bar.add_task(f"run {run_id} on the server", total=None, eta="-")
+            state, done, total, reason = self._follow(run_id, bar, task)
+        tail = f": {reason}" if reason and state is not RunState.COMPLETED else ""
+        colour = "green" if state is RunState.COMPLETED else "red"
+        self.console.print(
+            f"run {run_id} [{colour}]{state.value}[/] ({done} of {total} shots){tail}",
+            highlight=False,
+        )
+        return state
+
+    def _follow(self, run_id: int, bar: Any, task: Any) -> tuple[RunState, Any, Any, Any]:
         last_prompt = None
+        answered: list[Any] = []  # the done count at each prompt answered at once
         while True:
             run = self._call("GET", f"/api/runs/{run_id}")
             state = parse_state(run["state"])
-            done, total = run.get("shots_done", run.get("done")), run.get("shots_total")
+            done = run.get("done", run.get("shots_done")) or 0
+            total = run.get("shots_total") or run.get("total") or None
+            eta = run.get("eta_s")
+            bar.update(
+                task,
+                completed=done,
+                total=total,
+                eta="-" if eta is None else f"{int(eta) // 60}:{int(eta) % 60:02d}",
+            )
             if state is RunState.AWAITING_OPERATOR and run.get("prompt") != last_prompt:
                 last_prompt = run.get("prompt")
-                self.console.print(f"[bold yellow]operator:[/] {last_prompt}", highlight=False)
-                input("  press Enter when done ")
+                bar.console.print(f"[bold yellow]operator:[/] {last_prompt}", highlight=False)
+                answered.append(done)
+                if self.answer_at_once and answered.count(done) > MAX_PROMPTS_WITHOUT_PROGRESS:
+                    # NOTE: the simulated operator cannot satisfy this prompt: stop, don't loop.
+                    self._call("POST", f"/api/runs/{run_id}/abort")
+                    time.sleep(self.poll_s)
+                    continue
+                if not self.answer_at_once:
+                    bar.stop()
+                    try:
+                        input("  press Enter when done ")
+                    finally:
+                        bar.start()
                 self._call("POST", f"/api/runs/{run_id}/answer")
-            elif state in FINAL_STATES or state in (RunState.FAILED, RunState.INTERRUPTED):
-                reason = run.get("reason")
-                self.console.print(f"run {run_id} {state.value} ({done}/{total}) {reason or ''}")
-                return state
+            elif state is not RunState.AWAITING_OPERATOR:
+                last_prompt = None
+            if state in FINAL_STATES or state in (RunState.FAILED, RunState.INTERRUPTED):
+                return state, done, total, run.get("reason")
             time.sleep(self.poll_s)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -102,22 +102,25 @@ def snapshot_command(
         )
         directory = data if data is not None else settings.data.dir
         owner = current_owner(directory)
+        if owner is not None and not owner.is_server:
+            raise refuse(owner, "`partrig dataset snapshot`", "wait until it ends")
         if owner is not None:
-            # NOTE: the server has no API that writes a snapshot, and its start-up cleanup
-            # must never meet a half-written one, so the store's one writer is the lock holder.
-            raise refuse(
-                owner, "`partrig dataset snapshot`", "stop it, write the snapshot, start it again"
-            )
-        lock = DataFolderLock(directory, "dataset snapshot")
-        with (
-            lock,
-            console.status("writing the snapshot..."),
-            DatasetStore.open(directory) as store,
-        ):
-            manifest = create_snapshot(store, settings, flt, rules, formats=tuple(fmt or FORMATS))
-            report = json.loads(
-                (store.data_dir / "snapshots" / manifest["id"] / "report.json").read_text()
-            )
+            # NOTE: the store's one writer is the lock holder (contracts.md, #7): the server
+            # writes the snapshot (POST /api/snapshots) with the same function as below.
+            manifest, report = _through_server(settings, owner, flt, rules, list(fmt or ()))
+        else:
+            lock = DataFolderLock(directory, "dataset snapshot")
+            with (
+                lock,
+                console.status("writing the snapshot..."),
+                DatasetStore.open(directory) as store,
+            ):
+                manifest = create_snapshot(
+                    store, settings, flt, rules, formats=tuple(fmt or FORMATS)
+                )
+                report = json.loads(
+                    (store.data_dir / "snapshots" / manifest["id"] / "report.json").read_text()
+                )
     except RigError as exc:
         raise _fail(exc) from None
     counts = manifest["counts"]
@@ -153,6 +156,49 @@ def snapshot_command(
         from capture.publish_cli import publish_after_snapshot
 
         publish_after_snapshot(settings, data or settings.data.dir, manifest["id"])
+
+
+def _through_server(
+    settings: Any, owner: Any, flt: Any, rules: Any, formats: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ask the server that owns the data folder to write the snapshot; (manifest, report)."""
+    import httpx
+
+    keys = settings.auth.operator_keys
+    if not keys:
+        raise refuse(
+            owner,
+            "`partrig dataset snapshot`",
+            "add an operator key to auth.operator_keys (`partrig auth new-key --role "
+            "operator`) so the command can go through the server's API",
+        )
+    body = {
+        **flt.as_dict(),
+        "train": rules.train,
+        "val": rules.val,
+        "test": rules.test,
+        "seed": rules.seed,
+        "group_by": rules.group_by,
+        "formats": formats,
+        "allow_empty_splits": rules.allow_empty,
+    }
+    with console.status(f"{owner.describe()} is writing the snapshot..."):
+        try:
+            reply = httpx.post(
+                owner.url + "/api/snapshots",
+                json=body,
+                headers={"X-Api-Key": keys[0]},
+                timeout=httpx.Timeout(30.0, read=3600.0),
+            )
+        except httpx.HTTPError as exc:
+            raise RigError(f"{owner.describe()} did not answer: {exc}") from None
+    try:
+        answer = reply.json()
+    except ValueError:
+        answer = {"detail": reply.text[:200]}
+    if reply.status_code >= 400:
+        raise RigError(f"{owner.describe()} refused the snapshot: {answer.get('detail', answer)}")
+    return answer["manifest"], answer["report"]
 
 
 def snapshots_command(data: DataOption = None, config: ConfigOption = None) -> None:

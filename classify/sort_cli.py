@@ -217,24 +217,29 @@ def sort_remotely(
             else "with no model: every part goes to the review bin"
         )
         console.print(f"the server's sorter is {status.get('state')} {with_what}")
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        done = 0
+        columns = (TextColumn("sorting"), BarColumn(), MofNCompleteColumn(), TextColumn("parts"))
         try:
-            while True:
-                status = _call(client, "GET", "/api/sorter/status")
-                done = int(status.get("counts", {}).get("decisions", 0)) - first
-                console.print(f"sorted {done} parts", end="\r")
-                if status.get("state") == "faulted":
-                    console.print()
-                    return _report_fault(status["incident"])
-                if status.get("state") != "running":
-                    console.print("\nthe sorter was stopped on the server")
-                    return 0
-                if parts and done >= parts:
-                    break
-                time.sleep(POLL_S)
+            with Progress(*columns, console=console) as bar:
+                task = bar.add_task("sort", total=parts or None)
+                while True:
+                    status = _call(client, "GET", "/api/sorter/status")
+                    done = int(status.get("counts", {}).get("decisions", 0)) - first
+                    bar.update(task, completed=done)
+                    if status.get("state") == "faulted":
+                        return _report_fault(status["incident"])
+                    if status.get("state") != "running":
+                        console.print(f"the sorter was stopped on the server after {done} parts")
+                        return 0
+                    if parts and done >= parts:
+                        break
+                    time.sleep(POLL_S)
         except KeyboardInterrupt:
             pass
         _call(client, "POST", "/api/sorter/stop")
-        console.print(f"\nstopped the server's sorter after {done} parts")
+        console.print(f"stopped the server's sorter after {done} parts")
     return 0
 
 

@@ -113,6 +113,9 @@ def create_app(
     for router in (models_router.router, sorter.router, review.router):
         app.include_router(router)
     app.include_router(snapshots_router.router)
+    from web.routers import snapshot_create
+
+    app.include_router(snapshot_create.router)
     from web.routers import health as health_router
     from web.routers import settings as settings_router
     from web.routers import camera, snapshot_archive, terminal

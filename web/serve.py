@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -52,8 +52,14 @@ def demo_password(settings: Settings, host: str) -> str | None:
     return password
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Check the binding, then run the app until Ctrl-C (one worker: it owns the rig)."""
+def serve(
+    settings: Settings, host: str | None = None, port: int | None = None, demo: Any = None
+) -> None:
+    """Check the binding, then run the app until Ctrl-C (one worker: it owns the rig).
+
+    ``demo`` is :class:`web.demo.Demo` for ``--demo``: its password and how to use the CLI
+    are printed once the data folder is ours.
+    """
     from web.app import create_app
     from web.server import run_server
 
@@ -65,7 +71,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     # NOTE: taken before anything opens the store or the port, and held until uvicorn returns:
     # a second serve on this data folder refuses here, naming this one (contracts.md, #7).
     owner = DataFolderLock(settings.data.dir, "serve", url=client_url(host, port)).acquire()
-    password = demo_password(settings, host)
+    password = demo.password if demo is not None else demo_password(settings, host)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(
         f"partrig: serving on http://{shown}:{port}/"
@@ -73,6 +79,10 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     )
     if password:
         typer.echo(f"partrig: demo operator password (this run only): {password}")
+    if demo is not None:
+        from web.demo import usage
+
+        typer.echo(usage(demo, f"http://{shown}:{port}/"))
     try:
         # NOTE: web.server adds the request-receipt deadline and the open-files limit.
         run_server(
@@ -98,15 +108,30 @@ def serve_command(
     sorter: Annotated[
         bool, typer.Option("--sorter", help="start the sorter on boot (as sorter.enabled)")
     ] = False,
+    demo: Annotated[
+        Path | None,
+        typer.Option(
+            "--demo",
+            help="the simulated demo in this folder: writes DIR/partrig.toml (keys the CLI "
+            "shares) and DIR/demo.env once; a one-time page password each start",
+        ),
+    ] = None,
 ) -> None:
     """Start the web app: dashboard, runs, dataset, sorter, models and the API."""
     try:
-        settings = load_settings(config, sim=sim or None)
+        prepared = None
+        if demo is not None:
+            from web.demo import prepare_demo
+
+            prepared = prepare_demo(demo)
+            settings = prepared.settings
+        else:
+            settings = load_settings(config, sim=sim or None)
         if data is not None:
             settings.data.dir = data
         if sorter:
             settings.sorter.enabled = True
-        serve(settings, host, port)
+        serve(settings, host, port, demo=prepared)
     except (ConfigError, RigBusy) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
