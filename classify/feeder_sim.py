@@ -5,7 +5,9 @@ seen by a :class:`~rig.sim.camera.SimCamera` through :class:`FeederCamera`.  Eve
 is a fresh instance (``feed-<seed>-<n>``), so its colour and size jitter and where it lands
 (a few millimetres off centre, a few degrees of yaw) are new each time; its pose is drawn from
 the poses the part can take and its angle from the full turn.  ``unknown_rate`` of the drops
-are catalogue parts flagged ``unknown`` (never trained on), so the review path is exercised.
+are catalogue parts flagged ``unknown`` (never trained on), or the ``unknown`` parts given, so
+the review path is exercised.  :attr:`SimFeeder.drops` is the drop log: the truth a benchmark
+joins to the sorter's decisions by drop order (product code never sees it).
 
 A dropped part does not land still: for ``settle_s`` it slides round towards its resting angle,
 so the sorter must wait for it to stop.  When the platform has been empty for ``gap_s`` the next
@@ -45,6 +47,10 @@ FPS = 30.0
 IDLE_RESUME_S = 1.0  # a gap between frames longer than this means the stream was stopped
 #: How fast a freshly dropped part still turns (degrees per second of settling left).
 SETTLE_SPIN_DEG_S = 400.0
+#: Frames the platform stays empty after the stream (re)starts, whatever the clock says: more
+#: than the sorter's reference frames (classify.sorter.REFERENCE_FRAMES, 5), so a loaded
+#: machine whose first frames render slowly still photographs an empty reference.
+RESUME_HOLD_FRAMES = 10
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class SimFeeder:
         seed: int = 0,
         labels: list[str] | None = None,
         unknown_rate: float = 0.1,
+        unknown: list[str] | None = None,
         gap_s: float = 0.2,
         settle_s: float = 0.2,
         fps: float = FPS,
@@ -81,7 +88,13 @@ class SimFeeder:
         self.labels = list(labels) if labels is not None else trainable_labels()
         for label in self.labels:
             part_spec(label)
-        self.unknown = [p.label for p in CATALOGUE.values() if p.unknown]
+        # NOTE: by default the parts flagged unknown; a benchmark names its own (any catalogue
+        # part its model was not trained on).
+        if unknown is None:
+            unknown = [p.label for p in CATALOGUE.values() if p.unknown]
+        for label in unknown:
+            part_spec(label)
+        self.unknown = list(unknown)
         self.unknown_rate = float(unknown_rate) if self.unknown else 0.0
         self.gap_s, self.settle_s = float(gap_s), float(settle_s)
         self.seed = int(seed)
@@ -90,6 +103,7 @@ class SimFeeder:
         self._lock = threading.Lock()
         self._drop: Drop | None = None
         self._empty_since = self.clock.now()
+        self._hold = 0
         self.drops: list[Drop] = []
         self.world = SimWorld(self._angle, lambda: 1.0, seed=seed, clock=self.clock)
         self.world.install_sheet(sheet)
@@ -116,11 +130,17 @@ class SimFeeder:
 
         NOTE: like a feeder that runs only while the sorter does.  Without it, a sorter started
         long after the feeder was built would photograph its "empty" reference with a part
-        already dropped, and that part would then stay in the background forever.
+        already dropped, and that part would then stay in the background forever.  The wait is
+        also counted in frames (:data:`RESUME_HOLD_FRAMES`): on a loaded machine the first
+        frames after a start render slowly (cold caches), ``gap_s`` of clock time passed within
+        the reference's frames, a part dropped into it, and the sorter never saw it, nor any
+        later part (the feeder waits for an empty platform).
         """
         with self._lock:
             if self.world.part is None:
                 self._empty_since = self.clock.now()
+                # NOTE: gap_s = 0 asks for a part at once (tests that script every frame).
+                self._hold = RESUME_HOLD_FRAMES if self.gap_s > 0 else 0
 
     def tick(self) -> None:
         """Drop the next part when the platform has been empty for ``gap_s``."""
@@ -130,6 +150,9 @@ class SimFeeder:
                 return
             if self._drop is not None:
                 self._drop, self._empty_since = None, now
+            if self._hold > 0:
+                self._hold -= 1
+                return
             if now - self._empty_since < self.gap_s:
                 return
             if self.max_parts is not None and len(self.drops) >= self.max_parts:

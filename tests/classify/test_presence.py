@@ -89,3 +89,22 @@ def test_a_sorter_started_long_after_the_feeder_gets_an_empty_reference():
     for _ in range(10):
         feeder.camera.preview()
     assert feeder.world.part is not None  # then it feeds
+
+
+def test_slow_first_frames_on_a_loaded_machine_still_give_an_empty_reference():
+    # the browser test's sorter once stalled: its first frames rendered slowly, gap_s of clock
+    # time passed inside the 5 reference frames, a part dropped into the "empty" reference and
+    # was never seen, and the feeder waited for an empty platform forever.  The feeder now
+    # also holds a number of frames, whatever the clock says.
+    from classify.feeder_sim import RESUME_HOLD_FRAMES
+    from classify.sorter import REFERENCE_FRAMES
+
+    clock = SimClock(0)
+    feeder = SimFeeder(apply_sim(Settings()), clock, seed=2, gap_s=0.2, preview_size=SIZE)
+    for _ in range(REFERENCE_FRAMES):
+        feeder.camera.preview()
+        clock.sleep(0.3)  # a cold cache and a busy CPU: each frame takes longer than gap_s
+        assert feeder.world.part is None
+    for _ in range(RESUME_HOLD_FRAMES - REFERENCE_FRAMES + 1):
+        feeder.camera.preview()
+    assert feeder.world.part is not None  # and then it feeds
