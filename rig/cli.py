@@ -26,6 +26,9 @@ ConfigOption = Annotated[
     ),
 ]
 SimOption = Annotated[bool, typer.Option("--sim", help="use the simulated rig")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="print the rig's status as JSON instead of a summary")
+]
 DataOption = Annotated[
     Path | None,
     typer.Option("--data", help="data directory (default: data.dir from the configuration)"),
@@ -100,6 +103,33 @@ def demo(
         raise fail(exc) from None
 
 
+def print_status(status: dict[str, Any], as_json: bool) -> None:
+    """The rig's status as a person reads it first (or as JSON with ``--json``)."""
+    if as_json:
+        console.print_json(data=status)
+        return
+    if not isinstance(status, dict) or "link" not in status:
+        console.print_json(data=status)  # NOTE: an answer of another shape: show it whole
+        return
+    fw = status.get("firmware") or {}
+    where = "simulated rig" if status.get("simulated") else f"rig on {status.get('port')}"
+    angle, lights = status.get("angle_deg"), status.get("lights")
+    console.print(
+        f"{where}: link {status.get('link')}, firmware {fw.get('name', '?')} "
+        f"{fw.get('version', '')} ({fw.get('dialect', '?')} dialect), "
+        + (f"at {angle:.3f}°, " if isinstance(angle, int | float) else "")
+        + (f"lights {lights:.0%}, " if isinstance(lights, int | float) else "")
+        + f"camera {status.get('camera') or 'none'}, resets {status.get('resets', 0)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    fault = status.get("fault")
+    if fault:
+        console.print(f"[bold red]fault latched:[/] {fault}", highlight=False, soft_wrap=True)
+    else:
+        console.print("no fault latched", highlight=False)
+
+
 def _with_rig(
     config: Path | None,
     sim: bool,
@@ -107,6 +137,7 @@ def _with_rig(
     *,
     command: str,
     remote: tuple[str, str, dict[str, Any] | None] | None = None,
+    as_json: bool = False,
 ) -> None:
     """Run ``action`` on the rig opened here, or, when a server owns it, ``remote`` on its API.
 
@@ -129,12 +160,12 @@ def _with_rig(
                     else "wait until it ends"
                 )
                 raise refuse(owner, f"`partrig rig {command}`", what)
-            console.print_json(data=_through_server(settings, owner, command, *remote))
+            print_status(_through_server(settings, owner, command, *remote), as_json)
             return
         lock = DataFolderLock(settings.data.dir, f"rig {command}")
         with lock, open_rig(settings, with_camera=False) as rig:
             action(rig)
-            console.print_json(data=rig.status())
+            print_status(rig.status(), as_json)
     except RigError as exc:
         raise fail(exc) from None
 
@@ -175,10 +206,12 @@ def _through_server(
 
 
 @rig_app.command("status")
-def rig_status(config: ConfigOption = None, sim: SimOption = False) -> None:
-    """Open the rig, print link, firmware, angle, lights and fault as JSON."""
+def rig_status(
+    config: ConfigOption = None, sim: SimOption = False, as_json: JsonOption = False
+) -> None:
+    """Open the rig; print link, firmware, angle, lights and fault (--json: as JSON)."""
     _with_rig(config, sim, lambda rig: None, command="status",
-              remote=("GET", "/api/rig/status", None))  # fmt: skip
+              remote=("GET", "/api/rig/status", None), as_json=as_json)  # fmt: skip
 
 
 @rig_app.command("rotate")
@@ -187,6 +220,7 @@ def rig_rotate(
     mode: Annotated[str | None, typer.Option(help="absolute or shortest")] = None,
     config: ConfigOption = None,
     sim: SimOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Turn the table to DEGREES and verify it got there."""
 
@@ -195,24 +229,30 @@ def rig_rotate(
         console.print(f"at {rig.turntable.wait():.3f}°")
 
     # NOTE: the server has no absolute move (only a jog from where it is), so this refuses.
-    _with_rig(config, sim, act, command="rotate")
+    _with_rig(config, sim, act, command="rotate", as_json=as_json)
 
 
 @rig_app.command("zero")
-def rig_zero(config: ConfigOption = None, sim: SimOption = False) -> None:
+def rig_zero(
+    config: ConfigOption = None, sim: SimOption = False, as_json: JsonOption = False
+) -> None:
     """Confirm the table is at its zero mark (G92 X0)."""
     _with_rig(config, sim, lambda rig: rig.turntable.set_zero(), command="zero",
-              remote=("POST", "/api/rig/zero", None))  # fmt: skip
+              remote=("POST", "/api/rig/zero", None), as_json=as_json)  # fmt: skip
 
 
 @rig_app.command("home")
-def rig_home(config: ConfigOption = None, sim: SimOption = False) -> None:
+def rig_home(
+    config: ConfigOption = None, sim: SimOption = False, as_json: JsonOption = False
+) -> None:
     """Home on the X-min endstop (turntable.endstop = "x_min")."""
-    _with_rig(config, sim, lambda rig: rig.turntable.home(), command="home")
+    _with_rig(config, sim, lambda rig: rig.turntable.home(), command="home", as_json=as_json)
 
 
 @rig_app.command("lights")
-def rig_lights(level: float, config: ConfigOption = None, sim: SimOption = False) -> None:
+def rig_lights(
+    level: float, config: ConfigOption = None, sim: SimOption = False, as_json: JsonOption = False
+) -> None:
     """Set the light to LEVEL (0..1)."""
     _with_rig(config, sim, lambda rig: rig.lights.set(level), command="lights",
-              remote=("POST", "/api/rig/lights", {"level": level}))  # fmt: skip
+              remote=("POST", "/api/rig/lights", {"level": level}), as_json=as_json)  # fmt: skip

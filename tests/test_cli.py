@@ -27,11 +27,19 @@ def test_config_check_reports_a_bad_key_with_its_name(tmp_path):
 
 
 def test_rig_status_on_the_simulated_rig(tmp_path):
-    out = runner.invoke(app, ["rig", "status", "--sim"], env={"PARTRIG_CONFIG": ""})
+    out = runner.invoke(app, ["rig", "status", "--sim", "--json"], env={"PARTRIG_CONFIG": ""})
     assert out.exit_code == 0, out.output
     status = json.loads(out.output)
     assert status["simulated"] is True and status["link"] == "ready"
     assert status["firmware"]["dialect"] == "partrig"
+
+
+def test_rig_status_is_a_summary_a_person_reads_unless_json_is_asked_for(tmp_path):
+    out = runner.invoke(app, ["rig", "status", "--sim"], env={"PARTRIG_CONFIG": ""})
+    assert out.exit_code == 0, out.output
+    flat = " ".join(out.output.split())
+    assert flat.startswith("simulated rig: link ready, firmware partrig")
+    assert "no fault latched" in flat and "{" not in flat
 
 
 #: Runs in a fresh interpreter: every group's and command's --help, then which heavy modules
