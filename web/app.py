@@ -123,6 +123,10 @@ def create_app(
     for router in (health_router.router, terminal.router, settings_router.router, camera.router):
         app.include_router(router)
     app.include_router(snapshot_archive.router)
+    from web.routers import label as label_router
+
+    app.include_router(label_router.router)
+    app.include_router(label_router.page_router)
     pages.install_not_found(app)
 
     @app.get("/api/health", tags=["health"])

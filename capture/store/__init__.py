@@ -23,6 +23,7 @@ from capture.store.audit import MANAGED_DIRS, REFERENCED_FILE_QUERIES, AuditMixi
 from capture.store.base import DB_NAME
 from capture.store.events import EventsMixin
 from capture.store.files import StoredFile
+from capture.store.label_queue import LabelQueueMixin
 from capture.store.models import ModelsMixin
 from capture.store.records import CheckReport, DatasetStats, ShotPage, ShotRecord
 from capture.store.runs import RunsMixin
@@ -33,7 +34,14 @@ from capture.store.sorting import SortingMixin
 
 
 class DatasetStore(
-    RunsMixin, ShotsMixin, EventsMixin, AuditMixin, ModelsMixin, SnapshotsMixin, SortingMixin
+    RunsMixin,
+    ShotsMixin,
+    EventsMixin,
+    AuditMixin,
+    ModelsMixin,
+    SnapshotsMixin,
+    SortingMixin,
+    LabelQueueMixin,
 ):
     """The one store of runs, shots, incidents and faults; thread-safe (a connection per thread).
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from sqlite_utils import Database
 
 from capture.store.imports_schema import v_imports
+from capture.store.label_schema import v_label_station
+from capture.store.measure_schema import v_measurements
 from capture.store.models_schema import v_models
 from capture.store.snapshot_schema import v_snapshots
 from capture.store.sorting_schema import v_sorting
@@ -171,6 +173,8 @@ def _v1_core(db: Database) -> None:
 
 #: Every migration in order; ``MIGRATIONS[i]`` takes the schema to version ``i + 1``.
 MIGRATIONS: list[Migration] = [_v1_core, v_models, v_snapshots, v_sorting, v_imports]
+MIGRATIONS.append(v_label_station)
+MIGRATIONS.append(v_measurements)
 
 
 def schema_version(db: Database) -> int:

@@ -269,7 +269,7 @@ class ShotsMixin(StoreBase):
         return ShotPage([decode_row(r) for r in rows], nxt)  # type: ignore[misc]
 
     def shot_edits(self, shot_id: int) -> list[dict[str, Any]]:
-        """The relabel/delete history of a shot, oldest first."""
+        """The field-level edit history of a shot (relabel, delete, accept, ...), oldest first."""
         return self.query("SELECT * FROM shot_edits WHERE shot_id = ? ORDER BY id", (int(shot_id),))
 
     # --- curation --------------------------------------------------------------------------------
@@ -287,8 +287,8 @@ class ShotsMixin(StoreBase):
             ensure_catalogue(conn, label=label)
             conn.execute("UPDATE shots SET label = ? WHERE id = ?", (label, int(shot_id)))
             conn.execute(
-                "INSERT INTO shot_edits(shot_id, action, old, new, who, at)"
-                " VALUES (?, 'relabel', ?, ?, ?, ?)",
+                "INSERT INTO shot_edits(shot_id, action, field, old, new, who, at)"
+                " VALUES (?, 'relabel', 'label', ?, ?, ?, ?)",
                 (int(shot_id), row[0], label, who, utc_now()),
             )
         return self.get_shot(shot_id)
@@ -306,11 +306,12 @@ class ShotsMixin(StoreBase):
             ).fetchone()
             if row is None or row[1] is not None:
                 raise NotFound(f"shot {shot_id} does not exist or was already deleted")
-            conn.execute("UPDATE shots SET deleted_at = ? WHERE id = ?", (utc_now(), int(shot_id)))
+            now = utc_now()
+            conn.execute("UPDATE shots SET deleted_at = ? WHERE id = ?", (now, int(shot_id)))
             conn.execute(
-                "INSERT INTO shot_edits(shot_id, action, old, new, who, at)"
-                " VALUES (?, 'delete', ?, NULL, ?, ?)",
-                (int(shot_id), row[0], who, utc_now()),
+                "INSERT INTO shot_edits(shot_id, action, field, old, new, who, at)"
+                " VALUES (?, 'delete', 'deleted_at', NULL, ?, ?, ?)",
+                (int(shot_id), now, who, now),
             )
         self._trash_files(self.get_shot(shot_id))
 

@@ -228,6 +228,30 @@ class SortingMixin(StoreBase):
         if not who:
             raise QueryError("say who labels the item: it is recorded")
         item = self._open_item(item_id)
+        record = self.review_shot_record(item, label)
+        with self.transaction() as conn:
+            state = conn.execute(
+                "SELECT state FROM review_items WHERE id = ?", (int(item_id),)
+            ).fetchone()
+            if state is None or state[0] != "open":
+                raise RunStateError(f"review item {item_id} was resolved meanwhile; reload")
+            ensure_catalogue(conn, label=label, instance_id=record.instance_id, source="sorter")
+            cur = conn.execute(_INSERT_SQL, _shot_values(record))
+            shot_id = int(cur.lastrowid)  # type: ignore[arg-type]
+            conn.execute(
+                "UPDATE review_items SET state = 'labelled', label = ?, shot_id = ?,"
+                " resolved_at = ?, resolved_by = ? WHERE id = ?",
+                (label, shot_id, utc_now(), who, int(item_id)),
+            )
+        return shot_id
+
+    def review_shot_record(self, item: dict[str, Any], label: str) -> ShotRecord:
+        """The shot a review item becomes, its file (a copy of the crop) already durable.
+
+        The caller commits the row (with the catalogue entries it needs) in its own transaction:
+        :meth:`label_review_item`, or the labelling station, which records the action with it.
+        """
+        item_id = int(item["id"])
         data = self._read_crop(item["crop_path"])
         try:
             with Image.open(io.BytesIO(data)) as im:
@@ -256,21 +280,7 @@ class SortingMixin(StoreBase):
             captured_at=item["decided_at"],
         )
         record.validate()
-        with self.transaction() as conn:
-            state = conn.execute(
-                "SELECT state FROM review_items WHERE id = ?", (int(item_id),)
-            ).fetchone()
-            if state is None or state[0] != "open":
-                raise RunStateError(f"review item {item_id} was resolved meanwhile; reload")
-            ensure_catalogue(conn, label=label, instance_id=record.instance_id, source="sorter")
-            cur = conn.execute(_INSERT_SQL, _shot_values(record))
-            shot_id = int(cur.lastrowid)  # type: ignore[arg-type]
-            conn.execute(
-                "UPDATE review_items SET state = 'labelled', label = ?, shot_id = ?,"
-                " resolved_at = ?, resolved_by = ? WHERE id = ?",
-                (label, shot_id, utc_now(), who, int(item_id)),
-            )
-        return shot_id
+        return record
 
     def discard_review_item(self, item_id: int, who: str) -> None:
         """Drop an open review item (a blurred crop, two parts at once); the crop is kept."""

@@ -1,0 +1,489 @@
+"""The labelling station's store: the label queue, undoable actions and each person's cursor.
+
+Why actions record every touched item's state before and after: an undo must restore exactly
+what the action changed (a relabel's old label, a discarded shot's files, a sorter review item
+that became a shot), and must refuse when someone changed an item since, rather than guess.
+Every change of a shot's field also goes into the field-level ``shot_edits`` log, tied to its
+action, so a shot's history reads as what happened, undos included.
+
+The queue holds shots (a bag run's pre-labelled shots, anything queued for a check) and the
+sorter's open review items, which join the queue whenever it is read (:meth:`sync_label_queue`);
+it is ordered by the model's margin (top-1 minus top-2), least certain first, so the labels
+that teach the next model most come first.  A review item becomes a ``source = "sorter"`` shot
+when first accepted; undoing that deletes the shot (its file to the trash), and a later accept
+restores the same shot instead of making a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from capture.store.base import StoreBase
+from capture.store.files import move_durably
+from capture.store.records import to_json, utc_now
+from capture.store.runs import ensure_catalogue
+from capture.store.shots import _INSERT_SQL, TRASH_DIR, _shot_values
+from rig.errors import NotFound, QueryError, RunStateError
+
+#: The most items one action (a bulk accept) may touch, and one queue page may list.
+MAX_BULK = 500
+MAX_QUEUE_PAGE = 1000
+
+_ITEM_SQL = """
+SELECT q.id, q.shot_id, q.review_item_id, q.top_k, q.margin, q.model_id, q.state,
+       s.label AS shot_label, s.deleted_at, s.width, s.height, s.mask_path, s.path,
+       s.bbox_x, s.bbox_y, s.bbox_w, s.bbox_h,
+       r.state AS review_state, r.label AS review_label, r.shot_id AS review_shot,
+       r.crop_path, d.crop_bbox
+FROM label_queue q
+LEFT JOIN shots s ON s.id = q.shot_id
+LEFT JOIN review_items r ON r.id = q.review_item_id
+LEFT JOIN decisions d ON d.id = r.decision_id
+"""
+#: Least certain first; an item without a prediction (margin NULL) knows least of all.
+_ORDER_KEY = "COALESCE(q.margin, -1.0)"
+
+
+def margin_of(top_k: Sequence[Sequence[Any]]) -> float | None:
+    """Top-1 minus top-2 probability (top-1 alone when there is no second); None without any."""
+    scores = sorted((float(s) for _, s in top_k), reverse=True)
+    if not scores:
+        return None
+    return scores[0] - (scores[1] if len(scores) > 1 else 0.0)
+
+
+class LabelQueueMixin(StoreBase):
+    # --- the queue -------------------------------------------------------------------------------
+
+    def sync_label_queue(self) -> None:
+        """Bring open review items into the queue; close queue items resolved on the review page."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO label_queue(review_item_id, top_k, margin, model_id, created_at)"
+                " SELECT r.id, d.top_k, json_extract(d.top_k, '$[0][1]')"
+                "  - COALESCE(json_extract(d.top_k, '$[1][1]'), 0), d.model_id, r.created_at"
+                " FROM review_items r JOIN decisions d ON d.id = r.decision_id"
+                " WHERE r.state = 'open'"
+                " AND NOT EXISTS (SELECT 1 FROM label_queue q WHERE q.review_item_id = r.id)"
+            )
+            conn.execute(
+                "UPDATE label_queue SET"
+                " state = CASE (SELECT r.state FROM review_items r WHERE r.id = review_item_id)"
+                "  WHEN 'labelled' THEN 'accepted' ELSE 'discarded' END,"
+                " shot_id = COALESCE(shot_id,"
+                "  (SELECT r.shot_id FROM review_items r WHERE r.id = review_item_id)),"
+                " resolved_at = ?, resolved_by = 'review'"
+                " WHERE state = 'open' AND review_item_id IS NOT NULL AND"
+                " (SELECT r.state FROM review_items r WHERE r.id = review_item_id) != 'open'",
+                (utc_now(),),
+            )
+
+    def enqueue_shots(
+        self, predictions: Sequence[tuple[int, Sequence[tuple[str, float]], str | None]]
+    ) -> int:
+        """Queue shots for labelling with their ``(shot_id, top_k, model_id)``; how many.
+
+        A shot already queued and still open gets the newer prediction; one already labelled
+        keeps its state (pre-labelling a run twice never reopens what a person decided).
+        """
+        now = utc_now()
+        rows = []
+        for shot_id, top_k, model_id in predictions:
+            ranked = [[str(k), float(v)] for k, v in top_k]
+            rows.append((int(shot_id), to_json(ranked), margin_of(ranked), model_id, now))
+        with self.transaction() as conn:
+            for row in rows:
+                if conn.execute("SELECT 1 FROM shots WHERE id = ?", (row[0],)).fetchone() is None:
+                    raise NotFound(f"shot {row[0]} does not exist; it cannot be queued")
+            conn.executemany(
+                "INSERT INTO label_queue(shot_id, top_k, margin, model_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(shot_id) DO UPDATE SET"
+                " top_k = excluded.top_k, margin = excluded.margin, model_id = excluded.model_id"
+                " WHERE state = 'open'",
+                rows,
+            )
+        return len(rows)
+
+    def label_counts(self, who: str | None = None) -> dict[str, int]:
+        """Queue items per state, and (with ``who``) how many actions they can undo and redo."""
+        counts = {"open": 0, "accepted": 0, "discarded": 0}
+        for state, n in self.db.execute("SELECT state, COUNT(*) FROM label_queue GROUP BY 1"):
+            counts[str(state)] = int(n)
+        if who is not None:
+            for state, key in (("done", "undo"), ("undone", "redo")):
+                counts[key] = int(
+                    self.scalar(
+                        "SELECT COUNT(*) FROM label_actions WHERE who = ? AND state = ?",
+                        (who, state),
+                    )
+                )
+        return counts
+
+    def label_queue(self, who: str, *, limit: int = 200) -> dict[str, Any]:
+        """The open items, least certain first, and where ``who`` left off (``start``)."""
+        if not 1 <= int(limit) <= MAX_QUEUE_PAGE:
+            raise QueryError(f"limit {limit} must be between 1 and {MAX_QUEUE_PAGE}")
+        self.sync_label_queue()
+        rows = self.query(
+            _ITEM_SQL + f" WHERE q.state = 'open' ORDER BY {_ORDER_KEY}, q.id LIMIT ?",
+            (int(limit),),
+        )
+        items = [_item(r) for r in rows]
+        return {"items": items, "start": self._start_index(who, items)}
+
+    def _start_index(self, who: str, items: list[dict[str, Any]]) -> int:
+        """The cursor's item if still open, else the first open item after it, else 0."""
+        cursor = self.scalar("SELECT queue_id FROM label_cursors WHERE who = ?", (who,))
+        if cursor is None:
+            return 0
+        ids = [i["id"] for i in items]
+        if cursor in ids:
+            return ids.index(cursor)
+        key = self.db.execute(
+            f"SELECT {_ORDER_KEY}, q.id FROM label_queue q WHERE q.id = ?", (cursor,)
+        ).fetchone()
+        if key is None:
+            return 0
+        for index, item in enumerate(items):
+            if (item["order"], item["id"]) > (float(key[0]), int(key[1])):
+                return index
+        return 0
+
+    def label_item(self, queue_id: int) -> dict[str, Any]:
+        rows = self.query(_ITEM_SQL + " WHERE q.id = ?", (int(queue_id),))
+        if not rows:
+            raise NotFound(f"label queue item {queue_id} does not exist")
+        return _item(rows[0])
+
+    def label_item_files(self, queue_id: int) -> dict[str, str | None]:
+        """The image and mask of an item, relative to the data folder (trash for a deleted shot)."""
+        row = self.query(_ITEM_SQL + " WHERE q.id = ?", (int(queue_id),))
+        if not row:
+            raise NotFound(f"label queue item {queue_id} does not exist")
+        r = row[0]
+        if r["shot_id"] is None or r["path"] is None:
+            return {"image": r["crop_path"], "mask": None}
+        prefix = f"{TRASH_DIR}/" if r["deleted_at"] else ""
+        mask = f"{prefix}{r['mask_path']}" if r["mask_path"] else None
+        return {"image": f"{prefix}{r['path']}", "mask": mask}
+
+    def set_label_cursor(self, who: str, queue_id: int) -> None:
+        """Remember the item ``who`` is on, so the station resumes there."""
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM label_queue WHERE id = ?", (int(queue_id),)).fetchone():
+                conn.execute(
+                    "INSERT INTO label_cursors(who, queue_id, at) VALUES (?, ?, ?)"
+                    " ON CONFLICT(who) DO UPDATE SET"
+                    " queue_id = excluded.queue_id, at = excluded.at",
+                    (who, int(queue_id), utc_now()),
+                )
+            else:
+                raise NotFound(f"label queue item {queue_id} does not exist")
+
+    # --- actions ---------------------------------------------------------------------------------
+
+    def label_accept(
+        self, ids: Sequence[int], who: str, label: str | None = None
+    ) -> dict[str, Any]:
+        """Accept items with ``label`` (or each with its own label or top-1): one undoable action.
+
+        ``label`` must already be normalised and confirmed by the caller (a label outside the
+        catalogue needs a person's explicit yes); items keep their order.
+        """
+        ids = self._checked_ids(ids, who)
+        new_shots: dict[int, Any] = {}
+        targets: dict[int, str] = {}
+        for qid in ids:
+            item = self.label_item(qid)
+            chosen = label or item["label"] or (item["top_k"][0][0] if item["top_k"] else None)
+            if not chosen:
+                raise QueryError(f"item {qid} has no suggestion: choose or type its label")
+            targets[qid] = chosen
+            if item["shot_id"] is None:
+                review = self.get_review_item(item["review_item_id"])  # type: ignore[attr-defined]
+                new_shots[qid] = self.review_shot_record(review, chosen)  # type: ignore[attr-defined]
+        return self._act("accept", ids, who, targets, new_shots)
+
+    def label_discard(self, ids: Sequence[int], who: str) -> dict[str, Any]:
+        """Discard items (a shot's files go to the trash, a review item is dropped): undoable."""
+        ids = self._checked_ids(ids, who)
+        return self._act("discard", ids, who, {}, {})
+
+    def label_undo(self, who: str) -> dict[str, Any]:
+        """Take back ``who``'s latest action exactly (409 when an item changed since)."""
+        return self._replay(who, "done", "before", "undone")
+
+    def label_redo(self, who: str) -> dict[str, Any]:
+        """Do ``who``'s most recently undone action again (409 when an item changed since)."""
+        return self._replay(who, "undone", "after", "done")
+
+    def _checked_ids(self, ids: Sequence[int], who: str) -> list[int]:
+        if not who:
+            raise QueryError("say who labels: every action is recorded")
+        out = list(dict.fromkeys(int(i) for i in ids))
+        if not 1 <= len(out) <= MAX_BULK:
+            raise QueryError(f"give between 1 and {MAX_BULK} queue items (got {len(out)})")
+        return out
+
+    def _act(
+        self,
+        kind: str,
+        ids: list[int],
+        who: str,
+        targets: dict[int, str],
+        new_shots: dict[int, Any],
+    ) -> dict[str, Any]:
+        now = utc_now()
+        restores = [qid for qid in ids if kind == "accept" and self._deleted_shot(qid)]
+        for qid in restores:
+            self._untrash(qid)
+        trash: list[int] = []
+        detail: list[dict[str, Any]] = []
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO label_actions(who, kind, detail, at) VALUES (?, ?, '[]', ?)",
+                (who, kind, now),
+            )
+            action_id = int(cur.lastrowid)  # type: ignore[arg-type]
+            conn.execute(
+                "UPDATE label_actions SET state = 'dropped' WHERE who = ? AND state = 'undone'",
+                (who,),
+            )
+            for qid in ids:
+                if qid in new_shots:
+                    # NOTE: recorded as if the shot had existed deleted, so undo deletes it and a
+                    # redo (or a later accept) restores this same shot.
+                    before = self._create_review_shot(conn, qid, new_shots[qid], who, action_id)
+                    cur = dict(before, deleted=False, _created=True)
+                else:
+                    before = cur = _state(conn, qid)
+                after = dict(before)
+                if kind == "accept":
+                    after.update(state="accepted", label=targets[qid], deleted=False)
+                    if after["review"] is not None:
+                        after.update(review="labelled", review_label=targets[qid])
+                        after["review_shot"] = after["shot"]
+                else:
+                    after.update(state="discarded")
+                    if after["shot"] is not None:
+                        after["deleted"] = True
+                    if after["review"] is not None:
+                        after.update(review="discarded", review_label=None, review_shot=None)
+                _apply(conn, qid, cur, after, who, action_id, now, forward=kind)
+                if after["deleted"] and not cur["deleted"]:
+                    trash.append(qid)
+                detail.append({"q": qid, "before": before, "after": after})
+            conn.execute(
+                "UPDATE label_actions SET detail = ? WHERE id = ?", (json.dumps(detail), action_id)
+            )
+            conn.execute(
+                "INSERT INTO label_cursors(who, queue_id, at) VALUES (?, ?, ?) ON CONFLICT(who)"
+                " DO UPDATE SET queue_id = excluded.queue_id, at = excluded.at",
+                (who, ids[-1], now),
+            )
+        for qid in trash:
+            self._trash(qid)
+        return self._answer(action_id, ids, who)
+
+    def _replay(self, who: str, state: str, side: str, new_state: str) -> dict[str, Any]:
+        order = "DESC" if state == "done" else "ASC"
+        rows = self.query(
+            f"SELECT * FROM label_actions WHERE who = ? AND state = ? ORDER BY id {order} LIMIT 1",
+            (who, state),
+        )
+        if not rows:
+            what = "undo" if state == "done" else "redo"
+            raise RunStateError(f"nothing to {what}: you have no {state} labelling action")
+        action = rows[0]
+        detail = json.loads(action["detail"])
+        other = "after" if side == "before" else "before"
+        for entry in detail:
+            live = entry[side]["shot"] is not None and not entry[side]["deleted"]
+            if live and entry[other]["deleted"]:
+                self._untrash(entry["q"])
+        now = utc_now()
+        trash: list[int] = []
+        with self.transaction() as conn:
+            for entry in detail:
+                qid, expected, target = entry["q"], entry[other], entry[side]
+                if _state(conn, qid) != expected:
+                    raise RunStateError(
+                        f"queue item {qid} changed after action {action['id']}; it cannot be"
+                        " restored exactly: reload and label it again"
+                    )
+                _apply(conn, qid, expected, target, who, int(action["id"]), now, forward=None)
+                if target["deleted"] and not expected["deleted"]:
+                    trash.append(qid)
+            conn.execute(
+                "UPDATE label_actions SET state = ?, undone_at = ? WHERE id = ?",
+                (new_state, now if new_state == "undone" else None, int(action["id"])),
+            )
+        for qid in trash:
+            self._trash(qid)
+        return self._answer(int(action["id"]), [e["q"] for e in detail], who)
+
+    def _answer(self, action_id: int, ids: list[int], who: str) -> dict[str, Any]:
+        action = self.query("SELECT id, kind, state FROM label_actions WHERE id = ?", (action_id,))
+        return {
+            "action": action[0],
+            "items": [self.label_item(qid) for qid in ids],
+            "counts": self.label_counts(who),
+        }
+
+    def _create_review_shot(
+        self, conn: sqlite3.Connection, qid: int, record: Any, who: str, action_id: int
+    ) -> dict[str, Any]:
+        """Insert a review item's shot (live) and return the state as if it had been deleted."""
+        before = _state(conn, qid)
+        if before["shot"] is not None:
+            raise RunStateError(f"queue item {qid} got its shot meanwhile; reload")
+        ensure_catalogue(conn, label=record.label, instance_id=record.instance_id, source="sorter")
+        cur = conn.execute(_INSERT_SQL, _shot_values(record))
+        shot_id = int(cur.lastrowid)  # type: ignore[arg-type]
+        conn.execute("UPDATE label_queue SET shot_id = ? WHERE id = ?", (shot_id, qid))
+        conn.execute(
+            "INSERT INTO shot_edits(shot_id, action, field, old, new, who, at, action_id)"
+            " VALUES (?, 'accept', 'label', NULL, ?, ?, ?, ?)",
+            (shot_id, record.label, who, utc_now(), action_id),
+        )
+        return dict(before, shot=shot_id, label=record.label, deleted=True)
+
+    def _deleted_shot(self, qid: int) -> bool:
+        row = self.db.execute(
+            "SELECT s.deleted_at FROM label_queue q JOIN shots s ON s.id = q.shot_id"
+            " WHERE q.id = ?",
+            (qid,),
+        ).fetchone()
+        return row is not None and row[0] is not None
+
+    def _shot_files(self, qid: int) -> list[str]:
+        row = self.db.execute(
+            "SELECT s.path, s.mask_path, s.thumb_path FROM label_queue q"
+            " JOIN shots s ON s.id = q.shot_id WHERE q.id = ?",
+            (qid,),
+        ).fetchone()
+        return [p for p in (row or ()) if p]
+
+    def _trash(self, qid: int) -> None:
+        """After the row says deleted: the files to the trash (startup finishes a crash here)."""
+        for rel in self._shot_files(qid):
+            if (self.data_dir / rel).exists():
+                move_durably(self.data_dir / rel, self.data_dir / TRASH_DIR / rel, self.fs)
+
+    def _untrash(self, qid: int) -> None:
+        """Before the row says live: the files back from the trash."""
+        for rel in self._shot_files(qid):
+            src = self.data_dir / TRASH_DIR / rel
+            if src.exists():
+                move_durably(src, self.data_dir / rel, self.fs)
+
+
+def _state(conn: sqlite3.Connection, qid: int) -> dict[str, Any]:
+    """What an action changes on one item: queue state, shot label and deletion, review item."""
+    row = conn.execute(
+        "SELECT q.state, q.shot_id, s.label, s.deleted_at, r.state, r.label, r.shot_id"
+        " FROM label_queue q LEFT JOIN shots s ON s.id = q.shot_id"
+        " LEFT JOIN review_items r ON r.id = q.review_item_id WHERE q.id = ?",
+        (int(qid),),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"label queue item {qid} does not exist")
+    return {
+        "state": row[0],
+        "shot": row[1],
+        "label": row[2],
+        "deleted": None if row[1] is None else row[3] is not None,
+        "review": row[4],
+        "review_label": row[5],
+        "review_shot": row[6],
+    }
+
+
+def _apply(
+    conn: sqlite3.Connection,
+    qid: int,
+    cur: dict[str, Any],
+    target: dict[str, Any],
+    who: str,
+    action_id: int,
+    now: str,
+    *,
+    forward: str | None,
+) -> None:
+    """Move one item from ``cur`` to ``target``, logging each shot field that changes."""
+    resolved = (None, None) if target["state"] == "open" else (now, who)
+    conn.execute(
+        "UPDATE label_queue SET state = ?, resolved_at = ?, resolved_by = ? WHERE id = ?",
+        (target["state"], *resolved, qid),
+    )
+
+    def edit(action: str, field: str, old: Any, new: Any) -> None:
+        conn.execute(
+            "INSERT INTO shot_edits(shot_id, action, field, old, new, who, at, action_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (target["shot"], action, field, old, new, who, now, action_id),
+        )
+
+    shot = target["shot"]
+    if shot is not None:
+        if target["deleted"] != cur["deleted"]:
+            deleted_at = now if target["deleted"] else None
+            old_at = conn.execute("SELECT deleted_at FROM shots WHERE id = ?", (shot,)).fetchone()
+            conn.execute("UPDATE shots SET deleted_at = ? WHERE id = ?", (deleted_at, shot))
+            if target["deleted"]:
+                edit("discard" if forward == "discard" else "delete", "deleted_at", None, now)
+            else:
+                edit("restore", "deleted_at", old_at[0] if old_at else None, None)
+        if target["label"] != cur["label"] and target["label"] is not None:
+            ensure_catalogue(conn, label=target["label"])
+            conn.execute("UPDATE shots SET label = ? WHERE id = ?", (target["label"], shot))
+            if forward != "accept":
+                edit("relabel", "label", cur["label"], target["label"])
+        if forward == "accept" and not cur.get("_created"):
+            edit("accept", "label", cur["label"], target["label"])
+    if target["review"] is not None:
+        resolved = (None, None) if target["review"] == "open" else (now, who)
+        conn.execute(
+            "UPDATE review_items SET state = ?, label = ?, shot_id = ?, resolved_at = ?,"
+            " resolved_by = ? WHERE id = (SELECT review_item_id FROM label_queue WHERE id = ?)",
+            (target["review"], target["review_label"], target["review_shot"], *resolved, qid),
+        )
+
+
+def _item(row: dict[str, Any]) -> dict[str, Any]:
+    """A queue row as the station shows it: current label, top-k, box and what to draw."""
+    top_k = json.loads(row["top_k"] or "[]")
+    live_shot = row["shot_id"] is not None and row["deleted_at"] is None
+    if row["review_item_id"] is not None:
+        label = row["shot_label"] if live_shot else None
+        box = row["crop_bbox"]
+        box = json.loads(box) if isinstance(box, str) else box
+    else:
+        label = row["shot_label"]
+        box = (
+            [row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]]
+            if row["bbox_w"] is not None
+            else None
+        )
+    if row["shot_id"] is not None and row["bbox_w"] is not None:
+        box = [row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]]
+    margin = row["margin"]
+    return {
+        "id": row["id"],
+        "state": row["state"],
+        "kind": "review" if row["review_item_id"] is not None else "shot",
+        "shot_id": row["shot_id"],
+        "review_item_id": row["review_item_id"],
+        "label": label,
+        "top_k": top_k,
+        "margin": margin,
+        "order": -1.0 if margin is None else float(margin),
+        "model_id": row["model_id"],
+        "box": box,
+        "has_mask": bool(row["mask_path"]),
+        "width": row["width"],
+        "height": row["height"],
+    }
