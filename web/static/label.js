@@ -158,13 +158,14 @@ partrig.labelPage = function labelPage() {
     show(t0);
   }
   async function history(kind, t0) {
+    inflight += 1;
     try {
       await chain;
       const ans = applyAnswer(await api("POST", `/api/label/${kind}`));
       if (kind === "undo" && ans.items.length) pos = items.findIndex((x) => x.id === ans.items[0].id);
       else if (!grid) pos = items[pos]?.state === "open" ? pos : nextOpen(pos);
       if (grid) renderGrid(); else show(t0);
-    } catch (e) { flash(e.message); }
+    } catch (e) { flash(e.message); } finally { inflight -= 1; }
   }
   /** A typed label: a catalogue label at once, anything else after an explicit yes. */
   function useLabel(raw, t0) {
@@ -298,8 +299,7 @@ partrig.labelPage = function labelPage() {
     if (ctrl && (k === "z" || k === "Z")) { e.preventDefault(); history(e.shiftKey ? "redo" : "undo", t0); return; }
     if (ctrl && (k === "y" || k === "Y")) { e.preventDefault(); history("redo", t0); return; }
     if (ctrl) return;
-    if (k === "z") { history("undo", t0); }
-    else if (k === "Z") { history("redo", t0); }
+    if (k === "z" || k === "Z") { history(k === "Z" || e.shiftKey ? "redo" : "undo", t0); }
     else if (k === "g") { setView(!grid); }
     else if (k === "/") { openSearch(); }
     else if (grid) {
