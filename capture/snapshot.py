@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -103,8 +103,11 @@ def create_snapshot(
     flt: SnapshotFilter,
     rules: SplitRules,
     formats: Sequence[str] = FORMATS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Freeze the shots ``flt`` selects into a new snapshot; returns its manifest.
+
+    ``progress(done, total)`` is called as shots are written (a command's progress bar).
 
     Raises SplitError when a class has too few instances for a per-instance split (unless
     ``rules.group_by`` asks for a weaker one), QueryError for an empty selection or unknown
@@ -155,6 +158,7 @@ def create_snapshot(
                 classes,
                 by_split,
                 {"dropped": dropped, "empty": empty, "inferred": inferred},
+                progress,
             )
             _sync_tree(tmp)
             os.rename(tmp, final)
@@ -278,17 +282,22 @@ def _write(
     classes: list[str],
     by_split: dict[str, list[dict[str, Any]]],
     notes: dict[str, Any],
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     dropped = notes["dropped"]
     index = {c: i for i, c in enumerate(classes)}
     writers = _writers(settings, tmp, formats, classes)
     report = ReportBuilder(classes)
+    total, done = sum(len(v) for v in by_split.values()), 0
     for split in SPLITS:
         for row in full_rows(store, by_split[split]):
             sample = _sample(store, row, split, index[row["label"]])
             for writer in writers:
                 writer.add(sample)
             report.add(sample)
+            done += 1
+            if progress is not None:
+                progress(done, total)
     files: list[WrittenFile] = []
     for writer in writers:
         files += writer.close()

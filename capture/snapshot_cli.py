@@ -109,14 +109,22 @@ def snapshot_command(
             # writes the snapshot (POST /api/snapshots) with the same function as below.
             manifest, report = _through_server(settings, owner, flt, rules, list(fmt or ()))
         else:
+            from rich.progress import Progress
+
             lock = DataFolderLock(directory, "dataset snapshot")
             with (
                 lock,
-                console.status("writing the snapshot..."),
+                Progress(console=console, transient=True, disable=not console.is_terminal) as bar,
                 DatasetStore.open(directory) as store,
             ):
+                task = bar.add_task("writing the snapshot", total=None)
                 manifest = create_snapshot(
-                    store, settings, flt, rules, formats=tuple(fmt or FORMATS)
+                    store,
+                    settings,
+                    flt,
+                    rules,
+                    formats=tuple(fmt or FORMATS),
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
                 report = json.loads(
                     (store.data_dir / "snapshots" / manifest["id"] / "report.json").read_text()
