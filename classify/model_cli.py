@@ -143,7 +143,12 @@ def publish_command(
     except RigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(code=2) from None
-    console.print(published)
+    console.print(
+        f"published {model_dir} as {published}; a rig takes it with "
+        f"`partrig model pull {published} --rig URL`",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @model_app.command("pull")
