@@ -28,6 +28,9 @@ from capture.store.runs import ensure_catalogue
 from capture.store.shots import _INSERT_SQL, TRASH_DIR, _shot_values
 from rig.errors import NotFound, QueryError, RunStateError
 
+#: The label a bag run's plan gives its parts: the shot has no label yet, so accepting it takes
+#: the model's top-1 (or the label chosen), never this placeholder.
+UNLABELLED = "unlabelled"
 #: The most items one action (a bulk accept) may touch, and one queue page may list.
 MAX_BULK = 500
 MAX_QUEUE_PAGE = 1000
@@ -462,7 +465,7 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
         box = row["crop_bbox"]
         box = json.loads(box) if isinstance(box, str) else box
     else:
-        label = row["shot_label"]
+        label = None if row["shot_label"] == UNLABELLED else row["shot_label"]
         box = (
             [row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]]
             if row["bbox_w"] is not None

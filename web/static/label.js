@@ -21,7 +21,8 @@ partrig.labelPage = function labelPage() {
   let pendingLabel = null;       // {label, ids}: waiting for the new-label confirmation
   let cursorTimer = null;
   const timings = [];            // ms from keydown to the first frame with the next image drawn
-  window.partrigLabel = {timings, idle: () => inflight === 0, items: () => items, pos: () => pos};
+  const shownIds = new Set();    // items whose image was shown (the bench checks the prefetch bound)
+  window.partrigLabel = {timings, idle: () => inflight === 0, items: () => items, pos: () => pos, shown: () => shownIds.size};
 
   // --- talking to the server ---------------------------------------------------------------
   function send(method, url, body) {
@@ -29,6 +30,7 @@ partrig.labelPage = function labelPage() {
     const p = chain.then(() => api(method, url, body));
     chain = p.then(applyAnswer, async (e) => {
       flash(e.message);
+      localDone.length = 0; localUndone.length = 0;
       try { await reload(); if (grid) renderGrid(); else show(); } catch (e2) { flash(e2.message); }
     }).finally(() => { inflight -= 1; });
     return p;
@@ -40,6 +42,8 @@ partrig.labelPage = function labelPage() {
       if (i >= 0) items[i] = it; else items.unshift(it);
     }
     if (ans.counts) showCounts(ans.counts);
+    const it = items[pos];
+    if (!grid && it && (ans.items || []).some((x) => x.id === it.id)) renderSide(it);
     return ans;
   }
   function showCounts(c) {
@@ -81,7 +85,8 @@ partrig.labelPage = function labelPage() {
     return entry;
   }
   function prefetch() {
-    const want = new Set([items[pos]?.id]);
+    // NOTE: the shown item and the one before it stay; at most PREFETCH are fetched ahead.
+    const want = new Set([items[pos]?.id, items[pos - 1]?.id]);
     for (let i = pos + 1, n = 0; i < items.length && n < PREFETCH; i++) {
       if (items[i].state === "open") { want.add(items[i].id); load(items[i]); n++; }
     }
@@ -112,6 +117,7 @@ partrig.labelPage = function labelPage() {
     const fig = $("#figure");
     fig.replaceChildren(...[entry.img, entry.mask, boxEl(it, entry)].filter(Boolean));
     fig.dataset.item = it.id;
+    shownIds.add(it.id);
     if (t0 !== undefined) requestAnimationFrame(() => { timings.push(performance.now() - t0); fig.dataset.shown = String(timings.length); });
     saveCursor();
   }
@@ -137,18 +143,27 @@ partrig.labelPage = function labelPage() {
   }
 
   // --- actions -----------------------------------------------------------------------------
+  // NOTE: this page's own actions, newest last, with each item's state before and after, so
+  // undo and redo show their item at once; the server's answer then replaces them.  Actions
+  // from before the page loaded are undone by the server alone (the page waits for it).
+  const localDone = [], localUndone = [];
+  const snap = (it) => ({id: it.id, state: it.state, label: it.label});
+  function record(ids, change) {
+    const its = ids.map((id) => items.find((x) => x.id === id)).filter(Boolean);
+    const before = its.map(snap);
+    its.forEach(change);
+    localDone.push({before, after: its.map(snap)});
+    localUndone.length = 0;
+  }
   function accept(ids, label, t0, confirmNew = false) {
     if (!ids.length) return;
-    for (const id of ids) {
-      const it = items.find((x) => x.id === id);
-      if (it) { it.label = label || it.label || it.top_k[0]?.[0] || null; it.state = "accepted"; }
-    }
+    record(ids, (it) => { it.label = label || it.label || it.top_k[0]?.[0] || null; it.state = "accepted"; });
     send("POST", "/api/label/accept", label ? {ids, label, confirm_new: confirmNew} : {ids});
     after(t0);
   }
   function discard(ids, t0) {
     if (!ids.length) return;
-    for (const id of ids) { const it = items.find((x) => x.id === id); if (it) it.state = "discarded"; }
+    record(ids, (it) => { it.state = "discarded"; });
     send("POST", "/api/label/discard", {ids});
     after(t0);
   }
@@ -157,14 +172,28 @@ partrig.labelPage = function labelPage() {
     pos = nextOpen(pos);
     show(t0);
   }
+  function placeAfter(kind, firstId) {
+    if (kind === "undo" && firstId !== undefined) pos = Math.max(0, items.findIndex((x) => x.id === firstId));
+    else if (!grid) pos = items[pos]?.state === "open" ? pos : nextOpen(pos);
+    if (grid) renderGrid(); else show(lastT0);
+  }
+  let lastT0;
   async function history(kind, t0) {
+    lastT0 = t0;
+    const local = (kind === "undo" ? localDone : localUndone).pop();
+    if (local) {
+      (kind === "undo" ? localUndone : localDone).push(local);
+      const states = kind === "undo" ? local.before : local.after;
+      for (const st of states) { const it = items.find((x) => x.id === st.id); if (it) Object.assign(it, st); }
+      send("POST", `/api/label/${kind}`);
+      placeAfter(kind, states[0]?.id);
+      return;
+    }
     inflight += 1;
     try {
       await chain;
       const ans = applyAnswer(await api("POST", `/api/label/${kind}`));
-      if (kind === "undo" && ans.items.length) pos = items.findIndex((x) => x.id === ans.items[0].id);
-      else if (!grid) pos = items[pos]?.state === "open" ? pos : nextOpen(pos);
-      if (grid) renderGrid(); else show(t0);
+      placeAfter(kind, ans.items[0]?.id);
     } catch (e) { flash(e.message); } finally { inflight -= 1; }
   }
   /** A typed label: a catalogue label at once, anything else after an explicit yes. */
