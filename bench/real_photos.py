@@ -11,9 +11,10 @@ test, day 3 val, and so on.  The recipe is the real one (``classify.train.train`
 the boxes with ``prepare``, augmentation, class weights, early stopping on val, the test split
 evaluated once through the exported TFLite models in LiteRT.
 
-Usage: ``python bench/real_photos.py [--backbone tiny] [--size 96] [--epochs 40]``.
+Usage: ``python bench/real_photos.py [--backbone tiny] [--size 96] [--epochs 40] [--seeds 3]``.
 The last line printed is one JSON object:
-``{"bench": "real_photos", "float_accuracy", "int8_accuracy", "int8_drop", ...}``, or
+``{"bench": "real_photos", "int8_accuracy": {"mean", "min", "max", "range"}, "seeds": [...],
+"wall_seconds_per_seed", "load_average", ...}``, or
 ``{"bench": "real_photos", "skipped": "<why>"}`` when the data or TensorFlow is absent.
 """
 
@@ -107,6 +108,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--min-epoch-samples", type=int, default=1024)
+    parser.add_argument("--norm", default="group", choices=("group", "batch"))
     args = parser.parse_args()
     if not (DATA / "boxes.csv").is_file():
         print(json.dumps({"bench": "real_photos", "skipped": f"{DATA} is not present"}))
@@ -116,40 +120,62 @@ def main() -> None:
     except ImportError:
         print(json.dumps({"bench": "real_photos", "skipped": "TensorFlow is not installed"}))
         return
-    from classify.train import TrainOptions, train
+    import os
 
+    from classify.train import TrainOptions, train
+    from classify.train_output import seeds_summary
+
+    load_before = os.getloadavg()
+    runs = []
     with tempfile.TemporaryDirectory(prefix="partrig-real-") as tmp:
         root = Path(tmp)
         manifest = build_snapshot(DATA, root / "snap")
-        opts = TrainOptions(
-            backbone=args.backbone,
-            alpha=args.alpha,
-            size=args.size,
-            epochs=args.epochs,
-            patience=args.patience,
-            batch=args.batch,
-            min_epoch_samples=1024,
-        )
-        m = train(root / "snap", root / "model", opts, log=print)
-        sizes = {p.name: p.stat().st_size for p in (root / "model").glob("*.tflite")}
+        for seed in range(args.seeds):
+            opts = TrainOptions(
+                backbone=args.backbone,
+                alpha=args.alpha,
+                size=args.size,
+                epochs=args.epochs,
+                patience=args.patience,
+                batch=args.batch,
+                min_epoch_samples=args.min_epoch_samples,
+                seed=seed,
+                norm=args.norm,
+            )
+            m = train(root / "snap", root / f"model-{seed}", opts, log=print)
+            runs.append(
+                {
+                    "seed": seed,
+                    "int8_accuracy": m["int8_accuracy"],
+                    "float_accuracy": m["float_accuracy"],
+                    "val_accuracy": m["val_accuracy"],
+                    "wall_seconds": m["train_seconds"],
+                    "best_epoch": m["best_epoch"],
+                    "epochs_run": m["epochs_run"],
+                    "recall_int8": {k: v["recall"] for k, v in m["per_class"].items()},
+                }
+            )
+            print(json.dumps({"seed": seed, **runs[-1]}))
+    summary = seeds_summary(runs)
     result = {
         "bench": "real_photos",
         "backbone": args.backbone,
         "alpha": args.alpha if args.backbone != "tiny" else None,
         "size": args.size,
+        "epochs": args.epochs,
+        "norm": args.norm,
         "weights": "none",
+        "recipe": "defaults of classify.train.TrainOptions (cosine, group norm, strong colour, "
+        "no rotation without masks)",
         "split": "whole capture days, round-robin train/train/test/val",
         "days": {s: sorted(d for d, v in manifest["days"].items() if v == s) for s in m["counts"]},
         "counts": m["counts"],
-        "val_accuracy": m["val_accuracy"],
-        "float_accuracy": m["float_accuracy"],
-        "int8_accuracy": m["int8_accuracy"],
-        "int8_drop": m["int8_drop"],
-        "recall_int8": {k: v["recall"] for k, v in m["per_class"].items()},
-        "best_epoch": m["best_epoch"],
-        "epochs_run": m["epochs_run"],
-        "train_seconds": m["train_seconds"],
-        "model_bytes": sizes,
+        "int8_accuracy": summary["int8_accuracy"],
+        "float_accuracy": summary["float_accuracy"],
+        "wall_seconds_per_seed": summary["wall_seconds"],
+        "seeds": runs,
+        "cpus": os.cpu_count(),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "runtime": m["runtime"],
     }
     print(json.dumps(result))

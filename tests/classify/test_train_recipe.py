@@ -94,3 +94,38 @@ def test_native_noise_is_parked_and_replayed_only_on_failure(capfd) -> None:
         os.write(2, b"converter exploded here\n")
         raise RuntimeError("export failed")
     assert "converter exploded here" in capfd.readouterr().err
+
+
+def test_the_stream_index_reads_shards_and_folders_alike_without_the_images(tmp_path) -> None:
+    from snapshot_factory import make_snapshot
+
+    from classify.augment import AugmentConfig
+    from classify.train_data import open_snapshot
+    from classify.train_stream import CropLoader, StreamSplit, index_split, read_blob
+
+    snap = open_snapshot(make_snapshot(tmp_path / "s", per_class={"train": 3, "val": 1}))
+    from_shards = index_split(snap, "train")
+    samples = snap.samples("train")
+    assert [r.key for r in from_shards] == [s.key for s in samples]
+    assert [read_blob(r.image) for r in from_shards] == [s.image_bytes for s in samples]
+    assert all(r.mask is not None and r.image[2] > 0 for r in from_shards)
+    snap.manifest["files"] = [f for f in snap.manifest["files"] if f["format"] != "webdataset"]
+    from_folder = index_split(snap, "train")
+    assert [(r.key, r.class_index, r.bbox) for r in from_folder] == [
+        (r.key, r.class_index, r.bbox) for r in from_shards
+    ]
+    assert index_split(snap, "test") == []
+
+    loader = CropLoader(SIZE, 640, AugmentConfig())
+    split = StreamSplit(from_shards, loader)
+    first = [x.numpy() for x, _ in split.epoch(seed=3, epoch=1, min_samples=8, batch=4)]
+    again = [x.numpy() for x, _ in split.epoch(seed=3, epoch=1, min_samples=8, batch=4)]
+    other = [x.numpy() for x, _ in split.epoch(seed=3, epoch=2, min_samples=8, batch=4)]
+    assert sum(len(b) for b in first) == 9  # 9 shots already make the 8 asked
+    repeated = split.epoch(seed=3, epoch=1, min_samples=12, batch=4)
+    assert sum(len(b) for b, _ in repeated) == 18  # whole passes until there are >= 12
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+    plain = [c for c, _ in split.plain_crops()]
+    evaluated = np.concatenate([x.numpy() for x, _ in split.evaluation(batch=5)])
+    assert np.array_equal(np.stack(plain), evaluated)
