@@ -39,9 +39,11 @@ from classify.preprocess import prepare, prepare_mask
 from classify.runtime import Classifier
 from classify.train_data import Sample, Snapshot, open_snapshot
 from classify.train_output import native_output_quiet
+from classify.train_stream import CropLoader, StreamSplit, at_sorter_density, index_split
 from rig.errors import ModelError, StoreError
 
 Log = Callable[[str], None]
+SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass
@@ -70,6 +72,9 @@ class TrainOptions:
     #: shots are shrunk to it before cropping, so training sees the sorter's pixel density.
     #: None trains on the stored resolution.
     sorter_px: int | None = 640
+    #: Stream shots through tf.data (:mod:`classify.train_stream`): memory independent of the
+    #: dataset's size.  False holds every crop in memory (the multi-worker path always does).
+    stream: bool = True
 
 
 @dataclass
@@ -81,30 +86,6 @@ class Prepared:
     matrices: list[np.ndarray] = field(default_factory=list)
     masks: list[np.ndarray | None] = field(default_factory=list)
     backgrounds: list[np.ndarray] = field(default_factory=list)
-
-
-def at_sorter_density(
-    image: np.ndarray, bbox: Any, sorter_px: int | None
-) -> tuple[np.ndarray, Any]:
-    """The frame (and box) shrunk to the sorter's preview size when it is larger.
-
-    Why: the sorter classifies crops of its preview frames (640x480 by default) while the rig
-    stores 12 MP stills; a model trained on a still's crop sees fine detail the sorter never
-    gets.  Shrinking the whole frame with area averaging, as the camera's scaler does, gives
-    the crop the sorter's pixels per millimetre.
-    """
-    long_side = max(image.shape[:2])
-    if not sorter_px or long_side <= sorter_px:
-        return image, bbox
-    import cv2
-
-    f = sorter_px / long_side
-    small = cv2.resize(
-        image,
-        (max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f))),
-        interpolation=cv2.INTER_AREA,
-    )
-    return small, None if bbox is None else tuple(float(v) * f for v in bbox)
 
 
 def prepare_split(
@@ -154,6 +135,13 @@ def pick_strategy() -> tuple[Any, list[str]]:
     return tf.distribute.get_strategy(), gpus or ["CPU"]
 
 
+Split = Prepared | StreamSplit
+
+
+def _size(split: Split) -> int:
+    return len(split) if isinstance(split, StreamSplit) else len(split.crops)
+
+
 def augmented_epoch(
     train: Prepared, opts: TrainOptions, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -179,38 +167,57 @@ def _epoch_line(row: dict[str, Any]) -> str:
 
 def fit(
     model: Any,
-    train: Prepared,
-    val: Prepared,
+    train: Split,
+    val: Split,
     weights: dict[int, float],
     opts: TrainOptions,
     log: Log,
 ) -> dict[str, Any]:
     """Train epoch by epoch on fresh augmentations; keep the best val epoch's weights."""
     rng = np.random.default_rng(opts.seed)
-    best: dict[str, Any] = {"epoch": 0, "val_accuracy": -1.0, "val_loss": float("inf")}
+    best: dict[str, Any] = {
+        "epoch": 0,
+        "val_accuracy": -1.0,
+        "val_loss": float("inf"),
+        "smoothed": -1.0,
+    }
+    smooth: float | None = None
     best_weights = model.get_weights()
     history = []
     for epoch in range(1, opts.epochs + 1):
-        x, y = augmented_epoch(train, opts, rng)
-        hist = model.fit(
-            x,
-            y,
-            batch_size=opts.batch,
-            epochs=1,
-            verbose=0,
-            class_weight=weights,
-            shuffle=True,
-        )
+        if isinstance(train, StreamSplit):
+            data = train.epoch(opts.seed, epoch, opts.min_epoch_samples, opts.batch)
+            hist = model.fit(data, epochs=1, verbose=0, class_weight=weights, shuffle=False)
+        else:
+            x, y = augmented_epoch(train, opts, rng)
+            hist = model.fit(
+                x,
+                y,
+                batch_size=opts.batch,
+                epochs=1,
+                verbose=0,
+                class_weight=weights,
+                shuffle=True,
+            )
         row = {
             "epoch": epoch,
             "loss": round(float(hist.history["loss"][-1]), 4),
             "accuracy": round(float(hist.history["accuracy"][-1]), 4),
         }
-        if len(val.crops):
+        if isinstance(val, StreamSplit) and len(val):
+            loss, acc = model.evaluate(val.evaluation(opts.batch), verbose=0)
+        elif _size(val):
             loss, acc = model.evaluate(val.crops, val.classes, batch_size=opts.batch, verbose=0)
+        if _size(val):
             row.update(val_loss=round(float(loss), 4), val_accuracy=round(float(acc), 4))
-            better = row["val_accuracy"] > best["val_accuracy"] or (
-                row["val_accuracy"] == best["val_accuracy"] and row["val_loss"] < best["val_loss"]
+            # NOTE: epochs are ranked by a moving average of val accuracy, and not before the
+            # warm-up ends: on a small val split one lucky epoch (0.94 after one epoch, then
+            # 0.67) otherwise wins and stops training before the model has learnt anything.
+            smooth = row["val_accuracy"] if smooth is None else 0.5 * (smooth + row["val_accuracy"])
+            row["val_accuracy_smoothed"] = round(smooth, 4)
+            better = epoch > opts.warmup_epochs and (
+                smooth > best["smoothed"]
+                or (smooth == best["smoothed"] and row["val_loss"] < best["val_loss"])
             )
         else:
             # NOTE: without a val split there is nothing to stop on; keep the last epoch.
@@ -222,9 +229,10 @@ def fit(
                 "epoch": epoch,
                 "val_accuracy": row.get("val_accuracy", -1.0),
                 "val_loss": row.get("val_loss", float("inf")),
+                "smoothed": row.get("val_accuracy_smoothed", -1.0),
             }
             best_weights = model.get_weights()
-        elif epoch - best["epoch"] >= opts.patience:
+        elif epoch - max(best["epoch"], opts.warmup_epochs) >= opts.patience:
             log(f"early stop: no val improvement for {opts.patience} epochs")
             break
     model.set_weights(best_weights)
@@ -232,23 +240,28 @@ def fit(
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
         "history": history,
-        "val_accuracy": best["val_accuracy"] if len(val.crops) else None,
+        "val_accuracy": best["val_accuracy"] if _size(val) else None,
     }
 
 
-def evaluate(model_path: Path, labels: list[str], test: Prepared) -> tuple[dict, np.ndarray]:
+def evaluate(model_path: Path, labels: list[str], test: Split) -> tuple[dict, np.ndarray]:
     """Accuracy of an exported model in the Pi's runtime; the summary and confusion matrix."""
     clf = Classifier.load(model_path, labels, num_threads=max(1, os.cpu_count() or 1))
-    predicted = [int(np.argmax(clf.probabilities(c))) for c in test.crops]
+    if isinstance(test, StreamSplit):
+        predicted = [int(np.argmax(clf.probabilities(c))) for c, _ in test.plain_crops()]
+    else:
+        predicted = [int(np.argmax(clf.probabilities(c))) for c in test.crops]
     matrix = confusion(test.classes, predicted, len(labels))
     summary = summarise(matrix, labels)
     summary["runtime"] = clf.runtime
     return summary, matrix
 
 
-def _calibration(train: Prepared, rng: np.random.Generator, limit: int = 200) -> list:
+def _calibration(train: Split, rng: np.random.Generator, limit: int = 200) -> list:
     from capture.colour import apply_colour_matrix
 
+    if isinstance(train, StreamSplit):
+        return train.calibration(rng, limit)
     order = rng.permutation(len(train.crops))[:limit]
     return [apply_colour_matrix(train.crops[i], train.matrices[i]) for i in order]
 
@@ -277,24 +290,34 @@ def train(
     snap = snapshot_dir if isinstance(snapshot_dir, Snapshot) else open_snapshot(snapshot_dir)
     labels = snap.labels
     keras.utils.set_random_seed(opts.seed)
+    splits: dict[str, Any]
+    streaming = opts.stream and role is None and type(snap) is Snapshot
     if role is not None:
         from classify.train_sources import worker_samples
 
         splits = {"train": worker_samples(snap, "train", role.index, role.count)}
         splits.update({name: snap.samples(name) for name in ("val", "test")})
+    elif streaming:
+        # NOTE: only a local snapshot folder streams (its files can be re-read at will);
+        # object-storage and combined snapshots are read once into memory as before.
+        splits = {name: index_split(snap, name) for name in ("train", "val", "test")}
     else:
         splits = {name: snap.samples(name) for name in ("train", "val", "test")}
     log(
         f"snapshot {snap.id}: {len(labels)} classes, "
         + ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     )
-    train_set = prepare_split(
-        splits["train"], opts.size, for_training=True, sorter_px=opts.sorter_px
-    )
-    val_set = prepare_split(splits["val"], opts.size, for_training=False, sorter_px=opts.sorter_px)
-    test_set = prepare_split(
-        splits["test"], opts.size, for_training=False, sorter_px=opts.sorter_px
-    )
+    train_set: Split
+    val_set: Split
+    test_set: Split
+    if streaming:
+        loader = CropLoader(opts.size, opts.sorter_px, opts.augment)
+        train_set, val_set, test_set = (StreamSplit(splits[n], loader) for n in SPLIT_NAMES)
+    else:
+        train_set, val_set, test_set = (
+            prepare_split(splits[n], opts.size, for_training=n == "train", sorter_px=opts.sorter_px)
+            for n in SPLIT_NAMES
+        )
     if role is not None:
         from classify.train_workers import shared_class_weights
 
@@ -309,7 +332,7 @@ def train(
             len(labels), opts.backbone, opts.alpha, opts.size, opts.weights, opts.norm
         )
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate(opts, len(train_set.crops))),
+            optimizer=keras.optimizers.Adam(learning_rate(opts, _size(train_set))),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
@@ -384,21 +407,21 @@ def learning_rate(opts: TrainOptions, train_count: int) -> Any:
 
 
 def _confusion_image(
-    folder: Path, snapshot_id: str, labels: list[str], metrics: dict, val: Prepared
+    folder: Path, snapshot_id: str, labels: list[str], metrics: dict, val: Split
 ) -> bytes:
     """The int8 confusion on test; without a test split, on val, and the title says so."""
     if metrics["confusion_int8"] is not None:
         matrix = np.asarray(metrics["confusion_int8"])
         return confusion_png(matrix, labels, f"{snapshot_id} test, int8")
-    if len(val.crops):
+    if _size(val):
         _, matrix = evaluate(folder / "model.tflite", labels, val)
         return confusion_png(matrix, labels, f"{snapshot_id} NO TEST SPLIT: val, int8")
     empty = np.zeros((len(labels), len(labels)), np.int64)
     return confusion_png(empty, labels, f"{snapshot_id}: no test or val split")
 
 
-def _test_once(folder: Path, labels: list[str], test: Prepared) -> dict[str, Any]:
-    if not len(test.crops):
+def _test_once(folder: Path, labels: list[str], test: Split) -> dict[str, Any]:
+    if not _size(test):
         return {
             "accuracy": None,
             "float_accuracy": None,
