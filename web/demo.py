@@ -52,7 +52,7 @@ preview_size = [640, 480]
 
 [simulator]
 # The simulated rig runs this many times faster than real time (1 = real time).
-time_scale = 4.0
+time_scale = 2.0
 
 [auth]
 # `partrig capture`, `partrig sort` and `partrig model activate` reach the server with the
@@ -63,6 +63,9 @@ trainer_keys = [{_toml_str(trainer_key)}]
 
 [sorter]
 bins = {{ {bins} }}
+# NOTE: generous, in simulated seconds: on a busy laptop the simulated clock runs ahead of the
+# CPU (the first part waits for the model to load), which is not a part stuck on the platform.
+stuck_after_s = 120
 """
 
 
