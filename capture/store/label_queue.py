@@ -155,6 +155,15 @@ class LabelQueueMixin(StoreBase):
                 return index
         return 0
 
+    def queue_id_of_review_item(self, item_id: int) -> int:
+        """The label-queue item of a sorter review item (the review page acts through it)."""
+        self.get_review_item(item_id)  # type: ignore[attr-defined]
+        self.sync_label_queue()
+        qid = self.scalar("SELECT id FROM label_queue WHERE review_item_id = ?", (int(item_id),))
+        if qid is None:
+            raise NotFound(f"review item {item_id} is not in the label queue")
+        return int(qid)
+
     def label_item(self, queue_id: int) -> dict[str, Any]:
         rows = self.query(_ITEM_SQL + " WHERE q.id = ?", (int(queue_id),))
         if not rows:

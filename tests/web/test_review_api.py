@@ -47,6 +47,9 @@ def test_the_queue_lists_open_items_with_the_models_guess_and_label_choices(clie
 
 def test_one_click_labels_the_item_and_it_becomes_a_sorter_shot(client, store):
     (item_id,) = queue_items(store, 1)
+    new = client.post(f"/api/review/{item_id}/label", json={"label": "brick-2x2-red"}, headers=OP)
+    assert new.status_code == 409 and "not in the parts catalogue" in new.json()["detail"]
+    store.upsert_part("brick-2x2-red")
     r = client.post(f"/api/review/{item_id}/label", json={"label": "brick-2x2-red"}, headers=OP)
     assert r.status_code == 200, r.text
     shot_id = r.json()["shot_id"]

@@ -1,5 +1,8 @@
 """The review queue: uncertain crops from the sorter, labelled with one click or discarded.
 
+Each item is also a labelling-station item (``/label``, :mod:`web.routers.label`): labelling or
+discarding here is the station's own undoable action, so both pages share one queue and history.
+
 A labelled item becomes a shot in the dataset (``source = "sorter"``, a fresh instance of its
 own), so the next snapshot trains on exactly the parts the model was unsure of.  Crops are
 served by item id only; the stored path is checked to resolve inside the data directory.
@@ -14,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from rig.errors import NotFound
+from rig.errors import NotFound, RunStateError
 from web.deps import Label, OperatorAuth, StoreDep, ViewerAuth
 
 router = APIRouter(prefix="/api/review", tags=["review"])
@@ -24,6 +27,9 @@ ItemId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 class LabelBody(BaseModel):
     label: Label = Field(description="what the part really is, e.g. brick-2x4-red")
+    confirm_new: bool = Field(
+        default=False, description="yes, add a label outside the parts catalogue as a new part"
+    )
 
 
 def label_choices(store: Any) -> list[str]:
@@ -32,6 +38,12 @@ def label_choices(store: Any) -> list[str]:
     labels = list(active["labels"]) if active else []
     labels += [p["label"] for p in store.list_parts() if p["label"] not in labels]
     return labels
+
+
+def _require_open(store: Any, item_id: int) -> None:
+    state = store.get_review_item(item_id)["state"]
+    if state != "open":
+        raise RunStateError(f"review item {item_id} is already {state}; undo it on /label")
 
 
 @router.get("")
@@ -71,13 +83,22 @@ def crop(item_id: ItemId, store: StoreDep, who: ViewerAuth) -> FileResponse:
 
 @router.post("/{item_id}/label")
 def label(item_id: ItemId, body: LabelBody, store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
-    """Label the part; it becomes a sorter-sourced shot for the next snapshot (409 if resolved)."""
-    shot_id = store.label_review_item(item_id, body.label, who.name)
-    return {"item": store.get_review_item(item_id), "shot_id": shot_id}
+    """Label the part; it becomes a sorter-sourced shot for the next snapshot (409 if resolved).
+
+    The same undoable action as the labelling station's accept; the label goes through the one
+    normaliser, and one outside the catalogue needs ``confirm_new`` (409 otherwise).
+    """
+    from web.routers.label import checked_label
+
+    _require_open(store, item_id)
+    name = checked_label(store, body.label, body.confirm_new)
+    ans = store.label_accept([store.queue_id_of_review_item(item_id)], who.name, name)
+    return {"item": store.get_review_item(item_id), "shot_id": ans["items"][0]["shot_id"]}
 
 
 @router.post("/{item_id}/discard")
 def discard(item_id: ItemId, store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
-    """Drop the item (blurred, two parts at once); the crop and decision are kept."""
-    store.discard_review_item(item_id, who.name)
+    """Drop the item (blurred, two parts at once); the crop and decision are kept (undoable)."""
+    _require_open(store, item_id)
+    store.label_discard([store.queue_id_of_review_item(item_id)], who.name)
     return {"item": store.get_review_item(item_id)}

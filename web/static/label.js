@@ -373,6 +373,14 @@ partrig.labelPage = function labelPage() {
   click("#grid-label", () => openSearch());
   $("#choices").addEventListener("click", (e) => { const b = e.target.closest("button.choice"); if (b && cur()) accept([cur().id], b.dataset.label, e.timeStamp); });
 
+  $("#prelabel-form").addEventListener("submit", partrig.act(async (e) => {
+    e.preventDefault();
+    const r = await api("POST", "/api/label/prelabel", {run_id: Number($("#prelabel-run").value)});
+    $("#prelabel-result").textContent = `${r.queued} shots queued with ${r.model_id}'s guesses`;
+    await reload();
+    if (grid) renderGrid(); else show();
+  }));
+
   (async () => {
     try { await reload(); } catch (e) { flash(e.message); return; }
     $("#station").dataset.ready = "1";
