@@ -82,6 +82,32 @@ class FakeTurntable:
     def set_zero(self) -> None:
         self.calls.append(("set_zero", None))
         self.angle = 0.0
+        self.fault = None
+
+    def mark_untrusted(self, why: str) -> None:
+        self.calls.append(("mark_untrusted", why))
+        self.fault = f"turntable position lost: {why}"
+
+
+class FakeLink:
+    """Records the G-code terminal's lines; answers like a board that knows every command."""
+
+    path = "/dev/fake"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.state = "ready"
+
+    def send(self, line: str, timeout: float | None = None) -> list[str]:
+        self.sent.append(line)
+        return ["X:0.00 Count X:0"] if line.upper().startswith("M114") else []
+
+    def close(self) -> None:
+        self.state = "closed"
+
+    def open(self) -> Any:
+        self.state = "ready"
+        return None
 
 
 class FakeLights:
@@ -97,6 +123,7 @@ class FakeRig:
 
     def __init__(self) -> None:
         self.turntable = FakeTurntable()
+        self.link = FakeLink()
         self.lights = FakeLights()
         self.camera = FakeCamera()
         self.world = None

@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from rig.errors import GcodeError, RigError, RunStateError
@@ -114,6 +114,13 @@ def require_idle(request: Request, what: str = "using the terminal") -> None:
         raise RunStateError(f"the sorter is running: stop it before {what}")
 
 
+def _link(rig: Any) -> Any:
+    link = getattr(rig, "link", None)
+    if link is None or getattr(rig, "turntable", None) is None:
+        raise HTTPException(503, "this rig has no serial link to the board")
+    return link
+
+
 def _audit(store: Any, who: str, text: str) -> None:
     incident = store.add_incident(AUDIT_KIND, f"{who}: {text}")
     store.acknowledge_incident(incident, who)
@@ -136,6 +143,7 @@ def send_line(
 
     Audited in the store.  G92/M92/M206/M500/M502 (and G0/G1/G28) mark the position untrusted.
     """
+    link = _link(rig)
     try:
         line = validate(body.line)
     except GcodeError as exc:
@@ -154,7 +162,7 @@ def send_line(
     LOG.add("sent", line)
     untrusted = None
     try:
-        reply = rig.link.send(line, timeout=REPLY_TIMEOUT_S)
+        reply = link.send(line, timeout=REPLY_TIMEOUT_S)
     except RigError as exc:
         LOG.add("error", str(exc))
         _audit(store, who.name, f"{line} → error: {exc}")
@@ -174,14 +182,15 @@ def send_line(
 def reconnect(request: Request, rig: RigDep, store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
     """Close and reopen the serial port and handshake again (409 while a run or the sorter is
     active).  The position is given up: home or confirm zero afterwards."""
+    link = _link(rig)
     with CAMERA_CLAIM:
         require_idle(request)
-        LOG.add("sent", f"(reconnecting {getattr(rig.link, 'path', 'the port')})")
-        rig.link.close()
+        LOG.add("sent", f"(reconnecting {getattr(link, 'path', 'the port')})")
+        link.close()
         try:
-            info = rig.link.open()
+            info = link.open()
         finally:
             rig.turntable.mark_untrusted("the serial port was reopened from the terminal page")
     _audit(store, who.name, "reconnected the serial port")
     LOG.add("link", f"connected: {getattr(info, 'name', '?')} {getattr(info, 'version', '')}")
-    return {"port": getattr(rig.link, "path", None), "link": str(rig.link.state)}
+    return {"port": getattr(link, "path", None), "link": str(link.state)}
