@@ -56,10 +56,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: The label of a "bag" run's parts (unsorted or mixed, not yet known): a part entry without a
+#: label gets it, and the labelling station takes the model's top-1 for it (docs/web.md).
+UNLABELLED = "unlabelled"
+
+
 class PartEntry(_Strict):
     """One physical part instance: two copies of brick 3001 are two entries, two instances."""
 
-    label: Name = Field(description="the class label the dataset uses, e.g. 3001")
+    label: Name = Field(
+        UNLABELLED,
+        description="the class label the dataset uses, e.g. 3001; left out for a bag of "
+        "unlabelled or mixed parts, which the active model pre-labels for the labelling station",
+    )
     instance: Name = Field(description="physical instance id, unique in the plan")
     name: str | None = Field(None, max_length=200, description="human name, shown in prompts")
     poses: list[Name] | None = Field(

@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from capture.plan import UNLABELLED
 from capture.store.base import StoreBase
 from capture.store.files import move_durably
 from capture.store.records import to_json, utc_now
@@ -28,9 +29,6 @@ from capture.store.runs import ensure_catalogue
 from capture.store.shots import _INSERT_SQL, TRASH_DIR, _shot_values
 from rig.errors import NotFound, QueryError, RunStateError
 
-#: The label a bag run's plan gives its parts: the shot has no label yet, so accepting it takes
-#: the model's top-1 (or the label chosen), never this placeholder.
-UNLABELLED = "unlabelled"
 #: The most items one action (a bulk accept) may touch, and one queue page may list.
 MAX_BULK = 500
 MAX_QUEUE_PAGE = 1000
@@ -474,6 +472,7 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
         box = row["crop_bbox"]
         box = json.loads(box) if isinstance(box, str) else box
     else:
+        # NOTE: a bag run's placeholder is no label: accepting takes the top-1 (capture.plan)
         label = None if row["shot_label"] == UNLABELLED else row["shot_label"]
         box = (
             [row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]]

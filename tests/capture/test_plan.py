@@ -216,3 +216,12 @@ def test_a_plan_over_the_shot_cap_is_refused_by_arithmetic_before_expansion():
     with pytest.raises(PlanError, match="limit of 5"):
         load_plan(BASE, max_shots=5)
     assert load_plan(BASE, max_shots=load_plan(BASE).shot_count())
+
+
+def test_a_bag_runs_parts_without_a_label_are_unlabelled_for_pre_labelling():
+    plan = load_plan(
+        'name = "bag"\nbackgrounds = [1]\nangles_per_rev = 4\n'
+        'parts = [{instance = "bag-1"}, {instance = "bag-2"}]\n'
+    )
+    assert [p.label for p in plan.parts] == ["unlabelled", "unlabelled"]
+    assert {s.label for s in expand(plan)} == {"unlabelled"}
