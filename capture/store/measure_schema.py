@@ -1,0 +1,91 @@
+"""The migration and the rows for per-shot measurements in millimetres (``shot_measurements``).
+
+Why a table of its own rather than shot columns: a measurement is derived data (from the image,
+the mask and the lens calibration), re-computable when the method or the calibration improves,
+and absent for imported photos without a sheet; one row per measured shot keeps the shot row
+and its insert path unchanged.  A shot whose sheet marker was not found gets a row with
+``status = 'marker_missing'`` and no sizes: flagged, never given a guessed scale.
+
+Columns: the sheet the marker named, whether a lens calibration was applied, length and width
+(minimum-area rectangle), area, the rectangle's angle, the shaft and head lengths of a screw
+where its shape allows, the local scale, and the height above the sheet the outline was
+measured at (the parallax correction, ``docs/capture.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlite_utils import Database
+
+#: A measurement's outcome.
+MEASURE_STATES = ("measured", "marker_missing", "no_part")
+
+_DDL = f"""
+CREATE TABLE shot_measurements (
+    shot_id INTEGER PRIMARY KEY REFERENCES shots(id) ON DELETE CASCADE,
+    status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in MEASURE_STATES)})),
+    sheet INTEGER,
+    calibrated INTEGER NOT NULL DEFAULT 0,
+    length_mm REAL,
+    width_mm REAL,
+    area_mm2 REAL,
+    angle_deg REAL,
+    shaft_length_mm REAL,
+    head_length_mm REAL,
+    mm_per_px REAL,
+    plane_mm REAL,
+    measured_at TEXT NOT NULL
+)
+"""
+
+#: The columns a measurement carries (besides the shot id, status and time).
+SIZE_COLUMNS = (
+    "sheet", "calibrated", "length_mm", "width_mm", "area_mm2", "angle_deg",
+    "shaft_length_mm", "head_length_mm", "mm_per_px", "plane_mm",
+)  # fmt: skip
+
+
+def v_measurements(db: Database) -> None:
+    """Add ``shot_measurements``."""
+    db.conn.execute(_DDL)
+    db.conn.execute("CREATE INDEX shot_measurements_length ON shot_measurements(length_mm)")
+
+
+def measurement_row(shot_id: int, status: str, sizes: dict[str, Any] | None, at: str) -> dict:
+    """The row for one shot; ``sizes`` is :meth:`capture.measure.Measurement.to_json` or None."""
+    if status not in MEASURE_STATES:
+        raise ValueError(f"status must be one of {', '.join(MEASURE_STATES)} (got {status!r})")
+    row: dict[str, Any] = {"shot_id": int(shot_id), "status": status, "measured_at": at}
+    for col in SIZE_COLUMNS:
+        row[col] = None if sizes is None else sizes.get(col)
+    row["calibrated"] = int(bool(row["calibrated"]))
+    return row
+
+
+def record_measurement(conn: Any, row: dict) -> None:
+    """Insert or replace one shot's measurement (re-measuring wins); call inside the store's
+    ``transaction()``."""
+    cols = list(row)
+    conn.execute(
+        f"INSERT OR REPLACE INTO shot_measurements({', '.join(cols)}) "
+        f"VALUES ({', '.join('?' * len(cols))})",
+        [row[c] for c in cols],
+    )
+
+
+def measurements_for(db: Database, shot_ids: list[int]) -> dict[int, dict]:
+    """The stored measurements of these shots, by shot id (shots never measured are absent)."""
+    out: dict[int, dict] = {}
+    ids = [int(i) for i in shot_ids]
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        cur = db.conn.execute(
+            f"SELECT * FROM shot_measurements WHERE shot_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        names = [d[0] for d in cur.description]
+        for values in cur.fetchall():
+            row = dict(zip(names, values, strict=True))
+            out[int(row["shot_id"])] = row
+    return out
