@@ -35,6 +35,8 @@ log = logging.getLogger("capture.run")
 #: Called with (phase, shot index) at "encode", "encoded", "written", "recorded".  Tests use it
 #: to land a crash in a chosen phase; it must not raise.
 PhaseHook = Callable[[str, int], None]
+#: (frame, reference, mask) -> (status, sizes in mm or None): see capture.measure.ShotMeasurer.
+MeasureFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[str, dict | None]]
 
 
 @dataclass
@@ -139,6 +141,7 @@ class ShotWriter:
         on_stored: Callable[[ShotJob, Any], None] | None = None,
         phase_hook: PhaseHook | None = None,
         queue_size: int = 2,
+        measure_fn: MeasureFn | None = None,
     ) -> None:
         self.store = store
         self.image_format = image_format
@@ -148,6 +151,7 @@ class ShotWriter:
         self._record_factory = record_factory
         self._on_stored = on_stored
         self._hook = phase_hook
+        self._measure_fn = measure_fn
         self._queue: queue.Queue[ShotJob | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._loop, name="shot-writer", daemon=True)
         self.error: BaseException | None = None
@@ -235,4 +239,23 @@ class ShotWriter:
         )
         shot_id = self.store.add_shot(record)
         self._phase("recorded", idx)
+        if self._measure_fn is not None:
+            self._measure(shot_id, job, mask)
         return shot_id
+
+    def _measure(self, shot_id: int, job: ShotJob, mask: np.ndarray) -> None:
+        """Record the shot's size in millimetres (``shot_measurements``) after its row.
+
+        NOTE: its own transaction, after the shot's: a crash between leaves a shot with no
+        measurement row ("never measured"), distinct from a flagged ``marker_missing``.
+        """
+        from capture.store.measure_schema import measurement_row, record_measurement
+
+        assert self._measure_fn is not None
+        try:
+            status, sizes = self._measure_fn(job.image, job.segment.reference, mask)
+        except (ValueError, cv2.error) as exc:
+            log.warning("run %s: shot %s not measured: %s", job.run_id, job.spec.index, exc)
+            return
+        with self.store.transaction() as conn:
+            record_measurement(conn, measurement_row(shot_id, status, sizes, utc_now()))

@@ -157,7 +157,18 @@ class RunEngine:
             record_factory=self._record,
             on_stored=self._stored,
             phase_hook=self.run_.phase_hook,
+            measure_fn=self._measurer(settings),
         )
+
+    def _measurer(self, settings: Any) -> Any:
+        """The per-shot measurer, when the store can record measurements (not a test fake)."""
+        if not hasattr(self.store, "transaction"):
+            return None
+        try:
+            data_dir = data_dir_of(self.store, settings)
+        except AttributeError:
+            return None
+        return self.tools.measurer(data_dir)
 
     # --- one shot --------------------------------------------------------------------------------
 

@@ -30,10 +30,12 @@ class CaptureTools:
     detect_sheet: Callable[[np.ndarray], int | None]
     colour_matrix: Callable[[np.ndarray], Any]
     shot_record: Callable[..., Any]
+    #: Makes the per-shot measurer (mm from the sheet's marker) for a data folder; None: off.
+    measurer: Callable[[Path], Any] = lambda _data_dir: None
 
     @classmethod
     def default(cls) -> CaptureTools:
-        from capture import backgrounds, colour, masks, plan, store
+        from capture import backgrounds, colour, masks, measure, plan, store
 
         return cls(
             expand=plan.expand,
@@ -41,6 +43,7 @@ class CaptureTools:
             detect_sheet=backgrounds.detect_sheet,
             colour_matrix=_first_attr(colour, COLOUR_MATRIX_NAMES),
             shot_record=store.ShotRecord,
+            measurer=measure.ShotMeasurer.for_data_dir,
         )
 
 

@@ -155,6 +155,20 @@ class SimConfig(_Section):
     corrupt_to_host: float = Field(0.0, ge=0, le=0.5, description="probability per line")
     drop_ok: float = Field(0.0, ge=0, le=0.5, description="probability an ok is lost")
     seed: int = 0
+    optics: Literal["framed", "metric"] = Field(
+        "framed",
+        description="framed: the frame is the sheet (fast, not to scale); metric: a pinhole "
+        "lens looking down on a printed A4/Letter sheet, everything at its real size in mm",
+    )
+    camera_height_mm: float = Field(
+        300.0, ge=150, le=600, description="metric optics: lens height above the sheet"
+    )
+    lens_k1: float = Field(
+        0.0, ge=-0.3, le=0.3, description="metric optics: radial distortion k1 (OpenCV model)"
+    )
+    sheet_paper: Literal["a4", "letter"] = Field(
+        "a4", description="metric optics: the paper the sheets are printed on"
+    )
     board: str = Field(
         "",
         max_length=4096,

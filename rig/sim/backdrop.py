@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from rig.sheets import render_sheet
+from rig.sim.optics import Optics, render_sheet_view
 from rig.sim.render import AMBIENT, DIFFUSE, LIGHT, View
 
 TABLE_RGB = (74, 64, 56)
@@ -35,8 +36,10 @@ class BackdropCache:
     Thread-safe; returned arrays are shared and must be treated as read-only.
     """
 
-    def __init__(self, keep: int = 4) -> None:
+    def __init__(self, keep: int = 4, optics: Optics | None = None) -> None:
         self._keep = keep
+        #: The metric camera (rig/sim/optics.py): the sheet seen through its lens, not the frame.
+        self._optics = optics
         self._lock = threading.Lock()
         self._base: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._lit: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -63,7 +66,12 @@ class BackdropCache:
             if hit is not None:
                 self._base.move_to_end(key)
                 return hit
-        img = render_sheet(sheet, width, height) if sheet is not None else bare_table(width, height)
+        if self._optics is not None:
+            img = render_sheet_view(self._optics.scaled(width, height), sheet)
+        elif sheet is not None:
+            img = render_sheet(sheet, width, height)
+        else:
+            img = bare_table(width, height)
         img.setflags(write=False)
         with self._lock:
             self._put(self._base, key, img)

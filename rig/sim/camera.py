@@ -37,7 +37,8 @@ from rig.config import CameraConfig, SimConfig
 from rig.errors import CameraError
 from rig.sim.backdrop import BackdropCache, SensorNoise
 from rig.sim.catalogue import part_model
-from rig.sim.render import View, render_part
+from rig.sim.optics import MetricView, Optics
+from rig.sim.render import Projection, View, render_part
 from rig.sim.world import Scene, SimWorld
 
 if TYPE_CHECKING:
@@ -56,6 +57,13 @@ DEFOCUS_SIGMA_PER_DIOPTRE = 0.004
 AMBIENT_LIGHT = 0.12
 #: White-balance gains (red, blue) under the ring's LEDs and under warm room light.
 LED_GAINS, ROOM_GAINS = (1.95, 1.55), (1.45, 2.35)
+
+
+def metric_optics(sim: SimConfig) -> Optics | None:
+    """The metric camera ``simulator.optics = "metric"`` asks for, or None for the framed one."""
+    if sim.optics != "metric":
+        return None
+    return Optics(height_mm=sim.camera_height_mm, k1=sim.lens_k1, paper=sim.sheet_paper)
 
 
 def scene_radiance(light: float) -> float:
@@ -110,8 +118,9 @@ class SimCamera:
             self._sleep = sleep or time.sleep
         self._noise = SensorNoise(sim.noise, seed=sim.seed)
         self._rng = np.random.default_rng(sim.seed + 7919)
-        self._backdrops = BackdropCache()
-        self._views: dict[tuple[int, int], View] = {}
+        self._optics = metric_optics(sim)
+        self._backdrops = BackdropCache(optics=self._optics)
+        self._views: dict[tuple[int, int], Projection] = {}
         self._lock = threading.Lock()
         self._open = False
         self._locked: Exposure | None = None
@@ -133,7 +142,7 @@ class SimCamera:
     def close(self) -> None:
         """Release the caches; idempotent."""
         self._open = False
-        self._backdrops = BackdropCache()
+        self._backdrops = BackdropCache(optics=self._optics)
         self._noise = SensorNoise(self._noise.sigma, seed=self._noise._seed)
 
     def __enter__(self) -> SimCamera:
@@ -302,10 +311,14 @@ class SimCamera:
         box = (roi.x + int(xs.min()), roi.y + int(ys.min()))
         return mask, (*box, int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
 
-    def _view(self, w: int, h: int) -> View:
+    def _view(self, w: int, h: int) -> Projection:
         view = self._views.get((w, h))
         if view is None:
-            view = self._views[(w, h)] = View.for_size(w, h)
+            if self._optics is not None:
+                view = MetricView(self._optics.scaled(w, h))
+            else:
+                view = View.for_size(w, h)
+            self._views[(w, h)] = view
         return view
 
     def _sleep_until(self, t: float) -> None:

@@ -7,7 +7,15 @@ colour, so the catalogue holds (contracts, "Simulation fidelity"):
 * parts of the *same shape in different colours* (``brick-2x4-red``, ``brick-2x4-blue``),
 * parts that look different at different angles and poses (studs, side holes, threads, a hex),
 * parts flagged ``unknown=True`` that no plan should train on: the sorter's review path needs
-  parts its model has never seen.
+  parts its model has never seen;
+* M4 pan head screws of 8, 10, 12 and 16 mm that look the same except for their length
+  (``screw-m4-8`` ... ``screw-m4-16``): they share the dataset label ``screw-m4``
+  (:attr:`PartSpec.shared_label`) and carry ``nominal_length_mm``, because length is measured
+  (``capture/measure.py``), never classified; :func:`trainable_labels` leaves them out.
+
+Every part's true size is known: :func:`true_size_mm` gives an instance's extents in
+millimetres, and the simulated cameras draw it at that size (``rig/sim/optics.py`` is the
+metric one, whose printed sheet marker has its real printed size too).
 
 Each physical copy (an *instance* id) differs a little, deterministically from its id: a
 colour and size jitter of a few per cent, and where and how straight the operator set it down
@@ -43,6 +51,10 @@ RGB = tuple[int, int, int]
 POSES = ("upright", "side", "upside_down")
 
 PITCH, BRICK_H, PLATE_H, STUD_R, STUD_H = 8.0, 9.6, 3.2, 2.4, 1.7
+#: Shaft lengths (under the head, as screws are sold) of the look-alike M4 screws.
+M4_LENGTHS = (8, 10, 12, 16)
+#: M4 pan head: shaft radius, head radius and head height in millimetres.
+M4_SHAFT_R, M4_HEAD_R, M4_HEAD_H = 2.0, 3.6, 2.8
 
 
 @dataclass(frozen=True)
@@ -55,10 +67,26 @@ class PartSpec:
     colour: RGB
     poses: tuple[str, ...] = POSES
     unknown: bool = False
+    #: The dataset label of a part told apart from its siblings only by a measured size.
+    shared_label: str | None = None
+    #: Nominal attributes of the design, e.g. ``(("nominal_length_mm", 10.0),)``.
+    nominal: tuple[tuple[str, float | str], ...] = ()
+
+    @property
+    def attributes(self) -> dict[str, float | str]:
+        return dict(self.nominal)
 
 
-def _spec(label, name, shape, colour, poses=POSES, unknown=False) -> PartSpec:
-    return PartSpec(label, name, shape, colour, tuple(poses), unknown)
+def _spec(label, name, shape, colour, poses=POSES, unknown=False, **kw) -> PartSpec:
+    return PartSpec(label, name, shape, colour, tuple(poses), unknown, **kw)
+
+
+def _m4(length: int) -> PartSpec:
+    return _spec(
+        f"screw-m4-{length}", f"Pan head screw M4x{length}", f"screw-m4x{length}",
+        (172, 178, 188), ("upright", "side"), shared_label="screw-m4",
+        nominal=(("nominal_length_mm", float(length)), ("thread", "M4"), ("head", "pan")),
+    )  # fmt: skip
 
 
 # NOTE: order matters to callers that take "the first n trainable parts" (tests, benchmarks):
@@ -79,6 +107,7 @@ CATALOGUE: dict[str, PartSpec] = {
         _spec(
             "washer-m8", "Washer M8", "washer", (150, 155, 165), ("upright", "upside_down"), True
         ),
+        *(_m4(n) for n in M4_LENGTHS),
     )
 }
 
@@ -94,8 +123,12 @@ def part_spec(label: str) -> PartSpec:
 
 
 def trainable_labels() -> list[str]:
-    """Labels meant for training (not ``unknown``), in catalogue order."""
-    return [p.label for p in CATALOGUE.values() if not p.unknown]
+    """Labels meant for training, in catalogue order.
+
+    Not ``unknown`` parts, and not parts with a ``shared_label``: those differ from one another
+    only in a size a classifier looking at a resized crop cannot see, so they are measured.
+    """
+    return [p.label for p in CATALOGUE.values() if not p.unknown and p.shared_label is None]
 
 
 # --- shapes -------------------------------------------------------------------------------------
@@ -132,11 +165,11 @@ def _technic(colour: np.ndarray) -> Model:
     return model
 
 
-def _screw(colour: np.ndarray) -> Model:
+def _screw(colour: np.ndarray, length: float = 16.0) -> Model:
     # NOTE: upright = standing on its head with the shaft up, so the threads face the camera.
-    shaft = prism((0, 0, 2.8), (0, 0, 1), 2.0, 16.0, 16, colour * 0.95)
-    shaft.lines = thread_lines((0, 0, 2.8), (0, 0, 1), 2.0, 16.0, 0.7, colour * 0.45, 0.25)
-    head = prism((0, 0, 0), (0, 0, 1), 3.6, 2.8, 24, colour, out=(0, 0, -1))
+    shaft = prism((0, 0, M4_HEAD_H), (0, 0, 1), M4_SHAFT_R, length, 16, colour * 0.95)
+    shaft.lines = thread_lines((0, 0, 2.8), (0, 0, 1), 2.0, length, 0.7, colour * 0.45, 0.25)
+    head = prism((0, 0, 0), (0, 0, 1), M4_HEAD_R, M4_HEAD_H, 24, colour, out=(0, 0, -1))
     slot = box((-2.8, -0.4, -0.02), (2.8, 0.4, 0.0), colour * 0.3, out=(0, 0, -1))
     slot.flat = True
     return Model([shaft, head, slot])
@@ -167,6 +200,7 @@ SHAPES: dict[str, Callable[[np.ndarray], Model]] = {
     "screw": _screw,
     "nut": _nut,
     "washer": _washer,
+    **{f"screw-m4x{n}": (lambda c, n=n: _screw(c, float(n))) for n in M4_LENGTHS},
 }
 
 
@@ -194,6 +228,25 @@ def placement(label: str, instance: str, pose: str) -> Placement:
     rng = _rng("placement", label, instance, pose)
     r, a = 3.0 * np.sqrt(rng.random()), rng.random() * 2 * np.pi
     return Placement((float(r * np.cos(a)), float(r * np.sin(a))), float(rng.uniform(-8, 8)))
+
+
+def instance_scale(label: str, instance: str) -> float:
+    """The size jitter of this physical copy (the design's millimetres times this)."""
+    rng = _rng("instance", label, str(instance))
+    rng.uniform(0.96, 1.04, 3)  # NOTE: the colour jitter is drawn first, as in part_model
+    return float(rng.uniform(0.99, 1.01))
+
+
+def true_size_mm(label: str, instance: str) -> tuple[float, float, float]:
+    """The instance's true extents along the design's x, y and z axes, in millimetres.
+
+    Ground truth for the measurement benchmark; for a screw, z is its overall length (head
+    plus shaft) and the shaft alone is ``nominal_length_mm`` times :func:`instance_scale`.
+    """
+    spec = part_spec(label)
+    lo, hi = SHAPES[spec.shape](np.asarray(spec.colour, float)).bounds()
+    ext = (hi - lo) * instance_scale(label, instance)
+    return float(ext[0]), float(ext[1]), float(ext[2])
 
 
 @lru_cache(maxsize=128)

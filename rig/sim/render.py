@@ -13,6 +13,7 @@ layout's part area.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -35,6 +36,20 @@ _SHIFT = 4  # fillPoly sub-pixel bits
 _ONE = 1 << _SHIFT
 
 
+class Projection(Protocol):
+    """What drawing a part needs of a camera: this module's :class:`View` or a metric one."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def px_per_mm(self) -> float: ...
+    @property
+    def toward(self) -> np.ndarray: ...
+    def project(self, pts: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class View:
     """Pixel geometry of one frame size: scale and where the turntable centre lands."""
@@ -53,6 +68,11 @@ class View:
         # NOTE: parts rise upwards in the image, so the centre sits a little below the middle
         # of the free area to keep tall poses inside it.
         return cls(width, height, s, cx, cy + 0.15 * area.h)
+
+    @property
+    def toward(self) -> np.ndarray:
+        """Unit vector from the scene towards the camera (one direction: orthographic)."""
+        return TOWARD_CAMERA
 
     def project(self, pts: np.ndarray) -> np.ndarray:
         """Pixel coordinates (k, 2) of points (k, 3) in millimetres."""
@@ -85,14 +105,17 @@ def shade(colour: np.ndarray, normal: np.ndarray, brightness: float) -> tuple[fl
     return tuple(float(c) for c in np.clip(rgb, 0, 255))
 
 
-def draw_order(model: Model) -> list[Solid]:
-    """Solids in painter's order for this orientation (see :mod:`rig.sim.shapes`)."""
+def draw_order(model: Model, toward: np.ndarray = TOWARD_CAMERA) -> list[Solid]:
+    """Solids in painter's order for this orientation (see :mod:`rig.sim.shapes`).
+
+    ``toward`` points at the camera (the metric camera of :mod:`rig.sim.optics` looks down).
+    """
     body = [s for s in model.solids if s.out is None]
     before, after = [], []
     for s in model.solids:
         if s.out is None:
             continue
-        facing = float(s.out @ TOWARD_CAMERA) > 1e-6
+        facing = float(s.out @ toward) > 1e-6
         if facing:
             after.append(s)
         elif not s.flat:
@@ -100,7 +123,7 @@ def draw_order(model: Model) -> list[Solid]:
 
     def depth(s: Solid) -> float:
         centre = np.mean([f.verts.mean(axis=0) for f in s.faces], axis=0)
-        return -float(centre @ TOWARD_CAMERA)
+        return -float(centre @ toward)
 
     before.sort(key=depth, reverse=True)
     after.sort(key=depth, reverse=True)
@@ -112,7 +135,7 @@ def posed(model: Model, angle_deg: float) -> Model:
     return model.transformed(rotation_z(angle_deg), np.zeros(3))
 
 
-def part_region(model: Model, view: View, margin_px: int) -> Rect | None:
+def part_region(model: Model, view: Projection, margin_px: int) -> Rect | None:
     """The frame rectangle the posed model covers (plus a margin), or None if it is off-frame."""
     pts = view.project(np.concatenate([f.verts for s in model.solids for f in s.faces]))
     x0 = max(0, int(np.floor(pts[:, 0].min())) - margin_px)
@@ -127,7 +150,7 @@ def part_region(model: Model, view: View, margin_px: int) -> Rect | None:
 def render_part(
     model: Model,
     angle_deg: float,
-    view: View,
+    view: Projection,
     background: np.ndarray,
     *,
     brightness: float = 1.0,
@@ -166,7 +189,7 @@ def render_part(
 
 def _draw(
     m: Model,
-    view: View,
+    view: Projection,
     origin: np.ndarray,
     canvas: np.ndarray,
     mask: np.ndarray,
@@ -174,9 +197,10 @@ def _draw(
     behind: np.ndarray,
     alpha: np.ndarray | None = None,
 ) -> None:
-    for solid in draw_order(m):
+    toward = view.toward
+    for solid in draw_order(m, toward):
         for face in solid.faces:
-            if float(face.normal @ TOWARD_CAMERA) <= 1e-6:
+            if float(face.normal @ toward) <= 1e-6:
                 continue
             poly = np.round((view.project(face.verts) - origin) * _ONE).astype(np.int32)
             colour = shade(face.colour, face.normal, brightness)
@@ -188,7 +212,7 @@ def _draw(
             if solid.window is not None:
                 _see_through(poly, solid.window, view, origin, canvas, mask, behind, alpha)
         for pts, normals, colour, width_mm in solid.lines:
-            _draw_line(pts, normals, colour, width_mm, view, origin, canvas, brightness)
+            _draw_line(pts, normals, colour, width_mm, view, origin, canvas, brightness, toward)
 
 
 def _see_through(near, far_verts, view, origin, canvas, mask, behind, alpha) -> None:
@@ -205,9 +229,9 @@ def _see_through(near, far_verts, view, origin, canvas, mask, behind, alpha) -> 
         alpha[hole] = 0
 
 
-def _draw_line(pts, normals, colour, width_mm, view, origin, canvas, brightness) -> None:
+def _draw_line(pts, normals, colour, width_mm, view, origin, canvas, brightness, toward) -> None:
     """The camera-facing runs of a surface polyline (a thread), dark and about width_mm wide."""
-    visible = (normals @ TOWARD_CAMERA) > 0.05
+    visible = (normals @ toward) > 0.05
     xy = np.round((view.project(pts) - origin) * _ONE).astype(np.int32)
     thickness = max(1, round(width_mm * view.px_per_mm))
     rgb = tuple(float(c) for c in np.clip(colour * brightness, 0, 255))
