@@ -48,8 +48,16 @@ const partrig = (() => {
     try { const out = await fn(...args); if ($("#flash")?.className.includes("error")) flash(""); return out; }
     catch (e) { flash(e.message); }
   };
-  /** For polls: an error is shown, success leaves any message alone. */
-  const poll = (fn) => async (...args) => { try { return await fn(...args); } catch (e) { flash(e.message); } };
+  /** For polls: an error is shown, success leaves any message alone (except the lost-contact
+   *  one, which a poll that gets through is the news that contact is back). */
+  const LOST = "Lost contact with the rig's server; trying again…";
+  const poll = (fn) => async (...args) => {
+    try {
+      const out = await fn(...args);
+      if ($("#flash-text")?.textContent === LOST) flash("");
+      return out;
+    } catch (e) { flash(e instanceof TypeError && /fetch|network|load failed/i.test(e.message) ? LOST : e.message); }
+  };
 
   function fmtS(s) {
     if (s === null || s === undefined) return "–";
