@@ -331,3 +331,25 @@ def test_training_on_a_plain_photo_folder_says_how_to_import_it(tmp_path: Path) 
     src = make_folder(tmp_path / "photos", labels=("nut",), sittings=1, per=1)
     with pytest.raises(NotFound, match=r"partrig dataset import .*photos --new-labels"):
         open_snapshot(src)
+
+
+def test_the_cli_refuses_while_another_command_owns_the_data_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rig.owner import DataFolderLock
+    from web.cli import app
+
+    src = make_folder(tmp_path / "src", labels=("nut",), sittings=1, per=1)
+    data = tmp_path / "data"
+    data.mkdir()
+    with DataFolderLock(data, "capture"):
+        result = CliRunner().invoke(
+            app,
+            ["dataset", "import", str(src), "--data", str(data), "--new-labels"],
+            env={"COLUMNS": "300"},
+        )
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert f"partrig capture (pid {os.getpid()})" in flat and "dataset import" in flat
+    with DatasetStore.open(data) as store:
+        assert store.scalar("SELECT COUNT(*) FROM shots") == 0
