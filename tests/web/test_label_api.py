@@ -196,6 +196,13 @@ def test_the_old_review_page_and_the_station_share_one_queue(client, store):
     assert r.status_code == 200
     q = queue(client)
     assert [i["id"] for i in q["items"]] == [b["id"]] and q["counts"]["discarded"] == 1
+    # the review page's discard is an action of the station's history: undo brings it back
+    assert post(client, "undo")["items"][0]["id"] == a["id"]
+    assert store.get_review_item(a["review_item_id"])["state"] == "open"
+    # a new sorter item shows in the counts another person's page polls
+    review_items(store, [0.5])
+    counts = client.get("/api/label/counts", headers=VIEW).json()
+    assert counts["open"] == 3 and counts["undo"] == 0
 
 
 def test_prelabel_queues_a_bag_runs_shots_with_the_active_models_top_k(client, store, settings):

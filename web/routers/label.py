@@ -82,6 +82,13 @@ def queue(
     return out
 
 
+@router.get("/counts")
+def counts(store: StoreDep, who: ViewerAuth) -> dict[str, int]:
+    """Items per state and your undo/redo depth: the page polls it for others' work."""
+    store.sync_label_queue()
+    return store.label_counts(who.name)  # type: ignore[no-any-return]
+
+
 @router.get("/items/{queue_id}")
 def item(queue_id: QueueId, store: StoreDep, who: ViewerAuth) -> dict[str, Any]:
     """One queue item as the station shows it."""

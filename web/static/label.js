@@ -381,6 +381,11 @@ partrig.labelPage = function labelPage() {
     if (grid) renderGrid(); else show();
   }));
 
+  // NOTE: other people label too: their work shows in the counts within seconds.
+  setInterval(() => {
+    if (document.visibilityState === "visible" && inflight === 0) api("GET", "/api/label/counts").then(showCounts, () => {});
+  }, 5000);
+
   (async () => {
     try { await reload(); } catch (e) { flash(e.message); return; }
     $("#station").dataset.ready = "1";
