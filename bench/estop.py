@@ -72,6 +72,7 @@ STILL_SIZE = (1280, 960)
 BOARD_CMD = (sys.executable, "-m", "rig.sim.board")
 SERVE_CMD = (sys.executable, "-m", "web.cli", "serve", "--sim", "--host", "127.0.0.1")
 M112_WAIT_S = 3.0
+MAX_PRECONDITION_FAILURES = 20
 #: Longer than the server's wait for the follow-up (web.emergency.FOLLOW_UP_WAIT_S, 20 s).
 ESTOP_TIMEOUT_S = 30.0
 
@@ -446,9 +447,12 @@ class Bench:
             run = await self.run_state()
             if run["state"] == "awaiting_operator":
                 await self.op.post(f"/api/runs/{self.run_id}/answer")
-            elif run["state"] == "completed":
+            elif run["state"] in ("completed", "failed", "aborted"):
                 self.run_id = None
                 return await self.ensure_run_moving(deadline)
+            elif run["state"] == "interrupted":
+                await self.clear()
+                await self.op.post(f"/api/runs/{self.run_id}/resume")
             elif run["state"] == "running" and (await self.board())["moving"]:
                 return
             await asyncio.sleep(0.02)
@@ -475,10 +479,20 @@ class Bench:
         await self.clear()
         t_cleared = time.monotonic()
         deadline = t_cleared + 60
-        if kind == "run":
-            await self.ensure_run_moving(deadline)
-        else:
-            await self.ensure_sorter_moving(deadline)
+        try:
+            if kind == "run":
+                await self.ensure_run_moving(deadline)
+            else:
+                await self.ensure_sorter_moving(deadline)
+        except (TimeoutError, httpx.HTTPError) as exc:
+            # NOTE: not an e-stop failure: the rig never reached the starting state.  Abort
+            # the run (a new one starts next time) and go on.
+            if self.run_id is not None:
+                with contextlib.suppress(httpx.HTTPError):
+                    await self.op.post(f"/api/runs/{self.run_id}/abort")
+                self.run_id = None
+            await self.op.post("/api/sorter/stop")
+            return {"kind": kind, "precondition": f"{type(exc).__name__}: {exc}"}
         prep = {"clear_s": t_cleared - t_prep, "moving_s": time.monotonic() - t_cleared}
         held = self.load.halfopen_now
         error = None
@@ -538,6 +552,8 @@ class Bench:
 def summary(
     samples: list[dict[str, Any]], load: LoadProcess, args: argparse.Namespace
 ) -> dict[str, Any]:
+    skipped = [s for s in samples if "precondition" in s]
+    samples = [s for s in samples if "precondition" not in s]
     m112 = [s["m112_ms"] for s in samples]
     safe = [s["safe_ms"] for s in samples]
     finite = [v for v in m112 if math.isfinite(v)]
@@ -551,6 +567,7 @@ def summary(
         "estop_ms_p50": round(statistics.median(finite), 2) if finite else math.inf,
         "estop_ms_max": round(max(m112), 2) if m112 else math.inf,
         "estop_samples": len(samples),
+        "precondition_failures": len(skipped),
         "estop_failures": sum(1 for v in m112 if not math.isfinite(v)),
         "estop_all_safe_ms_p99": round(p99(safe), 2),
         "estop_all_safe_failures": sum(1 for v in safe if not math.isfinite(v)),
@@ -588,11 +605,19 @@ async def main_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         while load.halfopen_now < 0.9 * args.halfopen and time.monotonic() < ready:
             await asyncio.sleep(0.2)  # NOTE: the load process needs a few seconds to connect
         await asyncio.sleep(args.warmup)
-        for i in range(args.estops):
+        i = 0
+        while sum(1 for s in samples if "precondition" not in s) < args.estops:
+            if sum(1 for s in samples if "precondition" in s) > MAX_PRECONDITION_FAILURES:
+                print("error: the rig kept failing to reach the starting state", flush=True)
+                break
             s = await bench.sample(i)
+            i += 1
             samples.append(s)
-            if args.verbose or not math.isfinite(s["m112_ms"]) or not math.isfinite(s["safe_ms"]):
+            bad = "precondition" in s or not math.isfinite(s["m112_ms"] * s["safe_ms"])
+            if args.verbose or bad:
                 print(json.dumps(s, default=str), flush=True)
+            if i % 25 == 0:  # NOTE: partial results survive a bench that is stopped early
+                print(json.dumps({"partial": summary(samples, load, args)}), flush=True)
     finally:
         load.stop()
         await bench.close()
