@@ -16,6 +16,7 @@ import pytest
 from browser_helpers import (
     ARGS,
     CHROMIUM,
+    SHOTS,
     need_chromium,
     running_server,
     screenshot_if_failed,
@@ -210,3 +211,23 @@ def test_a_new_label_needs_its_confirmation_and_a_reload_resumes_in_place(statio
     page.reload()
     page.wait_for_selector("#station[data-ready='1']")
     assert shown(page) == here
+
+
+def test_on_a_tablet_the_station_fits_and_works_by_touch_size_buttons(station):
+    page, store = station
+    page.set_viewport_size({"width": 820, "height": 1180})
+    first = shown(page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 820
+    heights = page.eval_on_selector_all(
+        "#station button",
+        "els => els.filter(e => e.offsetParent).map(e => e.getBoundingClientRect().height)",
+    )
+    assert heights and min(heights) >= 44
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "label-tablet.png"), full_page=True)
+    page.click("#choices button >> nth=1")  # by mouse: the second suggestion
+    page.wait_for_function("window.partrigLabel.idle()")
+    assert queue_row(store, first)["label"] == LABELS[1]
+    page.click("#btn-undo")
+    page.wait_for_function("window.partrigLabel.idle()")
+    assert queue_row(store, first)["state"] == "open"
