@@ -79,3 +79,36 @@ def test_seed_changes_the_assignment_but_not_its_shape():
     b = assign_splits(groups, SplitRules(seed=2))
     assert a != b
     assert sorted(a.values()) == sorted(b.values())
+
+
+def test_a_class_left_without_val_or_test_is_refused_unless_allowed() -> None:
+    from capture.splits import refuse_empty_splits
+
+    groups = [Group("a1", "nut", 5), Group("a2", "nut", 5), Group("a3", "nut", 5)]
+    groups += [Group("w1", "washer", 5)]
+    assigned = {"a1": "train", "a2": "val", "a3": "test", "w1": "train"}
+    with pytest.raises(SplitError, match=r"washer: no val or test.*--allow-empty-splits"):
+        refuse_empty_splits(groups, assigned, SplitRules())
+    assert refuse_empty_splits(groups, assigned, SplitRules(allow_empty=True)) == {
+        "washer": ["val", "test"]
+    }
+    with pytest.raises(SplitError, match=r"washer: no test\."):
+        refuse_empty_splits(groups, {**assigned, "a2": "train"}, SplitRules(val=0, test=0.3))
+
+
+def test_the_held_out_rate_counts_val_and_test_images_with_a_twin_elsewhere() -> None:
+    from capture.snapshot_leaks import ImageEntry, duplicate_summary
+
+    def entry(name: str, split: str, sha: str, bits: int) -> ImageEntry:
+        return ImageEntry(name, split, "nut", sha * 64, bytes([bits]) * 32)
+
+    entries = [
+        entry("t1", "train", "a", 0),
+        entry("t2", "train", "b", 255),
+        entry("v1", "val", "a", 0),  # exact copy of t1
+        entry("v2", "val", "c", 0),  # near t1
+        entry("x1", "test", "d", 15),  # far from everything
+        entry("x2", "test", "e", 240),
+    ]
+    summary = duplicate_summary(entries)
+    assert summary["exact_cross_split"] == 1 and summary["held_out_rate"] == 0.5
