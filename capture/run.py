@@ -155,6 +155,13 @@ class CaptureRun:
         run = cls(store, rig, int(row["id"]), plan, state=parse_state(row["state"]), **kw)
         run.prompt = row.get("prompt")
         run.reason = row.get("reason")
+        # NOTE: what the store knows, so a page that connects after a restart is not told
+        # "shot 0 of 0" for a run that finished (its first event is this snapshot).
+        run.progress = {
+            **run.progress,
+            "done": int(row.get("shots_done") or 0),
+            "total": int(row.get("shots_total") or 0),
+        }
         return run
 
     # --- observation ---------------------------------------------------------------------------

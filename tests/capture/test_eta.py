@@ -143,7 +143,10 @@ def test_on_stock_marlin_with_prompts_and_a_pause_the_eta_at_a_quarter_is_within
         assert run.wait(120) is RunState.COMPLETED, run.reason
         overhead = rig.turntable.move_overhead_s
         final = run.snapshot()
+        # NOTE: as after a restart: the first event a page gets is this snapshot
+        reloaded = CaptureRun.load(store, rig, run.run_id, settings=settings).snapshot()
     store.close()
+    assert (reloaded["done"], reloaded["total"], reloaded["eta_s"]) == (16, 16, None)
     assert total == 16 and ended
     assert overhead > 0.03, "the Marlin overhead must have been measured"
     assert resumed, "the run was paused and resumed"
