@@ -14,17 +14,31 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable, Iterator
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from capture.store.files import write_durably
+from classify.open_set import (
+    DEFAULT_ACCEPTANCE,
+    MODEL_JSON,
+    Head,
+    ModelCard,
+    OpenSet,
+    calibrate_threshold,
+    fit_prototypes,
+)
+from classify.preprocess import CROP_MARGIN
 from rig.errors import ModelError
 
 #: Calibration images used at most; more barely changes the ranges and costs time.
 MAX_CALIBRATION = 200
+#: Training shots whose features make the open-set prototypes, at most.
+MAX_PROTOTYPE_SHOTS = 4000
 
 
 def _converter(model: Any) -> Any:
@@ -81,7 +95,8 @@ def export_int8(model: Any, representative: Iterable[np.ndarray], path: Path) ->
     blob = _convert(converter, "int8")
     info = describe(blob)
     scale, zero = info["input_quantization"]
-    if info["input_dtype"] != "uint8" or info["output_dtype"] != "uint8":
+    dtypes = {info["input_dtype"], *(o["dtype"] for o in info["outputs"])}
+    if dtypes != {"uint8"}:
         raise ModelError(f"int8 export has {info['input_dtype']}/{info['output_dtype']} I/O")
     if abs(scale - 1.0) > 1e-6 or zero != 0:
         raise ModelError(
@@ -107,12 +122,163 @@ def describe(blob: bytes) -> dict[str, Any]:
     _, interpreter_class = find_interpreter()
     interpreter = interpreter_class(model_content=blob)
     inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
+    outs = interpreter.get_output_details()
+    out = outs[0]
     return {
         "input_shape": [int(v) for v in inp["shape"]],
         "input_dtype": np.dtype(inp["dtype"]).name,
         "input_quantization": (float(inp["quantization"][0]), int(inp["quantization"][1])),
         "output_dtype": np.dtype(out["dtype"]).name,
         "output_quantization": (float(out["quantization"][0]), int(out["quantization"][1])),
+        "outputs": [
+            {"shape": [int(v) for v in o["shape"]], "dtype": np.dtype(o["dtype"]).name}
+            for o in outs
+        ],
         "bytes": len(blob),
+    }
+
+
+def deployable(model: Any) -> Any:
+    """The trained classifier with a second output: the pooled features under its last layer.
+
+    Why: the open-set score (:mod:`classify.open_set`) measures a part's distance from the
+    training classes in these features; on the Pi they come out of the same invoke.  The last
+    layer must be the ``probs`` Dense layer of :func:`classify.model_build.build_model`.
+    """
+    import keras
+
+    try:
+        features = model.get_layer("probs").input
+    except ValueError:
+        raise ModelError("the model has no 'probs' layer; build it with build_model") from None
+    return keras.Model(model.inputs, [model.outputs[0], features], name=model.name)
+
+
+def output_indices(model_path: Path, num_classes: int) -> tuple[int, int | None]:
+    """``(class output, feature output or None)`` of an exported model, by tensor shape.
+
+    NOTE: the converter orders outputs by its own tensor names, not the Keras order; the
+    feature output is the other one.  Equal widths would be ambiguous, so they are refused.
+    """
+    from classify.runtime import find_interpreter
+
+    _, interpreter_class = find_interpreter()
+    outs = interpreter_class(model_path=str(model_path)).get_output_details()
+    widths = [int(o["shape"][-1]) for o in outs]
+    if len(outs) == 1:
+        return 0, None
+    if len(outs) != 2 or widths.count(num_classes) != 1:
+        raise ModelError(
+            f"{model_path.name} has outputs of widths {widths}; expected {num_classes} class "
+            "scores and one feature vector of another width"
+        )
+    probs = widths.index(num_classes)
+    return probs, 1 - probs
+
+
+def plain_pairs(split: Any) -> Iterator[tuple[np.ndarray, int]]:
+    """``(colour-corrected crop, class)`` of every shot of a split, in memory or streamed."""
+    from capture.colour import apply_colour_matrix
+
+    if hasattr(split, "plain_crops"):
+        yield from split.plain_crops()
+        return
+    matrices = getattr(split, "matrices", None) or [None] * len(split.crops)
+    for crop, matrix, cls in zip(split.crops, matrices, split.classes, strict=True):
+        plain = crop if matrix is None else apply_colour_matrix(crop, matrix)
+        yield plain, int(cls)
+
+
+def head_outputs(model_path: Path, crops: Sequence[np.ndarray], indices: tuple[int, int | None]):  # type: ignore[no-untyped-def]
+    """``(probabilities, features or None)`` of an exported model over prepared crops, as the
+    runtime on the Pi dequantizes them."""
+    from classify.runtime import find_interpreter
+
+    _, interpreter_class = find_interpreter()
+    interp = interpreter_class(model_path=str(model_path))
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    outs = interp.get_output_details()
+    wanted = [i for i in indices if i is not None]
+    rows: list[list[np.ndarray]] = [[] for _ in wanted]
+    for crop in crops:
+        interp.set_tensor(inp["index"], np.asarray(crop)[None].astype(inp["dtype"]))
+        interp.invoke()
+        for row, i in zip(rows, wanted, strict=True):
+            raw = interp.get_tensor(outs[i]["index"])[0]
+            scale, zero = outs[i]["quantization"]
+            row.append((raw.astype(np.float32) - zero) * scale if scale else raw.astype(np.float32))
+    stacked = [np.stack(r) if r else np.zeros((0, 0), np.float32) for r in rows]
+    return stacked[0], (stacked[1] if len(stacked) > 1 else None)
+
+
+def write_model_card(
+    folder: Path,
+    labels: list[str],
+    train: Any,
+    val: Any | None,
+    snapshots: list[str],
+    input_size: int,
+    acceptance: float = DEFAULT_ACCEPTANCE,
+) -> dict[str, Any]:
+    """Calibrate the open-set rule and write ``folder/model.json``; a summary for metrics.
+
+    ``train`` and ``val`` are the trainer's splits (in memory or streamed); every crop is
+    the plain, colour-corrected one, never augmented.  Prototypes come from the train split (at
+    most :data:`MAX_PROTOTYPE_SHOTS`); the threshold from the **val** split only, through the
+    exported int8 model.
+    """
+    folder = Path(folder)
+    model_path = folder / "model.tflite"
+    probs_index, feature_index = output_indices(model_path, len(labels))
+    float_path = folder / "model-float.tflite"
+    if float_path.is_file() and output_indices(float_path, len(labels)) != (
+        probs_index,
+        feature_index,
+    ):
+        raise ModelError("model-float.tflite orders its outputs differently from model.tflite")
+    card = ModelCard(
+        heads=[Head("part", list(labels), probs_index, None, 0.0)],
+        preprocessing={
+            "function": "classify.preprocess.prepare",
+            "input_size": int(input_size),
+            "input_dtype": "uint8",
+            "crop_margin": CROP_MARGIN,
+            "colour_correction": "the shot's colour matrix, applied to the resized crop",
+        },
+        source_snapshots=list(snapshots),
+    )
+    if val is None:
+        write_durably(folder / MODEL_JSON, card.dumps())
+        return {"method": None, "threshold": None, "detail": "no val split to calibrate on"}
+    val_crops = [c for c, _ in plain_pairs(val)]
+    val_probs, val_features = head_outputs(model_path, val_crops, (probs_index, feature_index))
+    calibrated = {
+        "snapshot": snapshots[0] if len(snapshots) == 1 else snapshots,
+        "split": "val",
+        "count": len(val_crops),
+        "known_acceptance": acceptance,
+    }
+    if feature_index is not None:
+        pairs = list(itertools.islice(plain_pairs(train), MAX_PROTOTYPE_SHOTS))
+        crops = [c for c, _ in pairs]
+        _, train_features = head_outputs(model_path, crops, (probs_index, feature_index))
+        classes = np.asarray([k for _, k in pairs], np.int64)
+        protos, whitening = fit_prototypes(train_features, classes, len(labels))
+        rule = OpenSet("prototype_distance", 0.0, calibrated, feature_index, protos, whitening)
+    else:
+        rule = OpenSet("max_softmax", 0.0, calibrated)
+    scores = rule.scores(val_probs, val_features)
+    threshold = calibrate_threshold(scores, acceptance)
+    rule = OpenSet(rule.method, threshold, calibrated, rule.feature_output_index,
+                   rule.prototypes, rule.whitening)  # fmt: skip
+    card = replace(card, heads=[replace(card.head, open_set=rule)])
+    write_durably(folder / MODEL_JSON, card.dumps())
+    accepted = float(np.mean(scores <= threshold)) if len(scores) else None
+    return {
+        "method": rule.method,
+        "score": rule.score_name,
+        "threshold": round(threshold, 6),
+        "calibrated_on": calibrated,
+        "val_accepted": None if accepted is None else round(accepted, 4),
     }

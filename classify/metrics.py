@@ -47,6 +47,24 @@ def summarise(matrix: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def top_k_accuracy(truth: Sequence[int], scores: np.ndarray, k: int) -> float | None:
+    """Share of rows whose true class is among the ``k`` highest scores (None: no rows).
+
+    Why: the labelling station offers the model's top-k as choices, so top-3 accuracy says how
+    often the right label is one key press away even when top-1 is wrong.
+    """
+    scores = np.asarray(scores, np.float64)
+    truth_arr = np.asarray(truth, int)
+    if scores.ndim != 2 or len(truth_arr) != len(scores):
+        raise ValueError("scores must be one row per truth value")
+    if not len(truth_arr):
+        return None
+    k = max(1, min(int(k), scores.shape[1]))
+    # NOTE: a stable sort breaks ties by class index, as Classifier.decide does.
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return round(float(np.mean(np.any(top == truth_arr[:, None], axis=1))), 4)
+
+
 def confusion_png(matrix: np.ndarray, labels: Sequence[str], title: str = "") -> bytes:
     """A PNG of the confusion matrix, rows true and columns predicted, drawn with Pillow."""
     n = len(labels)

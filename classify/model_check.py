@@ -21,6 +21,11 @@ The checks, in order (the first failure is the reason):
 4. ``test_split``: that snapshot has held-out test shots on this rig;
 5. ``accuracy``: at least the active model's accuracy on those shots minus the tolerance, or
    the configured floor when no model is active.
+
+Beside the verdict the result reports top-1 and top-3 accuracy on the test split and, for a
+model with ``model.json``, its open-set rule and how many of these known test shots it would
+send to review (``open_set.test_rejected_share``; about 1 - known_acceptance when the rig
+sees what the trainer saw).  A model without ``model.json`` says ``"enabled": false``.
 """
 
 from __future__ import annotations
@@ -36,8 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from classify.open_set import read_card
 from classify.runtime import Classifier, ModelLimits
 from rig.errors import ModelError, RigError
+
+#: Validation reports top-k accuracy for this k (the labelling station offers this many).
+TOP_K = 3
 
 
 @dataclass(frozen=True)
@@ -90,11 +99,15 @@ def check_model(job: dict[str, Any]) -> dict[str, Any]:
         check("loads", False, "model.tflite changed on disk after the upload; push it again")
         return verdict(result)
     try:
-        classifier = Classifier.from_bytes(content, job["labels"], threads, limits=limits)
+        card = read_card(Path(job["model_json"])) if job.get("model_json") else None
+        classifier = Classifier.from_bytes(
+            content, job["labels"], threads, limits=limits, card=card
+        )
     except ModelError as exc:
         check("loads", False, str(exc))
         return verdict(result)
     check("loads", True, f"loaded with {classifier.runtime}")
+    result["open_set"] = _open_set_summary(classifier)
     result.update(runtime=classifier.runtime, input_size=classifier.input_size)
     if not check("input", *input_fits(classifier)):
         return verdict(result)
@@ -115,12 +128,19 @@ def check_model(job: dict[str, Any]) -> dict[str, Any]:
     ):
         return verdict(result)
     try:
-        accuracy = evaluate(classifier, shots)
+        scored = score_shots(classifier, shots)
+        accuracy = scored["accuracy"]
         required, baseline = required_accuracy(job, shots, threads)
     except RigError as exc:
         check("accuracy", False, f"could not measure the accuracy: {exc}")
         return verdict(result)
     result.update(accuracy=accuracy, test_shots=len(shots), snapshot=snapshot_id)
+    result.update(top_k_accuracy=scored["top_k_accuracy"], top_k=scored["top_k"])
+    if result["open_set"] is not None:
+        result["open_set"].update(
+            test_rejected=scored["open_set_rejected"],
+            test_rejected_share=scored["open_set_rejected_share"],
+        )
     result.update(required_accuracy=required, baseline=baseline)
     check(
         "accuracy",
@@ -195,14 +215,40 @@ def required_accuracy(
 
 def evaluate(classifier: Classifier, shots: list[TestShot]) -> float:
     """Top-1 accuracy over ``shots``, compared by label (models may differ in class order)."""
+    return float(score_shots(classifier, shots)["accuracy"])
+
+
+def score_shots(classifier: Classifier, shots: list[TestShot], k: int = TOP_K) -> dict[str, Any]:
+    """Top-1 and top-``k`` accuracy over ``shots`` (by label), and how many of these known
+    parts the model's open-set rule would send to review."""
     if not shots:
-        return 0.0
-    correct = 0
+        return {"accuracy": 0.0, "top_k_accuracy": 0.0, "top_k": k,
+                "open_set_rejected": 0, "open_set_rejected_share": 0.0}  # fmt: skip
+    correct = in_top = rejected = 0
     for shot in shots:
         image = read_rgb(shot.path)
-        prediction = classifier.predict(image, shot.bbox, shot.colour_matrix, top_k=1)
+        prediction = classifier.predict(image, shot.bbox, shot.colour_matrix, top_k=k)
         correct += prediction.label == shot.label
-    return correct / len(shots)
+        in_top += any(label == shot.label for label, _ in prediction.top_k)
+        score, threshold = prediction.open_set_score, prediction.open_set_threshold
+        rejected += score is not None and threshold is not None and score > threshold
+    n = len(shots)
+    return {
+        "accuracy": correct / n,
+        "top_k_accuracy": round(in_top / n, 4),
+        "top_k": k,
+        "open_set_rejected": rejected,
+        "open_set_rejected_share": round(rejected / n, 4),
+    }
+
+
+def _open_set_summary(classifier: Classifier) -> dict[str, Any] | None:
+    rule = classifier.open_set
+    if rule is None:
+        why = "no model.json" if classifier.card is None else "model.json has no open-set rule"
+        return {"enabled": False, "detail": f"no open-set rejection ({why})"}
+    return {"enabled": True, "method": rule.method, "score": rule.score_name,
+            "threshold": rule.threshold, "calibrated_on": rule.calibrated_on}  # fmt: skip
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -17,7 +17,7 @@ import httpx
 from rig.errors import AccessDenied, ModelError
 
 REQUIRED = ("model.tflite", "labels.txt", "metrics.json")
-OPTIONAL = ("model-float.tflite", "confusion.png")
+OPTIONAL = ("model-float.tflite", "confusion.png", "model.json")
 MEDIA_TYPES = {
     ".tflite": "application/octet-stream",
     ".txt": "text/plain",

@@ -41,6 +41,7 @@ from capture.store.files import ensure_dir, fsync_dir, write_durably
 from capture.store.models import ACTIVATABLE_STATES, MODELS_DIR
 from classify.check_process import CheckLimits, run_check
 from classify.model_check import TestShot, evaluate, labels_match
+from classify.open_set import MAX_MODEL_JSON_BYTES, MODEL_JSON, ModelCard, parse_card
 from classify.runtime import LABELS_FILE, MODEL_FILE, Classifier
 from rig.config import Settings
 from rig.errors import ModelError, NotFound, RigError, RunStateError
@@ -55,9 +56,15 @@ UPLOAD_FILES: dict[str, bool] = {
     METRICS_FILE: True,
     "model-float.tflite": False,
     "confusion.png": False,
+    MODEL_JSON: False,
 }
 #: Fixed caps for the small files; the .tflite files' cap is ``models.max_model_file_mb``.
-SMALL_FILE_BYTES = {LABELS_FILE: 64 * 1024, METRICS_FILE: 2**20, "confusion.png": 8 * 2**20}
+SMALL_FILE_BYTES = {
+    LABELS_FILE: 64 * 1024,
+    METRICS_FILE: 2**20,
+    "confusion.png": 8 * 2**20,
+    MODEL_JSON: MAX_MODEL_JSON_BYTES,
+}
 #: The most a single part may be, whatever the configuration (the router reads this far only).
 MAX_FILE_BYTES = 1024 * 2**20
 SNAPSHOT_ID_RE = re.compile(r"^snap-\d{4,}$")
@@ -241,7 +248,10 @@ class ModelRegistry:
             "max_input_side": int(self.settings.models.max_input_side),
             "max_tensors": int(self.settings.models.max_tensors),
             "num_threads": self._threads(),
+            "model_json": None,
         }
+        if any(f.get("name") == MODEL_JSON for f in model.get("files") or []):
+            job["model_json"] = str((self.store.model_dir(model_id) / MODEL_JSON).resolve())
         try:
             job["classes"] = snapshot_classes(self.store.data_dir, snapshot_id)
         except (NotFound, ModelError) as exc:
@@ -333,7 +343,24 @@ class ModelRegistry:
                 f"{model_id}'s model.tflite differs from the file validated at upload; it is "
                 "not loaded: push the model again"
             )
-        return Classifier.from_bytes(content, model["labels"], self._threads())
+        card = self._card(model)
+        return Classifier.from_bytes(content, model["labels"], self._threads(), card=card)
+
+    def _card(self, model: dict[str, Any]) -> ModelCard | None:
+        """The model's model.json (only the bytes recorded at upload), or None without one."""
+        if not any(f.get("name") == MODEL_JSON for f in model.get("files") or []):
+            return None
+        path = self.store.model_dir(model["id"]) / MODEL_JSON
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read {path}: {exc.strerror}") from None
+        if hashlib.sha256(data).hexdigest() != file_sha256(model, MODEL_JSON):
+            raise ModelError(
+                f"{model['id']}'s model.json differs from the file validated at upload; push "
+                "the model again"
+            )
+        return parse_card(data, f"{model['id']}/{MODEL_JSON}")
 
     def _swap(self, classifier: Classifier, model_id: str) -> None:
         if self.sorter is not None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from classify.open_set import MODEL_JSON, ModelCard, OpenSet, read_card
 from classify.preprocess import prepare
 from rig.errors import ModelError
 
@@ -106,6 +107,12 @@ class Prediction:
     index: int
     confidence: float
     top_k: list[tuple[str, float]] = field(default_factory=list)
+    #: top-1 minus top-2 probability (1.0 with a single class).
+    margin: float = 1.0
+    #: The open-set score and the model's threshold; None for a model without ``model.json``.
+    open_set_score: float | None = None
+    open_set_threshold: float | None = None
+    min_margin: float = 0.0
 
 
 class Classifier:
@@ -120,16 +127,56 @@ class Classifier:
     'brick-2x4-red'
     """
 
-    def __init__(self, interpreter: Any, labels: Sequence[str], runtime: str) -> None:
+    def __init__(
+        self,
+        interpreter: Any,
+        labels: Sequence[str],
+        runtime: str,
+        card: ModelCard | None = None,
+    ) -> None:
         self._interpreter = interpreter
         self.labels = list(labels)
         self.runtime = runtime
+        #: model.json, or None for an older bundle (no open-set rejection).
+        self.card = card
         inp = interpreter.get_input_details()
         out = interpreter.get_output_details()
-        if len(inp) != 1 or len(out) != 1:
-            raise ModelError("the model must have exactly one input and one output tensor")
+        self._features: dict[str, Any] | None = None
+        if len(inp) != 1:
+            raise ModelError("the model must have exactly one input tensor")
+        if card is None:
+            if len(out) != 1:
+                raise ModelError(
+                    f"the model has {len(out)} outputs; a model with more than one needs the "
+                    "model.json written with it, which names them"
+                )
+            self._output = out[0]
+        else:
+            head = card.head
+            if head.labels != self.labels and len(head.labels) == len(self.labels):
+                raise ModelError(
+                    "model.json's labels differ from labels.txt; use the pair written together"
+                )
+            if head.output_index >= len(out):
+                raise ModelError(
+                    f"model.json names output {head.output_index}; the model has {len(out)}"
+                )
+            self._output = out[head.output_index]
+            rule = head.open_set
+            if rule is not None and rule.needs_features:
+                index = int(rule.feature_output_index or 0)
+                if index >= len(out) or index == head.output_index:
+                    raise ModelError(
+                        f"model.json names feature output {index}; the model has {len(out)}"
+                    )
+                self._features = out[index]
+                width = int(self._features["shape"][-1])
+                if rule.prototypes is not None and rule.prototypes.shape[1] != width:
+                    raise ModelError(
+                        f"model.json's prototypes have {rule.prototypes.shape[1]} features; the "
+                        f"model's feature output has {width}"
+                    )
         self._input = inp[0]
-        self._output = out[0]
         shape = [int(v) for v in self._input["shape"]]
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
             raise ModelError(f"the model input must be 1 x N x N x 3 pixels (got {shape})")
@@ -150,16 +197,25 @@ class Classifier:
         num_threads: int = 2,
         *,
         limits: ModelLimits | None = None,
+        card: ModelCard | None = None,
     ) -> Classifier:
-        """Load ``model_path`` with the first runtime available (see :data:`RUNTIMES`)."""
+        """Load ``model_path`` with the first runtime available (see :data:`RUNTIMES`).
+
+        Without ``card``, the bundle's ``model.json`` beside the file is read when there is one
+        (it names the outputs of ``model.tflite`` and ``model-float.tflite`` alike).
+        """
         model_path = Path(model_path)
+        if card is None:
+            card = read_card(model_path.parent / MODEL_JSON)
         if not model_path.is_file():
             raise ModelError(f"no model file at {model_path}; check the path")
         try:
             content = model_path.read_bytes()
         except OSError as exc:
             raise ModelError(f"cannot read {model_path}: {exc.strerror}") from None
-        return cls.from_bytes(content, labels, num_threads, limits=limits, name=model_path.name)
+        return cls.from_bytes(
+            content, labels, num_threads, limits=limits, name=model_path.name, card=card
+        )
 
     @classmethod
     def from_bytes(
@@ -170,6 +226,7 @@ class Classifier:
         *,
         limits: ModelLimits | None = None,
         name: str = MODEL_FILE,
+        card: ModelCard | None = None,
     ) -> Classifier:
         """Load a model from its bytes, so the bytes a caller checksummed are the ones that run.
 
@@ -188,20 +245,30 @@ class Classifier:
             # with an empty message; say what it most likely was.
             why = str(exc).strip() or "the runtime gave no reason (most often memory)"
             raise ModelError(f"{runtime} cannot load {name}: {why}") from None
-        return cls(interpreter, labels, runtime)
+        return cls(interpreter, labels, runtime, card)
 
     @classmethod
     def from_dir(cls, model_dir: Path, num_threads: int = 2) -> Classifier:
-        """Load ``model.tflite`` and ``labels.txt`` from a model folder."""
+        """Load ``model.tflite``, ``labels.txt`` and, when there is one, ``model.json``."""
         model_dir = Path(model_dir)
         labels = read_labels(model_dir / LABELS_FILE)
         return cls.load(model_dir / MODEL_FILE, labels, num_threads)
+
+    @property
+    def open_set(self) -> OpenSet | None:
+        """The model's open-set rule, or None (no model.json, or it has none)."""
+        card = getattr(self, "card", None)
+        return None if card is None else card.head.open_set
 
     def invoke_raw(self, batch_uint8: np.ndarray) -> np.ndarray:
         """Run the model on prepared pixels (1 x N x N x 3 ``uint8``); the output as floats.
 
         Quantized outputs are dequantized, so the result reads as probabilities either way.
         """
+        return self.invoke_heads(batch_uint8)[0]
+
+    def invoke_heads(self, batch_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """One invoke: ``(class scores, features or None)``, both dequantized floats."""
         batch = np.asarray(batch_uint8)
         if batch.ndim == 3:
             batch = batch[None]
@@ -213,12 +280,11 @@ class Classifier:
             interp.set_tensor(self._input["index"], batch.astype(self.input_dtype, copy=False))
             interp.invoke()
             raw = interp.get_tensor(self._output["index"])
+            feats = None if self._features is None else interp.get_tensor(self._features["index"])
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"the model failed to run: {exc}") from None
-        scale, zero = self._output.get("quantization", (0.0, 0))
-        if raw.dtype != np.float32 and scale:
-            return (raw.astype(np.float32) - zero) * scale
-        return raw.astype(np.float32, copy=False)
+        probs = _dequantize(raw, self._output)
+        return probs, None if feats is None else _dequantize(feats, self._features)
 
     def probabilities(self, prepared: np.ndarray) -> np.ndarray:
         """Class probabilities for one prepared crop (``input_size`` square ``uint8``)."""
@@ -236,10 +302,14 @@ class Classifier:
             prepared = prepare(image_rgb, bbox, colour_matrix, self.input_size)
         except ValueError as exc:
             raise ModelError(f"cannot prepare the frame for the model: {exc}") from None
-        return self.decide(self.probabilities(prepared), top_k)
+        probs, features = self.invoke_heads(prepared)
+        return self.decide(probs[0], top_k, None if features is None else features[0])
 
-    def decide(self, probs: np.ndarray, top_k: int = 3) -> Prediction:
-        """The :class:`Prediction` for a probability vector in label order."""
+    def decide(
+        self, probs: np.ndarray, top_k: int = 3, features: np.ndarray | None = None
+    ) -> Prediction:
+        """The :class:`Prediction` for a probability vector in label order (and the features
+        from the same invoke, for the open-set score)."""
         probs = np.asarray(probs, np.float32)
         if not np.all(np.isfinite(probs)):
             raise ModelError("the model returned non-finite scores")
@@ -247,4 +317,21 @@ class Classifier:
         best = int(order[0])
         k = max(1, min(int(top_k), len(self.labels)))
         ranked = [(self.labels[int(i)], float(probs[int(i)])) for i in order[:k]]
-        return Prediction(self.labels[best], best, float(probs[best]), ranked)
+        second = float(probs[int(order[1])]) if len(order) > 1 else 0.0
+        score = threshold = None
+        rule = self.open_set
+        if rule is not None:
+            score, threshold = rule.score(probs, features), rule.threshold
+        card = getattr(self, "card", None)
+        min_margin = 0.0 if card is None else card.head.min_margin
+        return Prediction(
+            self.labels[best], best, float(probs[best]), ranked,
+            float(probs[best]) - second, score, threshold, min_margin,
+        )  # fmt: skip
+
+
+def _dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if raw.dtype != np.float32 and scale:
+        return (raw.astype(np.float32) - zero) * scale
+    return raw.astype(np.float32, copy=False)

@@ -71,6 +71,9 @@ class SortDecision:
     latency_ms: float
     at: str
     truth: str | None = None
+    #: The rule that decided (classify.decide): no_model, open_set, margin, confidence, ...
+    rule: str = "mapped"
+    open_set_score: float | None = None
 
 
 class Sorter:
@@ -119,6 +122,7 @@ class Sorter:
             "cleared": 0,
             "review": 0,
             "by_bin": {},
+            "by_rule": {},
             "camera_errors": 0,
             "faults": 0,
         }
@@ -341,7 +345,7 @@ class Sorter:
                 return None
         label = None if prediction is None else prediction.label
         confidence = 0.0 if prediction is None else float(prediction.confidence)
-        choice = choose_bin(label, confidence, self.settings)
+        choice = choose_bin(prediction, self.settings)
         truth = self._truth() if self._truth is not None else None
         if self._halted:
             return None  # NOTE: an e-stop is stopping the loop: push nothing, log nothing
@@ -357,9 +361,10 @@ class Sorter:
         latency_ms = (time.perf_counter() - t_in) * 1000.0
         self._phase = "leaving"
         top_k = [] if prediction is None else [(str(k), float(v)) for k, v in prediction.top_k]
+        score = None if prediction is None else getattr(prediction, "open_set_score", None)
         decision = SortDecision(
             label, confidence, top_k, choice.bin, choice.reason, model_id, tuple(bbox),
-            latency_ms, utc_now(), truth,
+            latency_ms, utc_now(), truth, choice.rule, score,
         )  # fmt: skip
         self._log_decision(decision, frame, choice.review)
         return decision
@@ -396,6 +401,7 @@ class Sorter:
             counts["review"] += int(review)
             key = str(d.bin)
             counts["by_bin"][key] = counts["by_bin"].get(key, 0) + 1
+            counts["by_rule"][d.rule] = counts["by_rule"].get(d.rule, 0) + 1
             self.last_decision = d
 
     # --- faults ----------------------------------------------------------------------------------
@@ -465,7 +471,11 @@ class Sorter:
         with self._model_lock:
             classifier, model_id = self._classifier, self._model_id
         with self._lock:
-            counts = {**self.counts, "by_bin": dict(self.counts["by_bin"])}
+            counts = {
+                **self.counts,
+                "by_bin": dict(self.counts["by_bin"]),
+                "by_rule": dict(self.counts["by_rule"]),
+            }
             last = self.last_decision
             incident = None if self.incident is None else dict(self.incident)
         return {
@@ -474,6 +484,7 @@ class Sorter:
             "collect_for_review": self._collect_for_review,
             "model_id": model_id,
             "runtime": getattr(classifier, "runtime", None),
+            "open_set": open_set_status(classifier, self.settings),
             "reference": self._presence is not None,
             "colour_corrected": self.colour_matrix is not None,
             "counts": counts,
@@ -482,3 +493,25 @@ class Sorter:
             "last_decision": None if last is None else asdict(last),
             "incident": incident,
         }
+
+
+def open_set_status(classifier: Any, settings: Settings) -> dict[str, Any] | None:
+    """What the page shows about the model's open-set rule (None: no model)."""
+    if classifier is None:
+        return None
+    rule = getattr(classifier, "open_set", None)
+    card = getattr(classifier, "card", None)
+    if rule is None:
+        why = "the model has no model.json" if card is None else "model.json has no open-set rule"
+        return {"enabled": False, "detail": f"no open-set rejection: {why}; retrain to add it"}
+    model_threshold = float(rule.threshold)
+    configured = settings.sorter.open_set_threshold
+    effective = min(model_threshold, configured) if configured > 0 else model_threshold
+    return {
+        "enabled": True,
+        "method": rule.method,
+        "score": rule.score_name,
+        "model_threshold": model_threshold,
+        "threshold": effective,
+        "calibrated_on": rule.calibrated_on,
+    }

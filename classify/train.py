@@ -32,7 +32,7 @@ import numpy as np
 
 from capture.store.files import fsync_dir, write_durably
 from classify.augment import AugmentConfig, as_affine, augment, background_patch
-from classify.export import export_float, export_int8
+from classify.export import deployable, export_float, export_int8, write_model_card
 from classify.metrics import confusion, confusion_png, summarise
 from classify.model_build import build_model, check_options
 from classify.preprocess import prepare, prepare_mask
@@ -244,9 +244,28 @@ def fit(
     }
 
 
+def _open_set(
+    folder: Path, snap: Any, labels: list[str], train: Any, val: Any, opts: Any, log: Log
+) -> dict[str, Any] | None:
+    """Calibrate the open-set rule on the val split and write model.json (classify.open_set)."""
+    from classify.train_sources import describe
+
+    if not len(val.classes):
+        log("no val split: model.json is written without open-set rejection")
+    ids = [str(s) for s in describe(snap).get("snapshots") or [snap.id]]
+    summary = write_model_card(folder, labels, train, val if len(val.classes) else None, ids,
+                               opts.size)  # fmt: skip
+    if summary.get("threshold") is not None:
+        log(f"open set: {summary['score']} threshold {summary['threshold']:.4f} on the val split")
+    return summary
+
+
 def evaluate(model_path: Path, labels: list[str], test: Split) -> tuple[dict, np.ndarray]:
     """Accuracy of an exported model in the Pi's runtime; the summary and confusion matrix."""
-    clf = Classifier.load(model_path, labels, num_threads=max(1, os.cpu_count() or 1))
+    from classify.open_set import MODEL_JSON, read_card
+
+    card = read_card(Path(model_path).parent / MODEL_JSON)
+    clf = Classifier.load(model_path, labels, num_threads=max(1, os.cpu_count() or 1), card=card)
     if isinstance(test, StreamSplit):
         predicted = [int(np.argmax(clf.probabilities(c))) for c, _ in test.plain_crops()]
     else:
@@ -361,10 +380,13 @@ def train(
     try:
         rng = np.random.default_rng(opts.seed)
         with native_output_quiet():
-            export_float(model, temp / "model-float.tflite")
-            export_int8(model, _calibration(train_set, rng), temp / "model.tflite")
+            # NOTE: deployable() adds the feature output the open-set score needs.
+            export_float(deployable(model), temp / "model-float.tflite")
+            export_int8(deployable(model), _calibration(train_set, rng), temp / "model.tflite")
+        open_set = _open_set(temp, snap, labels, train_set, val_set, opts, log)
         metrics = _test_once(temp, labels, test_set)
         metrics.update(_record(snap, opts, outcome, devices, splits, weights, train_seconds))
+        metrics["open_set"] = open_set
         write_durably(temp / "labels.txt", ("\n".join(labels) + "\n").encode())
         write_durably(temp / "metrics.json", json.dumps(metrics, indent=2).encode())
         write_durably(

@@ -292,6 +292,13 @@ class SorterConfig(_Section):
         description="with no active model, start on boot anyway and send every part to review",
     )
     confidence_threshold: float = Field(0.7, ge=0, le=1)
+    # NOTE: these only tighten the model's own model.json values (classify/decide.py).
+    min_margin: float = Field(
+        0.0, ge=0, le=1, description="top-1 minus top-2 probability a part needs to be binned"
+    )
+    open_set_threshold: float = Field(
+        0.0, ge=0, description="open-set score above which a part goes to review; 0 = the model's"
+    )
     stable_frames: int = Field(3, ge=1, le=100)
     presence_threshold: float = Field(
         0.002, gt=0, le=1, description="changed-pixel fraction of the frame that means a part"

@@ -7,7 +7,8 @@ colour, so the catalogue holds (contracts, "Simulation fidelity"):
 * parts of the *same shape in different colours* (``brick-2x4-red``, ``brick-2x4-blue``),
 * parts that look different at different angles and poses (studs, side holes, threads, a hex),
 * parts flagged ``unknown=True`` that no plan should train on: the sorter's review path needs
-  parts its model has never seen;
+  parts its model has never seen, including one in a trained part's colour and one in a
+  trained part's shape (``bench/open_set.py``);
 * M4 pan head screws of 8, 10, 12 and 16 mm that look the same except for their length
   (``screw-m4-8`` ... ``screw-m4-16``): they share the dataset label ``screw-m4``
   (:attr:`PartSpec.shared_label`) and carry ``nominal_length_mm``, because length is measured
@@ -107,6 +108,10 @@ CATALOGUE: dict[str, PartSpec] = {
         _spec(
             "washer-m8", "Washer M8", "washer", (150, 155, 165), ("upright", "upside_down"), True
         ),
+        # NOTE: open-set checks need unknowns that are near misses: one in a known part's
+        # colour (red, as brick-2x4-red) and one in a known part's shape (brick 2x4).
+        _spec("brick-1x2-red", "Brick 1x2, red", "brick1x2", (201, 26, 9), unknown=True),
+        _spec("brick-2x4-black", "Brick 2x4, black", "brick2x4", (27, 42, 52), unknown=True),
         *(_m4(n) for n in M4_LENGTHS),
     )
 }

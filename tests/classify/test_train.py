@@ -38,6 +38,7 @@ def test_training_writes_every_artefact() -> None:
         "labels.txt",
         "metrics.json",
         "model-float.tflite",
+        "model.json",
         "model.tflite",
     ]
     assert not list(folder.parent.glob(".*partial"))  # the temporary folder was renamed
