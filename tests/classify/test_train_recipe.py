@@ -129,3 +129,44 @@ def test_the_stream_index_reads_shards_and_folders_alike_without_the_images(tmp_
     plain = [c for c, _ in split.plain_crops()]
     evaluated = np.concatenate([x.numpy() for x, _ in split.evaluation(batch=5)])
     assert np.array_equal(np.stack(plain), evaluated)
+
+
+def test_the_cli_trains_one_model_per_seed_and_prints_mean_and_range(tmp_path, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    import classify.train as train_mod
+    from web.cli import app
+
+    (tmp_path / "manifest.json").write_text("{}")
+    seen: list[int] = []
+
+    def fake_train(dataset, out, opts, log):  # type: ignore[no-untyped-def]
+        seen.append(opts.seed)
+        out.mkdir(parents=True)
+        return {"int8_accuracy": 0.9 + 0.01 * opts.seed, "float_accuracy": 0.95,
+                "val_accuracy": 0.9, "best_epoch": 3}  # fmt: skip
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    out = tmp_path / "models"
+    result = CliRunner().invoke(
+        app,
+        ["train", "--dataset", str(tmp_path), "--out", str(out), "--seeds", "3", "--seed", "4",
+         "--rotate", "crop", "--colour", "light"],
+        terminal_width=200,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert seen == [4, 5, 6] and sorted(p.name for p in out.iterdir()) == [
+        "seed-4",
+        "seed-5",
+        "seed-6",
+        "seeds.json",
+    ]
+    summary = json.loads((out / "seeds.json").read_text())
+    assert summary["int8_accuracy"]["range"] == 0.02
+    assert "int8 test accuracy over 3 seeds: mean 0.950, range 0.020" in result.output
+    bad = CliRunner().invoke(
+        app, ["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "x"), "--rotate", "up"]
+    )
+    assert bad.exit_code == 2 and "rotate must be one of" in bad.output
