@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 ActionKind = Literal["install_background", "place_part", "remove_part"]
 
-#: Seconds allowed per operator action in :func:`estimate` (walk over, swap, press Continue).
+#: Seconds a caller may allow per operator action in :func:`estimate` (walk over, swap, press
+#: Continue).  NOTE: not counted by default: how long a person takes is unknown, and counting
+#: 30 s a prompt made a 4-shot plan "63 s"; the preview shows the number of actions instead.
 OPERATOR_ACTION_S = 30.0
 
 
@@ -231,34 +233,30 @@ def expand(plan: Plan) -> list[ShotSpec]:
 # --- duration ----------------------------------------------------------------------------------
 
 
-def _travel(a: float, b: float, mode: str) -> float:
-    if mode == "shortest":
-        d = (b - a) % 360.0
-        return min(d, 360.0 - d)
-    return abs(b - a)
-
-
 def estimate(
     plan: Plan,
     turntable_config: TurntableConfig,
     exposure_s: float = 0.1,
-    operator_action_s: float = OPERATOR_ACTION_S,
+    operator_action_s: float = 0.0,
 ) -> float:
     """Estimated seconds to run ``plan`` from a turntable at 0 degrees.
 
     The sum of: every move by the trapezoid model (:func:`rig.motion.duration`, with the
     turntable's speed, acceleration and direction mode), the settle time and one exposure per
     shot, two extra exposures per sheet installation (marker check and reference frame), and
-    ``operator_action_s`` for each operator action.  Encoding and writing are not counted:
-    the pipeline hides them behind the moves.
+    ``operator_action_s`` for each operator action (none by default: the rig's time only).
+    Moves follow the turntable's own direction rule (:func:`capture.eta.travel_deg`:
+    ``absolute`` always turns forward).  Encoding and writing are not counted: the pipeline
+    hides them behind the moves.  A running run's ETA is measured instead (capture/eta.py).
     """
+    from capture.eta import travel_deg
     from rig.motion import duration
 
     tt = turntable_config
     shots = expand(plan)
     total, here = 0.0, 0.0
     for s in shots:
-        dist = _travel(here, s.angle_deg, tt.mode)
+        dist = abs(travel_deg(here, s.angle_deg, tt.mode))
         if dist > 0:
             total += duration(dist, tt.max_speed_deg_s, tt.accel_deg_s2)
         here = s.angle_deg

@@ -112,15 +112,30 @@ def test_angles_are_serpentine_and_all_lights_are_shot_before_moving():
     assert nxt[0] == 270.0  # the next group starts where the turntable is
 
 
-def test_estimate_adds_trapezoid_moves_settle_exposure_and_operator_time():
+def test_estimate_adds_trapezoid_moves_settle_and_exposure_and_operator_time_only_if_asked():
     plan = load_plan(
         'name="e"\nbackgrounds=[1]\nangles_per_rev=4\nsettle_s=0.5\nparts=[{label="a",instance="x"}]'
     )
     tt = TurntableConfig(mode="absolute")
     moves = 3 * duration(90, tt.max_speed_deg_s, tt.accel_deg_s2)
     shots = expand(plan)
-    expected = moves + 4 * (0.5 + 0.1) + 2 * 0.1 + count_operator_actions(shots) * 30.0
-    assert estimate(plan, tt) == pytest.approx(expected)
+    rig_time = moves + 4 * (0.5 + 0.1) + 2 * 0.1
+    assert estimate(plan, tt) == pytest.approx(rig_time)
+    with_people = rig_time + count_operator_actions(shots) * 30.0
+    assert estimate(plan, tt, operator_action_s=30.0) == pytest.approx(with_people)
+
+
+def test_estimate_turns_forward_in_absolute_mode_as_the_turntable_does():
+    plan = load_plan(
+        'name="e"\nbackgrounds=[1]\nangles=[0, 270]\nsettle_s=0\nparts=[{label="a",instance="x"}]'
+    )
+    forward = estimate(plan, TurntableConfig(mode="absolute"))
+    shortest = estimate(plan, TurntableConfig(mode="shortest"))
+    tt = TurntableConfig()
+    assert forward - shortest == pytest.approx(
+        duration(270, tt.max_speed_deg_s, tt.accel_deg_s2)
+        - duration(90, tt.max_speed_deg_s, tt.accel_deg_s2)
+    )
 
 
 def test_example_plans_are_valid():

@@ -55,7 +55,7 @@ def plain(obj: Any) -> Any:
 
 def plan_preview(plan_toml: str, settings: Any) -> dict[str, Any]:
     """Validate and expand a plan; the first shots, the count and the estimated duration."""
-    from capture.plan import estimate, expand, load_plan
+    from capture.plan import count_operator_actions, estimate, expand, load_plan
 
     # NOTE: capped before expansion: a viewer's 3 KB plan must not cost a minute of CPU.
     plan = load_plan(plan_toml, max_shots=settings.capture.max_shots)
@@ -64,6 +64,8 @@ def plan_preview(plan_toml: str, settings: Any) -> dict[str, Any]:
         "name": getattr(plan, "name", None),
         "total": len(shots),
         "estimate_s": float(estimate(plan, settings.turntable)),
+        # NOTE: the estimate is the rig's time; each action adds however long a person takes
+        "operator_actions": count_operator_actions(shots),
         "shots": [plain(s) for s in shots[:PREVIEW_SHOTS]],
         "truncated": len(shots) > PREVIEW_SHOTS,
     }
