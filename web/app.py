@@ -116,9 +116,9 @@ def create_app(
     from web.routers import snapshot_create
 
     app.include_router(snapshot_create.router)
+    from web.routers import camera, snapshot_archive, terminal
     from web.routers import health as health_router
     from web.routers import settings as settings_router
-    from web.routers import camera, snapshot_archive, terminal
 
     for router in (health_router.router, terminal.router, settings_router.router, camera.router):
         app.include_router(router)
