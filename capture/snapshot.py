@@ -47,6 +47,7 @@ from capture.snapshot_filter import GROUP_BY, SnapshotFilter, full_rows, group_k
 from capture.snapshot_report import ReportBuilder, render_markdown
 from capture.splits import SPLITS, Group, SplitRules, assign_splits, refuse_empty_splits
 from capture.store.files import ensure_dir, fsync_dir, os_error
+from capture.store.measure_schema import measurement_fields
 from capture.store.records import decode_row, utc_now
 from rig.errors import NotFound, QueryError, RigError, StoreError
 
@@ -345,6 +346,8 @@ def _write(
 
 def _sample(store: Any, row: dict[str, Any], split: str, class_index: int) -> Sample:
     shot = decode_row(row) or {}
+    # NOTE: sizes in millimetres (shot_measurements) travel with the shot into every format.
+    shot.update(measurement_fields(getattr(store, "db", None), int(shot["id"])))
     image_path = store.path_of(shot["path"])
     try:
         image = image_path.read_bytes()

@@ -124,6 +124,10 @@ def _annotation(sample: Sample, image_id: int) -> dict[str, Any] | None:
     }
     if segmentation is not None:
         out["segmentation"] = segmentation
+    # NOTE: COCO's "area" stays in pixels (tools expect it); real units beside it.
+    for key in ("area_mm2", "length_mm", "width_mm", "shaft_length_mm"):
+        if sample.shot.get(key) is not None:
+            out[key] = sample.shot[key]
     return out
 
 

@@ -36,6 +36,12 @@ COLUMNS = (
     "size",
     "file_name",
     "has_mask",
+    # NOTE: sizes on the sheet plane (capture/measure.py); empty when the shot was not measured.
+    "measure_status",
+    "length_mm",
+    "width_mm",
+    "area_mm2",
+    "shaft_length_mm",
 )
 
 

@@ -67,6 +67,10 @@ class FolderWriter:
             "colour_matrix": sample.shot.get("colour_matrix"),
             "sha256": sample.shot["sha256"],
         }
+        # NOTE: sizes in millimetres (capture/measure.py), null for shots never measured; every
+        # row has the same keys so loaders infer one schema.
+        for key in ("measure_status", "length_mm", "width_mm", "area_mm2", "shaft_length_mm"):
+            row[key] = sample.shot.get(key)
         line = json.dumps(row, sort_keys=True, separators=(",", ":")) + "\n"
         self._metadata[sample.split].write(line.encode())
 

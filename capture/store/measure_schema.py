@@ -89,3 +89,27 @@ def measurements_for(db: Database, shot_ids: list[int]) -> dict[int, dict]:
             row = dict(zip(names, values, strict=True))
             out[int(row["shot_id"])] = row
     return out
+
+
+#: The measurement's fields as snapshots export them with each shot (metadata, CSV, COCO).
+EXPORT_FIELDS = (
+    "length_mm", "width_mm", "area_mm2", "shaft_length_mm", "head_length_mm", "mm_per_px",
+)  # fmt: skip
+
+
+def measurement_fields(db: Database | None, shot_id: int) -> dict[str, Any]:
+    """The shot's measurement for export: ``measure_status``, ``measure_calibrated`` and
+    :data:`EXPORT_FIELDS`; empty when the shot was never measured (or there is no store)."""
+    if db is None:
+        return {}
+    cur = db.conn.execute(
+        f"SELECT status, calibrated, {', '.join(EXPORT_FIELDS)} FROM shot_measurements"
+        " WHERE shot_id = ?",
+        (int(shot_id),),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return {}
+    out: dict[str, Any] = {"measure_status": row[0], "measure_calibrated": bool(row[1])}
+    out.update(zip(EXPORT_FIELDS, row[2:], strict=True))
+    return out

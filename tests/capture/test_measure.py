@@ -225,3 +225,58 @@ parts = [{ label = "brick-2x4-red", instance = "m1" }]
         # an upright 2x4 brick is 31.8 x 15.8 mm; its studded top, 11 mm up, looks a little larger
         assert status == "measured" and sheet == 1
         assert 31.0 < length < 33.5 and 15.0 < width < 17.5 and 450 < area < 600
+
+
+def test_snapshots_export_the_sizes_in_millimetres_in_every_format(tmp_path):
+    import csv
+    import io
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from snapshot_data import add_shots
+
+    from capture.snapshot import create_snapshot, snapshot_dir
+    from capture.snapshot_filter import SnapshotFilter
+    from capture.splits import SplitRules
+    from capture.store import DatasetStore
+    from capture.store.measure_schema import record_measurement
+    from rig.config import Settings
+
+    data = tmp_path / "data"
+    sizes = {"sheet": 1, "calibrated": True, "length_mm": 12.5, "width_mm": 4.0,
+             "area_mm2": 44.25, "shaft_length_mm": 9.9, "head_length_mm": 2.6}  # fmt: skip
+    with DatasetStore.open(data) as store:
+        add_shots(store, instances=4, angles=3)
+        ids = [r["id"] for r in store.query("SELECT id FROM shots ORDER BY id")]
+        with store.transaction() as conn:
+            for shot_id in ids[::2]:
+                record_measurement(conn, measurement_row(shot_id, "measured", sizes, "t"))
+            record_measurement(conn, measurement_row(ids[1], "marker_missing", None, "t"))
+        manifest = create_snapshot(store, Settings(), SnapshotFilter(), SplitRules())
+    root = snapshot_dir(data, manifest["id"])
+    measured = set(ids[::2])
+
+    rows = list(csv.DictReader(io.StringIO((root / "csv" / "shots.csv").read_text())))
+    for row in rows:
+        shot_id = int(row["shot_id"])
+        if shot_id in measured:
+            assert row["measure_status"] == "measured" and float(row["length_mm"]) == 12.5
+        elif shot_id == ids[1]:
+            assert row["measure_status"] == "marker_missing" and row["length_mm"] == ""
+        else:
+            assert row["measure_status"] == "" and row["area_mm2"] == ""
+
+    anns = []
+    for split in ("train", "val", "test"):
+        anns += json.loads((root / "coco" / f"{split}.json").read_text())["annotations"]
+    for ann in anns:
+        # COCO's area stays in pixels; the real units sit beside it
+        assert isinstance(ann["area"], int)
+        assert ann.get("area_mm2") == (44.25 if ann["image_id"] in measured else None)
+
+    lines = [json.loads(x) for p in (root / "folder").rglob("metadata.jsonl")
+             for x in p.read_text().splitlines()]  # fmt: skip
+    assert lines and all((m["length_mm"] is not None) == (m["shot_id"] in measured) for m in lines)
+    assert any(m.get("shaft_length_mm") == 9.9 for m in lines)
