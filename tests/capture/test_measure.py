@@ -280,3 +280,21 @@ def test_snapshots_export_the_sizes_in_millimetres_in_every_format(tmp_path):
              for x in p.read_text().splitlines()]  # fmt: skip
     assert lines and all((m["length_mm"] is not None) == (m["shot_id"] in measured) for m in lines)
     assert any(m.get("shaft_length_mm") == 9.9 for m in lines)
+
+
+def test_the_cli_prints_the_lens_board_and_refuses_a_calibration_from_too_few_photos(tmp_path):
+    from typer.testing import CliRunner
+
+    from capture.backgrounds_cli import backgrounds_app
+
+    runner = CliRunner()
+    done = runner.invoke(backgrounds_app, ["lens-board", "--out", str(tmp_path), "--dpi", "150"])
+    assert done.exit_code == 0, done.output
+    board = cv2.imread(str(tmp_path / "lens-board.png"))
+    assert board is not None and lens_mod.board_corners(board) is not None
+    bad = runner.invoke(
+        backgrounds_app,
+        ["calibrate-lens", str(tmp_path / "lens-board.png"), "--data", str(tmp_path / "d")],
+    )
+    assert bad.exit_code == 2 and "at least 6 are needed" in bad.output
+    assert not (tmp_path / "d" / "calibration" / "lens.json").exists()
