@@ -62,8 +62,9 @@ class TrainOptions:
     #: Augmented samples per epoch at least; small datasets are repeated with fresh draws.
     min_epoch_samples: int = 512
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    #: The tiny CNN's normalisation: "group" (no running statistics to swing) or "batch".
-    norm: str = "group"
+    #: The tiny CNN's normalisation: "batch" (momentum 0.9; folds into the convolutions, so
+    #: int8 loses nothing) or "group" (no running statistics; measured in docs/benchmarks.md).
+    norm: str = "batch"
     #: "cosine": linear warm-up over ``warmup_epochs``, then cosine decay to 2 % over the
     #: remaining epochs; "constant": ``learning_rate`` throughout.
     schedule: str = "cosine"

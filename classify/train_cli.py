@@ -105,7 +105,7 @@ def train_command(
         float,
         typer.Option(min=0.0, max=1.0, help="share of masked shots pasted on another background"),
     ] = 0.5,
-    norm: Annotated[str, typer.Option(help="tiny CNN normalisation: group | batch")] = "group",
+    norm: Annotated[str, typer.Option(help="tiny CNN normalisation: batch | group")] = "batch",
     schedule: Annotated[
         str, typer.Option(help="learning rate: cosine (1 epoch warm-up, cosine decay) | constant")
     ] = "cosine",
