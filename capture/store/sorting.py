@@ -26,9 +26,7 @@ from PIL import Image
 
 from capture.store.audit import MANAGED_DIRS, REFERENCED_FILE_QUERIES
 from capture.store.base import StoreBase
-from capture.store.records import ShotRecord, normalise_time, to_json, utc_now
-from capture.store.runs import ensure_catalogue
-from capture.store.shots import _INSERT_SQL, _shot_values
+from capture.store.records import ShotRecord, normalise_time, to_json
 from capture.store.sorting_schema import DECISION_REASONS, REVIEW_STATES
 from rig.errors import NotFound, QueryError, RunStateError, StoreError
 
@@ -220,30 +218,20 @@ class SortingMixin(StoreBase):
 
         The crop is copied (durably) to ``images/sorter/`` first, so the shot owns its file and
         deleting the shot later never takes a decision's crop with it; then the shot row, its
-        fresh instance and the item's new state commit in one transaction.
+        fresh instance and the item's new state commit in one transaction, recorded as the
+        labelling station's accept.
         """
         label = (label or "").strip()
         if not label:
             raise QueryError("the label is empty: give the part's label, e.g. brick-2x4-red")
         if not who:
             raise QueryError("say who labels the item: it is recorded")
-        item = self._open_item(item_id)
-        record = self.review_shot_record(item, label)
-        with self.transaction() as conn:
-            state = conn.execute(
-                "SELECT state FROM review_items WHERE id = ?", (int(item_id),)
-            ).fetchone()
-            if state is None or state[0] != "open":
-                raise RunStateError(f"review item {item_id} was resolved meanwhile; reload")
-            ensure_catalogue(conn, label=label, instance_id=record.instance_id, source="sorter")
-            cur = conn.execute(_INSERT_SQL, _shot_values(record))
-            shot_id = int(cur.lastrowid)  # type: ignore[arg-type]
-            conn.execute(
-                "UPDATE review_items SET state = 'labelled', label = ?, shot_id = ?,"
-                " resolved_at = ?, resolved_by = ? WHERE id = ?",
-                (label, shot_id, utc_now(), who, int(item_id)),
-            )
-        return shot_id
+        self._open_item(item_id)
+        # NOTE: through the labelling station's queue, so it is one undoable action and an item
+        # whose shot an undo deleted gets that same shot back (capture.store.label_queue).
+        qid = self.queue_id_of_review_item(item_id)  # type: ignore[attr-defined]
+        answer = self.label_accept([qid], who, label)  # type: ignore[attr-defined]
+        return int(answer["items"][0]["shot_id"])
 
     def review_shot_record(self, item: dict[str, Any], label: str) -> ShotRecord:
         """The shot a review item becomes, its file (a copy of the crop) already durable.
@@ -287,14 +275,8 @@ class SortingMixin(StoreBase):
         if not who:
             raise StoreError("say who discards the item: it is recorded")
         self._open_item(item_id)
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE review_items SET state = 'discarded', resolved_at = ?, resolved_by = ?"
-                " WHERE id = ? AND state = 'open'",
-                (utc_now(), who, int(item_id)),
-            )
-            if cur.rowcount == 0:
-                raise RunStateError(f"review item {item_id} was resolved meanwhile; reload")
+        qid = self.queue_id_of_review_item(item_id)  # type: ignore[attr-defined]
+        self.label_discard([qid], who)  # type: ignore[attr-defined]
 
     def _open_item(self, item_id: int) -> dict[str, Any]:
         item = self.get_review_item(item_id)

@@ -92,13 +92,13 @@ def label(item_id: ItemId, body: LabelBody, store: StoreDep, who: OperatorAuth) 
 
     _require_open(store, item_id)
     name = checked_label(store, body.label, body.confirm_new)
-    ans = store.label_accept([store.queue_id_of_review_item(item_id)], who.name, name)
-    return {"item": store.get_review_item(item_id), "shot_id": ans["items"][0]["shot_id"]}
+    shot_id = store.label_review_item(item_id, name, who.name)
+    return {"item": store.get_review_item(item_id), "shot_id": shot_id}
 
 
 @router.post("/{item_id}/discard")
 def discard(item_id: ItemId, store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
     """Drop the item (blurred, two parts at once); the crop and decision are kept (undoable)."""
     _require_open(store, item_id)
-    store.label_discard([store.queue_id_of_review_item(item_id)], who.name)
+    store.discard_review_item(item_id, who.name)
     return {"item": store.get_review_item(item_id)}
