@@ -19,7 +19,7 @@ import getpass
 import queue
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -34,9 +34,11 @@ from rich.progress import (
 from capture.run import CaptureRun, recover_interrupted_runs
 from capture.run_remote import RemoteCapture, find_owner
 from capture.run_state import RunState
-from rig.config import Settings, load_settings
 from rig.errors import RigError
 from rig.owner import DataFolderLock, refuse
+
+if TYPE_CHECKING:
+    from rig.config import Settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -76,6 +78,8 @@ def capture_command(
     if (plan is None) == (resume is None):
         _fail("give either a plan file or --resume RUN_ID (not both, not neither)")
     try:
+        from rig.config import load_settings
+
         settings = load_settings(config, sim=sim)
         if data is not None:
             settings.data.dir = data

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from capture.pull import FORMATS, pull
+from capture.formats import FORMATS
 from capture.pull_objects import human_bytes
 from rig.errors import AccessDenied, NotFound, RigError
 
@@ -52,6 +52,8 @@ def pull_command(
             soft_wrap=True,
         )
         raise typer.Exit(2)
+    from capture.pull import pull
+
     try:
         result = pull(
             url,

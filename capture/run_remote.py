@@ -10,15 +10,18 @@ the ``X-Api-Key`` header (contracts.md).  The server is found through the data f
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from rich.console import Console
 
 from capture.run_state import FINAL_STATES, RunState, parse_state
-from rig.config import Settings
 from rig.errors import ConfigError, RigError, RunStateError
 from rig.owner import Owner, client_url, hardware_owner
+
+if TYPE_CHECKING:
+    import httpx
+
+    from rig.config import Settings
 
 
 def base_url(settings: Settings) -> str:
@@ -65,6 +68,8 @@ class RemoteCapture:
                 "a partrig server is running, but auth.operator_keys is empty: add an operator"
                 " key to the configuration (see `partrig auth new-key`), or stop the server"
             )
+        import httpx
+
         self.client = httpx.Client(
             base_url=url or base_url(settings),
             headers={"X-Api-Key": keys[0]},
@@ -76,6 +81,8 @@ class RemoteCapture:
         self.answer_at_once = answer_at_once
 
     def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        import httpx
+
         try:
             reply = self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:

@@ -26,12 +26,13 @@ import typer
 from rich.console import Console
 
 from capture.run_remote import base_url, find_owner
-from rig.config import Settings, load_settings
 from rig.errors import ConfigError, FaultLatched, RigError, RunStateError
 from rig.owner import DataFolderLock, refuse
 
 if TYPE_CHECKING:
     import httpx
+
+    from rig.config import Settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -70,6 +71,8 @@ def sort_command(
 ) -> None:
     """Sort parts unattended: classify each, fire it into its bin, log every decision."""
     try:
+        from rig.config import load_settings
+
         settings = load_settings(config, sim=sim)
         if data is not None:
             settings.data.dir = data

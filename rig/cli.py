@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from rig.config import dump_settings, find_config, load_settings
 from rig.errors import RigError
 
 console = Console()
@@ -46,6 +45,8 @@ def fail(exc: Exception) -> typer.Exit:
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
     """Validate the configuration file and report every bad key."""
+    from rig.config import load_settings
+
     try:
         settings = load_settings(config)
     except RigError as exc:
@@ -63,6 +64,8 @@ def config_check(config: ConfigOption = None) -> None:
 @config_app.command("show")
 def config_show(config: ConfigOption = None, sim: SimOption = False) -> None:
     """Print the effective configuration, defaults included, as TOML."""
+    from rig.config import dump_settings, find_config, load_settings
+
     try:
         settings = load_settings(config, sim=sim)
     except RigError as exc:
@@ -89,7 +92,7 @@ def demo(
     config: ConfigOption = None,
 ) -> None:
     """A short turntable session on the simulated rig (real time), printed as it happens."""
-    from rig.config import apply_sim
+    from rig.config import apply_sim, load_settings
     from rig.demo import run_demo
 
     try:
@@ -144,6 +147,7 @@ def _with_rig(
     ``remote`` is (method, path, JSON body) of the server's equivalent; None when it has none,
     and then the command refuses, naming the server (one process owns the rig, contracts.md).
     """
+    from rig.config import load_settings
     from rig.owner import DataFolderLock, hardware_owner, refuse
     from rig.rig import open_rig
 

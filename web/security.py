@@ -20,9 +20,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from rig.config import AuthConfig
+if TYPE_CHECKING:
+    from rig.config import AuthConfig
 
 Role = Literal["viewer", "operator", "trainer"]
 

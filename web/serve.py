@@ -13,13 +13,15 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rig.config import Settings, load_settings
 from rig.errors import ConfigError, RigBusy
 from web.security import hash_password
+
+if TYPE_CHECKING:
+    from rig.config import Settings
 
 
 def is_loopback(host: str) -> bool:
@@ -126,6 +128,8 @@ def serve_command(
             prepared = prepare_demo(demo)
             settings = prepared.settings
         else:
+            from rig.config import load_settings
+
             settings = load_settings(config, sim=sim or None)
         if data is not None:
             settings.data.dir = data
