@@ -64,9 +64,7 @@ SIZE = 48
 #: Drops per split for training (seeds differ, so no instance is shared).
 SPLITS = {"train": (300, 101), "val": (250, 102), "test": (60, 103)}
 CACHE = Path(__file__).resolve().parent / "out" / "open_set"
-CACHE_KEY = (
-    "v2-0.98-" + "-".join(KNOWN) + f"-{SIZE}-" + "-".join(f"{n}x{s}" for n, s in SPLITS.values())
-)
+CACHE_KEY = "v2-" + "-".join(KNOWN) + f"-{SIZE}-" + "-".join(f"{n}x{s}" for n, s in SPLITS.values())
 
 
 def recalibrate(folder: Path, acceptance: float) -> None:

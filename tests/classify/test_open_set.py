@@ -259,12 +259,120 @@ def test_unknown_parts_go_to_review_at_the_measured_rate() -> None:
     unknown += [triangle("red-triangle") for _ in range(60)]
     known = [render(label, i % 2, rng) for label in clf.labels for i in range(20)]
 
+    def stored(img: np.ndarray) -> np.ndarray:
+        # NOTE: as the snapshot stores its shots (JPEG), so known parts look like the val split.
+        jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1]
+        return cv2.cvtColor(cv2.imdecode(jpg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
     def to_review(shots) -> float:
         rules = [
-            choose_bin(clf.predict(img, bbox, matrix), settings).rule
+            choose_bin(clf.predict(stored(img), bbox, matrix), settings).rule
             for img, bbox, _, matrix in shots
         ]
         return float(np.mean([r == "open_set" for r in rules]))
 
     assert to_review(unknown) >= 0.8
     assert to_review(known) <= 0.3
+
+
+# --- the rig: validation and the sorter ----------------------------------------------------------
+
+
+@pytest.fixture
+def registry(tmp_path):
+    pytest.importorskip("tensorflow")
+    from registry_helpers import RecordingSorter, add_colour_shots, make_snapshot
+
+    from capture.store import DatasetStore
+    from classify.registry import ModelRegistry
+    from rig.config import parse_settings
+
+    settings = parse_settings({"data": {"dir": str(tmp_path / "data")},
+                               "models": {"accuracy_floor": 0.9}})  # fmt: skip
+    store = DatasetStore.open(settings.data.dir)
+    add_colour_shots(store)
+    make_snapshot(store, settings)
+    sorter = RecordingSorter()
+    yield ModelRegistry(store, settings, sorter), store, sorter
+    store.close()
+
+
+def _softmax_card(labels: list[str], threshold: float) -> bytes:
+    rule = OpenSet("max_softmax", threshold, {"snapshot": "snap-0001", "split": "val"})
+    return ModelCard([Head("part", labels, 0, rule)], {"input_size": 16}, ["snap-0001"]).dumps()
+
+
+def test_validation_reports_top_k_and_the_open_set_rule_and_activation_loads_it(
+    registry, tmp_path
+) -> None:
+    from registry_helpers import LABELS, colour_model, upload_files
+
+    reg, _, sorter = registry
+    folder = colour_model(tmp_path / "with-card")
+    (folder / "model.json").write_bytes(_softmax_card(LABELS, 0.3))
+    result = reg.upload(upload_files(folder), "trainer")
+    assert result["state"] == "validated", result["validation"]
+    validation = result["validation"]
+    assert validation["top_k"] == 3 and validation["top_k_accuracy"] == 1.0
+    rule = validation["open_set"]
+    assert rule["enabled"] and rule["method"] == "max_softmax" and rule["threshold"] == 0.3
+    assert rule["test_rejected"] == 0 and rule["test_rejected_share"] == 0.0
+    reg.activate(result["id"], "operator")
+    classifier, model_id = sorter.swaps[-1]
+    assert model_id == result["id"] and classifier.open_set.threshold == 0.3
+
+    old = reg.upload(upload_files(colour_model(tmp_path / "old")), "trainer")
+    assert old["state"] == "validated"
+    rule = old["validation"]["open_set"]
+    assert not rule["enabled"] and rule["detail"] == "no open-set rejection (no model.json)"
+    assert rule["test_rejected"] == 0
+
+
+def test_a_strict_open_set_rule_shows_in_validation_and_a_changed_model_json_never_loads(
+    registry, tmp_path
+) -> None:
+    from registry_helpers import LABELS, colour_model, upload_files
+
+    reg, store, _ = registry
+    folder = colour_model(tmp_path / "strict")
+    # A threshold below every score: the rule would send each known test shot to review.
+    (folder / "model.json").write_bytes(_softmax_card(LABELS, 0.0))
+    result = reg.upload(upload_files(folder), "trainer")
+    assert result["validation"]["open_set"]["test_rejected_share"] > 0.5
+    (store.model_dir(result["id"]) / "model.json").write_bytes(_softmax_card(LABELS, 0.9))
+    with pytest.raises(ModelError, match=r"model\.json differs"):
+        reg.activate(result["id"], "operator")
+
+
+def test_open_set_rejects_reach_the_review_queue_and_the_status_counts_them(tmp_path) -> None:
+    from sorting_sim import KNOWN, OracleClassifier, make_rig
+
+    from classify.runtime import Prediction
+
+    class Scored(OracleClassifier):
+        """Confident on every part; the open-set score tells unknown parts apart."""
+
+        open_set = OpenSet("max_softmax", 1.0, {"split": "val"})
+        card = None
+
+        def predict(self, image_rgb, bbox=None, colour_matrix=None, top_k=3) -> Prediction:
+            truth = self.feeder.truth()
+            label = truth if truth in KNOWN else KNOWN[0]
+            score = 0.2 if truth in KNOWN else 3.0
+            return Prediction(label, KNOWN.index(label), 0.99, [(label, 0.99)], 0.98, score, 1.0)
+
+    rig = make_rig(tmp_path / "data", seed=4, unknown_rate=0.3)
+    try:
+        rig.sorter.set_classifier(Scored(rig.feeder), "model-0001")
+        decisions = rig.sorter.run_parts(40)
+        assert rig.sorter.flush(60)
+        unknown = [d for d in decisions if d.truth not in KNOWN]
+        assert unknown and all(d.rule == "open_set" and d.reason == "uncertain" for d in unknown)
+        assert all(d.rule == "mapped" for d in decisions if d.truth in KNOWN)
+        queued = rig.store.query("SELECT decision_id FROM review_items", ())
+        assert len(queued) == len(unknown)
+        status = rig.sorter.status()
+        assert status["counts"]["by_rule"]["open_set"] == len(unknown)
+        assert status["open_set"]["enabled"] and status["open_set"]["threshold"] == 1.0
+    finally:
+        rig.close()
