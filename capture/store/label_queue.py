@@ -263,27 +263,29 @@ class LabelQueueMixin(StoreBase):
                 (who,),
             )
             for qid in ids:
+                before = cur = _state(conn, qid)
                 if qid in new_shots:
-                    # NOTE: recorded as if the shot had existed deleted, so undo deletes it and a
-                    # redo (or a later accept) restores this same shot.
-                    before = self._create_review_shot(conn, qid, new_shots[qid], who, action_id)
-                    cur = dict(before, deleted=False, _created=True)
-                else:
-                    before = cur = _state(conn, qid)
+                    # NOTE: undo deletes this shot again; a redo or a later accept restores this
+                    # same shot (a review item whose shot is deleted reads as having none).
+                    shot = self._create_review_shot(conn, qid, new_shots[qid], who, action_id)
+                    cur = dict(before, shot=shot, label=new_shots[qid].label, deleted=False)
+                    cur["_created"] = True
                 after = dict(before)
                 if kind == "accept":
-                    after.update(state="accepted", label=targets[qid], deleted=False)
+                    shot = _queue_shot(conn, qid)
+                    after.update(state="accepted", shot=shot, label=targets[qid], deleted=False)
                     if after["review"] is not None:
                         after.update(review="labelled", review_label=targets[qid])
-                        after["review_shot"] = after["shot"]
+                        after["review_shot"] = shot
                 else:
                     after.update(state="discarded")
-                    if after["shot"] is not None:
-                        after["deleted"] = True
                     if after["review"] is not None:
                         after.update(review="discarded", review_label=None, review_shot=None)
+                        after.update(shot=None, label=None, deleted=None)
+                    elif after["shot"] is not None:
+                        after["deleted"] = True
                 _apply(conn, qid, cur, after, who, action_id, now, forward=kind)
-                if after["deleted"] and not cur["deleted"]:
+                if _live(cur) and not _live(after):
                     trash.append(qid)
                 detail.append({"q": qid, "before": before, "after": after})
             conn.execute(
@@ -311,8 +313,7 @@ class LabelQueueMixin(StoreBase):
         detail = json.loads(action["detail"])
         other = "after" if side == "before" else "before"
         for entry in detail:
-            live = entry[side]["shot"] is not None and not entry[side]["deleted"]
-            if live and entry[other]["deleted"]:
+            if _live(entry[side]) and not _live(entry[other]):
                 self._untrash(entry["q"])
         now = utc_now()
         trash: list[int] = []
@@ -325,7 +326,7 @@ class LabelQueueMixin(StoreBase):
                         " restored exactly: reload and label it again"
                     )
                 _apply(conn, qid, expected, target, who, int(action["id"]), now, forward=None)
-                if target["deleted"] and not expected["deleted"]:
+                if _live(expected) and not _live(target):
                     trash.append(qid)
             conn.execute(
                 "UPDATE label_actions SET state = ?, undone_at = ? WHERE id = ?",
@@ -345,10 +346,9 @@ class LabelQueueMixin(StoreBase):
 
     def _create_review_shot(
         self, conn: sqlite3.Connection, qid: int, record: Any, who: str, action_id: int
-    ) -> dict[str, Any]:
-        """Insert a review item's shot (live) and return the state as if it had been deleted."""
-        before = _state(conn, qid)
-        if before["shot"] is not None:
+    ) -> int:
+        """Insert a review item's shot (live), logged as accepted; its id."""
+        if _queue_shot(conn, qid) is not None:
             raise RunStateError(f"queue item {qid} got its shot meanwhile; reload")
         ensure_catalogue(conn, label=record.label, instance_id=record.instance_id, source="sorter")
         cur = conn.execute(_INSERT_SQL, _shot_values(record))
@@ -359,7 +359,7 @@ class LabelQueueMixin(StoreBase):
             " VALUES (?, 'accept', 'label', NULL, ?, ?, ?, ?)",
             (shot_id, record.label, who, utc_now(), action_id),
         )
-        return dict(before, shot=shot_id, label=record.label, deleted=True)
+        return shot_id
 
     def _deleted_shot(self, qid: int) -> bool:
         row = self.db.execute(
@@ -391,6 +391,16 @@ class LabelQueueMixin(StoreBase):
                 move_durably(src, self.data_dir / rel, self.fs)
 
 
+def _live(st: dict[str, Any]) -> bool:
+    """Whether the item's shot exists and is not deleted in this state."""
+    return st["shot"] is not None and not st["deleted"]
+
+
+def _queue_shot(conn: sqlite3.Connection, qid: int) -> int | None:
+    row = conn.execute("SELECT shot_id FROM label_queue WHERE id = ?", (qid,)).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def _state(conn: sqlite3.Connection, qid: int) -> dict[str, Any]:
     """What an action changes on one item: queue state, shot label and deletion, review item."""
     row = conn.execute(
@@ -401,11 +411,15 @@ def _state(conn: sqlite3.Connection, qid: int) -> dict[str, Any]:
     ).fetchone()
     if row is None:
         raise NotFound(f"label queue item {qid} does not exist")
+    shot, label, deleted = row[1], row[2], None if row[1] is None else row[3] is not None
+    if row[4] is not None and deleted:
+        # NOTE: a review item whose shot an undo (or a discard) deleted is as if it had none
+        shot, label, deleted = None, None, None
     return {
         "state": row[0],
-        "shot": row[1],
-        "label": row[2],
-        "deleted": None if row[1] is None else row[3] is not None,
+        "shot": shot,
+        "label": label,
+        "deleted": deleted,
         "review": row[4],
         "review_label": row[5],
         "review_shot": row[6],
@@ -430,30 +444,33 @@ def _apply(
         (target["state"], *resolved, qid),
     )
 
+    shot = _queue_shot(conn, qid)
+
     def edit(action: str, field: str, old: Any, new: Any) -> None:
         conn.execute(
             "INSERT INTO shot_edits(shot_id, action, field, old, new, who, at, action_id)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (target["shot"], action, field, old, new, who, now, action_id),
+            (shot, action, field, old, new, who, now, action_id),
         )
 
-    shot = target["shot"]
     if shot is not None:
-        if target["deleted"] != cur["deleted"]:
-            deleted_at = now if target["deleted"] else None
-            old_at = conn.execute("SELECT deleted_at FROM shots WHERE id = ?", (shot,)).fetchone()
-            conn.execute("UPDATE shots SET deleted_at = ? WHERE id = ?", (deleted_at, shot))
-            if target["deleted"]:
-                edit("discard" if forward == "discard" else "delete", "deleted_at", None, now)
+        row = conn.execute("SELECT label, deleted_at FROM shots WHERE id = ?", (shot,)).fetchone()
+        if _live(target) != _live(cur):
+            conn.execute(
+                "UPDATE shots SET deleted_at = ? WHERE id = ?",
+                (None if _live(target) else now, shot),
+            )
+            if _live(target):
+                edit("restore", "deleted_at", row[1], None)
             else:
-                edit("restore", "deleted_at", old_at[0] if old_at else None, None)
-        if target["label"] != cur["label"] and target["label"] is not None:
+                edit("discard" if forward == "discard" else "delete", "deleted_at", None, now)
+        if target["label"] is not None and target["label"] != row[0]:
             ensure_catalogue(conn, label=target["label"])
             conn.execute("UPDATE shots SET label = ? WHERE id = ?", (target["label"], shot))
             if forward != "accept":
-                edit("relabel", "label", cur["label"], target["label"])
+                edit("relabel", "label", row[0], target["label"])
         if forward == "accept" and not cur.get("_created"):
-            edit("accept", "label", cur["label"], target["label"])
+            edit("accept", "label", row[0], target["label"])
     if target["review"] is not None:
         resolved = (None, None) if target["review"] == "open" else (now, who)
         conn.execute(
