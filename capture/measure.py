@@ -325,7 +325,22 @@ def _head_and_shaft(
     # NOTE: the head is the end whose profile is wider; its face towards the shaft is where the
     # outline stops being wider than halfway between shaft and head.
     head_low = bool(widths[:8].max() > widths[-8:].max())
-    wide = np.abs(t) > (shaft_w + head_w) / 4
+    # NOTE: the head is the run of wide bins from its end; a wide spot further along (a mask
+    # blob, a shadow) is not part of it.
+    wide_bins = widths > (shaft_w + head_w) / 2
+    order = list(range(40) if head_low else range(39, -1, -1))
+    run = 0
+    for i, k in enumerate(order):
+        if wide_bins[k]:
+            run = i + 1
+        elif run or i >= 2:  # NOTE: the end's first bins may be cut short by its rounding
+            break
+    if run == 0:
+        return None
+    step = (hi - lo) / 40
+    limit = lo + (run + 1) * step if head_low else hi - (run + 1) * step
+    near = s <= limit if head_low else s >= limit
+    wide = near & (np.abs(t) > (shaft_w + head_w) / 4)
     if not wide.any():
         return None
     face = float(s[wide].max()) if head_low else float(s[wide].min())
