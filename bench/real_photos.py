@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--min-epoch-samples", type=int, default=1024)
     parser.add_argument("--norm", default="group", choices=("group", "batch"))
+    parser.add_argument("--rotate", default="part", choices=("part", "crop", "off"))
+    parser.add_argument("--colour", default="strong", choices=("strong", "light", "off"))
     args = parser.parse_args()
     if not (DATA / "boxes.csv").is_file():
         print(json.dumps({"bench": "real_photos", "skipped": f"{DATA} is not present"}))
@@ -122,6 +124,7 @@ def main() -> None:
         return
     import os
 
+    from classify.augment import AugmentConfig
     from classify.train import TrainOptions, train
     from classify.train_output import seeds_summary
 
@@ -141,6 +144,7 @@ def main() -> None:
                 min_epoch_samples=args.min_epoch_samples,
                 seed=seed,
                 norm=args.norm,
+                augment=AugmentConfig.preset(args.colour, args.rotate),
             )
             m = train(root / "snap", root / f"model-{seed}", opts, log=print)
             runs.append(
@@ -164,9 +168,11 @@ def main() -> None:
         "size": args.size,
         "epochs": args.epochs,
         "norm": args.norm,
+        "rotate": args.rotate,
+        "colour": args.colour,
         "weights": "none",
-        "recipe": "defaults of classify.train.TrainOptions (cosine, group norm, strong colour, "
-        "no rotation without masks)",
+        "recipe": "classify.train.TrainOptions defaults (cosine schedule, streaming) with the "
+        "norm, rotate and colour given",
         "split": "whole capture days, round-robin train/train/test/val",
         "days": {s: sorted(d for d, v in manifest["days"].items() if v == s) for s in m["counts"]},
         "counts": m["counts"],
