@@ -57,10 +57,10 @@ def state(store: DatasetStore) -> dict[str, Any]:
         "review": [
             tuple(r.values())
             for r in store.query("SELECT id, state, label, shot_id FROM review_items ORDER BY id")
-        ],  # fmt: skip
+        ],
         "queue": [
             tuple(r.values()) for r in store.query("SELECT id, state FROM label_queue ORDER BY id")
-        ],  # fmt: skip
+        ],
     }
 
 
