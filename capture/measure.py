@@ -42,6 +42,10 @@ from rig.sheets import PATCH_COLOURS, sheet_layout
 #: rounded at (``partrig backgrounds print``'s default).
 PAPER_MM: dict[str, tuple[float, float]] = {"a4": (297.0, 210.0), "letter": (279.4, 215.9)}
 PRINT_DPI = 300
+#: Longest side, in pixels, the mask is refined at (see :func:`refine_mask`).
+REFINE_PX = 1024
+#: A part at least this long in the mask's working pixels (640 across the frame) is not refined.
+COARSE_ENOUGH_PX = 120
 #: A profile whose widest part is this much wider than its median is a head on a shaft.
 HEAD_RATIO = 1.3
 
@@ -188,21 +192,28 @@ def refine_mask(frame: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> n
 
     Why: :func:`capture.masks.mask_and_box` works at 640 px and upscales, so its edges are good
     to a working pixel (half a millimetre on an A4 view); measuring wants the sensor's pixel.
-    The region is the part's box grown by its own size on every side, so the background still
+    The region is the part's box grown by half its size on every side, so the background still
     dominates the region's statistics as the mask method expects.
     """
-    from capture.masks import bounding_box, mask_and_box
+    from capture.masks import WORK_PX, bounding_box, mask_and_box
 
     box = bounding_box(mask)
     if box is None:
         return mask
     x, y, w, h = box
     ih, iw = mask.shape
-    grow = max(w, h)
+    if max(w, h) * WORK_PX / max(ih, iw) >= COARSE_ENOUGH_PX:
+        # NOTE: a part this large at the mask's working resolution is already measured to
+        # about 1 % by it; refining would cost the writer far more than the move hides.
+        return mask
+    grow = max(w, h) // 2
     x0, y0 = max(0, x - grow), max(0, y - grow)
     x1, y1 = min(iw, x + w + grow), min(ih, y + h + grow)
     crop = (slice(y0, y1), slice(x0, x1))
-    fine, _ = mask_and_box(frame[crop], reference[crop], work_px=max(x1 - x0, y1 - y0))
+    # NOTE: at most REFINE_PX on the long side: a part filling a 12 MP frame needs no finer
+    # edge than a tenth of a millimetre, and the writer must keep up with the turntable.
+    work = min(max(x1 - x0, y1 - y0), REFINE_PX)
+    fine, _ = mask_and_box(frame[crop], reference[crop], work_px=work)
     if not fine.any():
         return mask
     out = np.zeros_like(mask, dtype=bool)
@@ -231,13 +242,21 @@ class Measurement:
 
 def measure_mask(pose: SheetPose, mask: np.ndarray) -> Measurement | None:
     """Measure the part whose mask (bool HxW, full frame) is given; None for an empty mask."""
-    u8 = mask.astype(np.uint8)
+    from capture.masks import bounding_box
+
+    box = bounding_box(mask)
+    if box is None:
+        return None
+    # NOTE: only the part's box is scanned: a 12 MP frame is mostly sheet.
+    x0, y0, w, h = box
+    u8 = mask[y0 : y0 + h, x0 : x0 + w].astype(np.uint8)
     contours, _ = cv2.findContours(u8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None
     outline = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
+    outline += np.array([x0, y0], np.float64)
     ys, xs = np.nonzero(u8)
-    centre_px = (float(xs.mean()), float(ys.mean()))
+    centre_px = (float(xs.mean()) + x0, float(ys.mean()) + y0)
     plane = 0.0
     result = _measure_at(pose, outline, len(xs), centre_px, plane)
     if pose.calibrated and result.shaft_length_mm is not None:
