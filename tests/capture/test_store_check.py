@@ -184,18 +184,34 @@ def _real_store(root: Path, shots: int = 120) -> Path:
     return root
 
 
+def _table_leaf_pages(data: bytes, page_size: int, page: int) -> list[int]:
+    """The leaf pages of the table b-tree rooted at ``page``, read from the file format.
+
+    NOTE: not SQLite's ``dbstat`` table: whether it exists depends on which libsqlite3 the
+    process loaded first (another extension's copy may lack it).
+    """
+    base = (page - 1) * page_size
+    head = base + (100 if page == 1 else 0)
+    kind = data[head]
+    if kind == 0x0D:
+        return [page]
+    assert kind == 0x05, f"page {page} is not a table b-tree page ({kind:#x})"
+    cells = int.from_bytes(data[head + 3 : head + 5], "big")
+    children = [int.from_bytes(data[head + 8 : head + 12], "big")]
+    for i in range(cells):
+        at = int.from_bytes(data[head + 12 + 2 * i : head + 14 + 2 * i], "big")
+        children.append(int.from_bytes(data[base + at : base + at + 4], "big"))
+    return [leaf for child in children for leaf in _table_leaf_pages(data, page_size, child)]
+
+
 def _damage_two_shot_pages(db: Path) -> list[int]:
     import sqlite3
 
     conn = sqlite3.connect(db)
-    pages = [
-        r[0]
-        for r in conn.execute(
-            "SELECT pageno FROM dbstat WHERE name = 'shots' AND pagetype = 'leaf' ORDER BY pageno"
-        )
-    ]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'shots'").fetchone()[0]
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     conn.close()
+    pages = sorted(_table_leaf_pages(db.read_bytes(), page_size, root))
     hit = [pages[len(pages) // 3], pages[2 * len(pages) // 3]]
     noise = random.Random(7)  # NOTE: seeded: the same damage every run
     with open(db, "r+b") as f:
