@@ -54,6 +54,7 @@ class Peer:
         # observation
         self.executed: list[str] = []
         self.received: list[str] = []
+        self.stops_seen: list[str] = []  # unnumbered M410/M112 lines, as they arrived
         self.max_waiting = 0  # most complete lines buffered while one was being processed
         self.m112_at: float | None = None
         self.x = 0.0
@@ -155,6 +156,8 @@ class Peer:
         while (i := self._buf.find(b"\n")) >= 0:
             line = self._buf[:i].decode(errors="replace").strip()
             del self._buf[: i + 1]
+            if line in ("M410", "M112"):
+                self.stops_seen.append(line)  # in arrival order, before any handling
             if line == "M112":
                 self.m112_at = time.monotonic()
                 self.kill()
