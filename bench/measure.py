@@ -4,9 +4,9 @@ What it simulates (``rig/sim/optics.py``, the metric simulated camera at the def
 4056 x 3040): a pinhole lens looking down from 300 mm, three lenses (radial distortion k1 =
 -0.06, 0 and +0.04, each calibrated once from ten simulated photographs of the printed ChArUco
 board with ``capture/lens.py``), and for every lens every background sheet, each a run of its
-own: the sheet laid down anew (up to 10 mm off each way, 5 degrees turned), the camera at a new height
-(300 mm +- 5 %) with up to 1 degree of mounting tilt, sensor noise of 2 levels.  Each run shoots
-its empty reference, then M4 pan head screws of 8, 10, 12 and 16 mm (one label, ``screw-m4``)
+own: the sheet laid down anew (up to 10 mm off each way, 5 degrees turned), the camera at a new
+height (300 mm +- 5 %) with up to 1 degree of mounting tilt, sensor noise of 2 levels.  Each run
+shoots its empty reference, then M4 pan head screws of 8, 10, 12 and 16 mm (one label, ``screw-m4``)
 lying on their side at random turntable angles and instances, and two standing on their head.
 
 What it measures, from image content and the stored lens calibration only (the truth comes
