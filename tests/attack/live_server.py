@@ -50,6 +50,13 @@ class LiveServer:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def rss_mib(self) -> float:
+        """The server process's resident memory in MiB, from the kernel (not a client's)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS line")
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 

@@ -11,7 +11,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -28,13 +27,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield srv
     finally:
         srv.stop()
-
-
-def rss_mib(server: LiveServer) -> float:
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS line")
 
 
 def guess_until_refused(server: LiveServer, outcomes: Counter[str], lock: threading.Lock) -> None:
@@ -55,7 +47,7 @@ def guess_until_refused(server: LiveServer, outcomes: Counter[str], lock: thread
 
 
 def test_parallel_guessing_gets_no_more_attempts_than_the_limit(live_server):
-    before = rss_mib(live_server)
+    before = live_server.rss_mib()
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()
     threads = [
@@ -70,7 +62,7 @@ def test_parallel_guessing_gets_no_more_attempts_than_the_limit(live_server):
     assert outcomes["401"] == 10, outcomes
     assert outcomes["429"] == GUESSERS, outcomes
     # two argon2 checks at most at once (64 MiB each), not one per guesser
-    assert rss_mib(live_server) - before < 400, (before, rss_mib(live_server))
+    assert live_server.rss_mib() - before < 400, (before, live_server.rss_mib())
     # a rotating X-Forwarded-For is not believed: no proxy is configured
     with httpx.Client(base_url=live_server.url, timeout=10) as c:
         for i in range(5):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,14 +24,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield srv
     finally:
         srv.stop()
-
-
-def rss_mib(server: LiveServer) -> float:
-    """The server process's resident memory, from the kernel."""
-    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS line")
 
 
 def raw_post(
@@ -79,7 +70,7 @@ def raw_post(
 
 
 def test_a_300_mb_body_without_credentials_is_401_before_it_is_read(server):
-    before = rss_mib(server)
+    before = server.rss_mib()
     answer, sent, took = raw_post(
         server,
         "/api/runs",
@@ -89,12 +80,12 @@ def test_a_300_mb_body_without_credentials_is_401_before_it_is_read(server):
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert took < 5, took
     assert sent < 64 * MiB, f"the server let {sent / MiB:.0f} MiB in before answering"
-    assert rss_mib(server) - before < 40, (before, rss_mib(server))
+    assert server.rss_mib() - before < 40, (before, server.rss_mib())
     assert server.alive()
 
 
 def test_a_streamed_body_without_a_length_is_401_too(server):
-    before = rss_mib(server)
+    before = server.rss_mib()
     answer, _, _ = raw_post(
         server,
         "/api/plans/preview",
@@ -102,7 +93,7 @@ def test_a_streamed_body_without_a_length_is_401_too(server):
         50 * MiB,
     )
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
-    assert rss_mib(server) - before < 40
+    assert server.rss_mib() - before < 40
     # with credentials, the stream is counted and cut off at the route's limit
     answer, sent, _ = raw_post(
         server,
@@ -115,11 +106,11 @@ def test_a_streamed_body_without_a_length_is_401_too(server):
         50 * MiB,
     )
     assert answer.startswith(b"HTTP/1.1 413") and b"64 KiB" in answer, answer[:300]
-    assert sent < 16 * MiB and rss_mib(server) - before < 40
+    assert sent < 16 * MiB and server.rss_mib() - before < 40
 
 
 def test_an_operator_s_oversized_body_is_413_at_once_and_a_streamed_one_is_cut_off(server):
-    before = rss_mib(server)
+    before = server.rss_mib()
     answer, sent, took = raw_post(
         server,
         "/api/runs",
@@ -139,7 +130,7 @@ def test_an_operator_s_oversized_body_is_413_at_once_and_a_streamed_one_is_cut_o
             headers={"Content-Type": "application/json"},
         )
     assert r.status_code == 413 and "64 KiB" in r.json()["detail"], r.text
-    assert rss_mib(server) - before < 40
+    assert server.rss_mib() - before < 40
 
 
 def test_a_422_never_echoes_the_input_and_the_password_never_reaches_the_log(server):
@@ -191,7 +182,7 @@ def million_shot_plan() -> str:
 def test_a_3_kb_million_shot_plan_is_refused_before_expansion(server):
     plan = million_shot_plan()
     assert len(plan) < 3 * 1024
-    before = rss_mib(server)
+    before = server.rss_mib()
     with server.client(key=VIEWER_KEY) as c:
         t0 = time.monotonic()
         r = c.post("/api/plans/preview", json={"plan_toml": plan})
@@ -205,7 +196,7 @@ def test_a_3_kb_million_shot_plan_is_refused_before_expansion(server):
         files = {"plan": ("big.toml", plan.encode(), "application/toml")}
         assert c.post("/api/runs/upload", files=files).status_code == 422
         assert c.get("/api/runs").json() == []
-    assert rss_mib(server) - before < 20, (before, rss_mib(server))
+    assert server.rss_mib() - before < 20, (before, server.rss_mib())
 
 
 def test_a_bad_content_length_is_a_400(server):
