@@ -6,6 +6,7 @@ checks the server's own memory (``VmRSS`` from ``/proc``), not a test client's.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -61,12 +62,28 @@ def raw_post(
                 break
         s.setblocking(True)
         s.settimeout(10)
-        if not answer:
-            try:
-                answer = s.recv(4096)
-            except (ConnectionResetError, TimeoutError):
-                answer = b""
-        return answer, sent, time.monotonic() - t0
+        took = time.monotonic() - t0
+        return read_rest(s, answer), sent, took
+
+
+def read_rest(s: socket.socket, answer: bytes) -> bytes:
+    """Read the rest of an answer whose first bytes are ``answer``: the head and its whole body.
+
+    A 413's body can arrive in a later segment than its head, so one ``recv`` is not enough.
+    """
+    while True:
+        head, sep, body = answer.partition(b"\r\n\r\n")
+        if sep:
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length is None or len(body) >= int(length.group(1)):
+                return answer
+        try:
+            more = s.recv(65536)
+        except (ConnectionResetError, TimeoutError):
+            return answer
+        if not more:
+            return answer
+        answer += more
 
 
 def test_a_300_mb_body_without_credentials_is_401_before_it_is_read(server):
