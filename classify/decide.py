@@ -8,11 +8,17 @@ Rules, in order (contracts, "Models and edits"):
 3. margin and confidence: top-1 minus top-2 below the margin, or top-1 below
    ``sorter.confidence_threshold`` -> the review bin (``uncertain``, rule ``margin`` or
    ``confidence``);
-4. attribute and size rules (none yet: measurements, contracts "#11", slot in here);
+4. attribute and size rules (``sorter.rules``, :mod:`classify.rules`): the first rule whose
+   conditions all hold picks the bin (``confident``, rule ``sort_rule``, ``fired`` names it);
+   a rule that might match but whose size was not measured or whose attribute head is unsure
+   sends the part to review (``uncertain``, rule ``unmeasured`` or ``attribute``).  An
+   attribute head's answer counts only when it passes the same margin, confidence and (if
+   calibrated) open-set limits as the label;
 5. label map: the label's bin in ``sorter.bins`` (``confident``);
 6. a label without a bin -> the review bin (``unmapped``).
 
-Rejects (rules 1-3) also go to the review queue with their crop, so a person can label them.
+Rejects (rules 1-3, and the rules' review outcomes) also go to the review queue with their crop,
+so a person can label them.
 
 Why configuration may only tighten: the model's threshold was calibrated on held-out data for
 a known share of accepted parts; a looser value from a configuration file would send unknown
@@ -23,21 +29,28 @@ the higher of the model's ``min_margin`` and ``sorter.min_margin``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from classify.rules import UNCERTAIN_ATTRIBUTE, UNMEASURED, apply_rules
 from rig.config import Settings
 
 #: Rules whose parts go to the review queue.
-REVIEW_RULES = ("no_model", "open_set", "margin", "confidence")
+REVIEW_RULES = ("no_model", "open_set", "margin", "confidence", UNMEASURED, UNCERTAIN_ATTRIBUTE)
+#: ``BinChoice.rule`` when a sorting rule picked the bin.
+SORT_RULE = "sort_rule"
 
 
 @dataclass(frozen=True)
 class BinChoice:
     bin: int
     reason: str  # one of capture.store.sorting_schema.DECISION_REASONS
-    #: Which rule decided: no_model, open_set, margin, confidence, mapped or unmapped.
+    #: Which step decided: no_model, open_set, margin, confidence, sort_rule, unmeasured,
+    #: attribute, mapped or unmapped.
     rule: str = "mapped"
+    #: The sorting rule that decided (its name or "rule N"), when one did.
+    fired: str | None = None
 
     @property
     def review(self) -> bool:
@@ -65,8 +78,31 @@ def limits(prediction: Any, settings: Settings) -> Limits:
     return Limits(threshold, margin, float(cfg.confidence_threshold))
 
 
-def choose_bin(prediction: Any, settings: Settings) -> BinChoice:
-    """The bin for a :class:`classify.runtime.Prediction` (None: no model was active)."""
+def trusted(head: Any, bounds: Limits) -> bool:
+    """Whether an attribute head's answer passes the limits a label must pass."""
+    margin = max(bounds.min_margin, float(getattr(head, "min_margin", 0.0) or 0.0))
+    score, threshold = (
+        getattr(head, "open_set_score", None),
+        getattr(head, "open_set_threshold", None),
+    )
+    if score is not None and threshold is not None and score > threshold:
+        return False
+    return float(head.margin) >= margin and float(head.confidence) >= bounds.min_confidence
+
+
+def head_values(prediction: Any, bounds: Limits) -> dict[str, str | None]:
+    """Each head's trusted top-1 (None when unsure); the label head under ``label``."""
+    values: dict[str, str | None] = {"label": str(prediction.label)}
+    for name, head in (getattr(prediction, "heads", None) or {}).items():
+        values[name] = str(head.label) if trusted(head, bounds) else None
+    return values
+
+
+def choose_bin(
+    prediction: Any, settings: Settings, sizes: Mapping[str, float | None] | None = None
+) -> BinChoice:
+    """The bin for a :class:`classify.runtime.Prediction` (None: no model was active) and, for
+    the size rules, the part's measured sizes (``capture``'s ``Measurement`` fields)."""
     review_bin = settings.actuator.review_bin
     if prediction is None:
         return BinChoice(review_bin, "no_model", "no_model")
@@ -79,6 +115,13 @@ def choose_bin(prediction: Any, settings: Settings) -> BinChoice:
         return BinChoice(review_bin, "uncertain", "margin")
     if float(prediction.confidence) < bounds.min_confidence:
         return BinChoice(review_bin, "uncertain", "confidence")
+    rules = settings.sorter.rules
+    if rules:
+        outcome = apply_rules(rules, head_values(prediction, bounds), sizes)
+        if outcome is not None and outcome.bin is not None:
+            return BinChoice(outcome.bin, "confident", SORT_RULE, outcome.title)
+        if outcome is not None:
+            return BinChoice(review_bin, "uncertain", outcome.why, outcome.title)
     target = settings.sorter.bins.get(prediction.label)
     if target is None:
         return BinChoice(review_bin, "unmapped", "unmapped")

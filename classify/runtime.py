@@ -14,13 +14,13 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from classify.open_set import MODEL_JSON, ModelCard, OpenSet, read_card
+from classify.open_set import MODEL_JSON, Head, ModelCard, OpenSet, read_card
 from classify.preprocess import prepare
 from rig.errors import ModelError
 
@@ -100,6 +100,20 @@ class ModelLimits:
 
 
 @dataclass(frozen=True)
+class HeadPrediction:
+    """What one attribute head (``colour``, ``category``...) thinks, with how sure it is."""
+
+    name: str
+    label: str
+    confidence: float
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    margin: float = 1.0
+    open_set_score: float | None = None
+    open_set_threshold: float | None = None
+    min_margin: float = 0.0
+
+
+@dataclass(frozen=True)
 class Prediction:
     """What the model thinks one part is."""
 
@@ -113,6 +127,8 @@ class Prediction:
     open_set_score: float | None = None
     open_set_threshold: float | None = None
     min_margin: float = 0.0
+    #: The attribute heads of a multi-head model (``partrig train --heads``), by name.
+    heads: dict[str, HeadPrediction] = field(default_factory=dict)
 
 
 class Classifier:
@@ -142,6 +158,7 @@ class Classifier:
         inp = interpreter.get_input_details()
         out = interpreter.get_output_details()
         self._features: dict[str, Any] | None = None
+        self._attribute_heads: list[tuple[Head, dict[str, Any]]] = []
         if len(inp) != 1:
             raise ModelError("the model must have exactly one input tensor")
         if card is None:
@@ -176,6 +193,7 @@ class Classifier:
                         f"model.json's prototypes have {rule.prototypes.shape[1]} features; the "
                         f"model's feature output has {width}"
                     )
+            self._attribute_heads = [_attribute_output(h, out) for h in card.heads[1:]]
         self._input = inp[0]
         shape = [int(v) for v in self._input["shape"]]
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
@@ -267,8 +285,23 @@ class Classifier:
         """
         return self.invoke_heads(batch_uint8)[0]
 
+    @property
+    def head_labels(self) -> dict[str, list[str]]:
+        """Every head's labels by name, the label head under ``label`` (for sorting rules)."""
+        out = {"label": list(self.labels)}
+        for head, _ in getattr(self, "_attribute_heads", []):
+            out[head.name] = list(head.labels)
+        return out
+
     def invoke_heads(self, batch_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """One invoke: ``(class scores, features or None)``, both dequantized floats."""
+        probs, features, _ = self.invoke_all(batch_uint8)
+        return probs, features
+
+    def invoke_all(
+        self, batch_uint8: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+        """One invoke: class scores, features or None, and each attribute head's scores."""
         batch = np.asarray(batch_uint8)
         if batch.ndim == 3:
             batch = batch[None]
@@ -281,10 +314,16 @@ class Classifier:
             interp.invoke()
             raw = interp.get_tensor(self._output["index"])
             feats = None if self._features is None else interp.get_tensor(self._features["index"])
+            extra = {
+                head.name: _dequantize(interp.get_tensor(detail["index"]), detail)
+                for head, detail in getattr(self, "_attribute_heads", [])
+            }
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"the model failed to run: {exc}") from None
         probs = _dequantize(raw, self._output)
-        return probs, None if feats is None else _dequantize(feats, self._features)
+        detail = self._features
+        features = None if feats is None or detail is None else _dequantize(feats, detail)
+        return probs, features, extra
 
     def probabilities(self, prepared: np.ndarray) -> np.ndarray:
         """Class probabilities for one prepared crop (``input_size`` square ``uint8``)."""
@@ -302,8 +341,15 @@ class Classifier:
             prepared = prepare(image_rgb, bbox, colour_matrix, self.input_size)
         except ValueError as exc:
             raise ModelError(f"cannot prepare the frame for the model: {exc}") from None
-        probs, features = self.invoke_heads(prepared)
-        return self.decide(probs[0], top_k, None if features is None else features[0])
+        probs, features, extra = self.invoke_all(prepared)
+        prediction = self.decide(probs[0], top_k, None if features is None else features[0])
+        if not extra:
+            return prediction
+        heads = {
+            head.name: head_prediction(head, extra[head.name][0], top_k)
+            for head, _ in self._attribute_heads
+        }
+        return replace(prediction, heads=heads)
 
     def decide(
         self, probs: np.ndarray, top_k: int = 3, features: np.ndarray | None = None
@@ -328,6 +374,47 @@ class Classifier:
             self.labels[best], best, float(probs[best]), ranked,
             float(probs[best]) - second, score, threshold, min_margin,
         )  # fmt: skip
+
+
+def _attribute_output(head: Head, outputs: list[dict[str, Any]]) -> tuple[Head, dict[str, Any]]:
+    """An attribute head's output tensor, checked against model.json's labels."""
+    if head.output_index >= len(outputs):
+        raise ModelError(
+            f"model.json names output {head.output_index} for head {head.name!r}; the model "
+            f"has {len(outputs)}"
+        )
+    detail = outputs[head.output_index]
+    if int(detail["shape"][-1]) != len(head.labels):
+        raise ModelError(
+            f"head {head.name!r} has {len(head.labels)} labels in model.json but its output "
+            f"has {int(detail['shape'][-1])} scores; use the model.json written with the model"
+        )
+    return head, detail
+
+
+def ranked(
+    probs: np.ndarray, labels: Sequence[str], top_k: int
+) -> tuple[list[tuple[str, float]], float]:
+    """The ``top_k`` (label, score) pairs, best first (ties by index), and the top-1 margin."""
+    probs = np.asarray(probs, np.float32)
+    if not np.all(np.isfinite(probs)):
+        raise ModelError("the model returned non-finite scores")
+    order = np.argsort(-probs, kind="stable")
+    k = max(1, min(int(top_k), len(labels)))
+    best = [(labels[int(i)], float(probs[int(i)])) for i in order[:k]]
+    second = float(probs[int(order[1])]) if len(order) > 1 else 0.0
+    return best, float(probs[int(order[0])]) - second
+
+
+def head_prediction(head: Head, probs: np.ndarray, top_k: int = 3) -> HeadPrediction:
+    """One attribute head's answer: top-k, margin and, if calibrated, its open-set score."""
+    top, margin = ranked(probs, head.labels, top_k)
+    score = threshold = None
+    if head.open_set is not None and not head.open_set.needs_features:
+        score, threshold = head.open_set.score(np.asarray(probs), None), head.open_set.threshold
+    return HeadPrediction(
+        head.name, top[0][0], top[0][1], top, margin, score, threshold, head.min_margin
+    )
 
 
 def _dequantize(raw: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

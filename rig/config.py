@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from rig.errors import ConfigError
+from rig.sort_rules import SortRule, check_order
 
 CONFIG_ENV = "PARTRIG_CONFIG"
 DEFAULT_CONFIG_NAME = "partrig.toml"
@@ -307,6 +309,17 @@ class SorterConfig(_Section):
     sample_every: int = Field(50, ge=0, le=1000000, description="keep every Nth crop; 0 = none")
     num_threads: int = Field(2, ge=1, le=64)
     bins: dict[str, int] = Field(default_factory=dict, description="label -> bin")
+    # NOTE: rig/sort_rules.py checks each rule and their order; classify/rules.py checks them
+    # against the model's heads and the actuator's bins.
+    rules: list[SortRule] = Field(
+        default_factory=list, description="bins by predicted attributes and measured size"
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_in_order(cls, rules: list[SortRule]) -> list[SortRule]:
+        check_order(rules)
+        return rules
 
 
 class ModelsConfig(_Section):
@@ -408,7 +421,7 @@ class Settings(_Section):
     source: Path | None = Field(None, exclude=True, description="file this was read from")
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     key = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
