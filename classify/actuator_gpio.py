@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from classify.actuator import bin_count, check_bin, check_config
+from classify.actuator_types import bin_count, check_bin, check_config
 from rig.config import ActuatorConfig
 from rig.errors import ActuatorError
 
@@ -39,7 +39,7 @@ def servo_duty(angle_deg: float) -> float:
 
 def _import_gpio() -> Any:
     try:
-        import RPi.GPIO as gpio  # type: ignore[import-not-found]
+        import RPi.GPIO as gpio
     except (ImportError, RuntimeError) as exc:
         raise ActuatorError(
             f"RPi.GPIO is not available ({exc}): install it on the Pi (pip install RPi.GPIO,"

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from classify.actuator import check_bin
+from classify.actuator_types import check_bin
 from rig.errors import ActuatorError
 
 if TYPE_CHECKING:

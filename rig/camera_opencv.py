@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from rig.camera import Exposure, Frame, check_frame
+from rig.camera_types import Exposure, Frame, check_frame
 from rig.config import CameraConfig
 from rig.errors import CameraError
 

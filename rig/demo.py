@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from rig.config import Settings
+from rig.errors import ConfigError, LinkError
+from rig.turntable import Mode
 
 DEMO_ANGLES = (45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0, 0.0)
 
@@ -30,7 +32,7 @@ class MoveRecord:
     took_s: float
 
 
-def _delta(mode: str, here: float, goal: float) -> float:
+def _delta(mode: Mode, here: float, goal: float) -> float:
     d = (goal - here) % 360.0
     return d - 360.0 if mode == "shortest" and d >= 180.0 else d
 
@@ -41,7 +43,11 @@ def run_demo(settings: Settings, console: Console) -> list[MoveRecord]:
 
     records: list[MoveRecord] = []
     with open_rig(settings, with_camera=False) as rig:
-        info = rig.link.firmware
+        info, board = rig.link.firmware, rig.firmware_sim
+        if info is None:
+            raise LinkError("the link reported no firmware after its handshake")
+        if board is None:
+            raise ConfigError("partrig demo runs on the simulated rig: pass --sim")
         console.print(
             f"[green]handshake ok[/] on {rig.status()['port']}: firmware [bold]{info.name}"
             f"[/] {info.version} (dialect [bold]{info.dialect}[/])"
@@ -55,14 +61,14 @@ def run_demo(settings: Settings, console: Console) -> list[MoveRecord]:
         rig.lights.on()
         console.print(f"lights on: level {rig.lights.level:.2f} on {settings.lights.pin}")
 
-        def move(what: str, goal: float, mode: str | None = None) -> None:
+        def move(what: str, goal: float, mode: Mode | None = None) -> None:
             m = mode or settings.turntable.mode
             predicted = tt.move_time(_delta(m, tt.angle, goal))
             t0 = time.perf_counter()
-            tt.rotate_to(goal, m)  # type: ignore[arg-type]
+            tt.rotate_to(goal, m)
             measured = tt.wait()
             took = time.perf_counter() - t0
-            true = rig.firmware_sim.actual_angle_deg()
+            true = board.actual_angle_deg()
             records.append(MoveRecord(what, goal % 360, measured, true, predicted, took))
 
         for angle in DEMO_ANGLES:

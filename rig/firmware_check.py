@@ -28,11 +28,11 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from rig.config import LightsConfig, TurntableConfig
 from rig.errors import FirmwareUnsupported, GcodeError
-from rig.gcode import parse_m115, parse_reply
+from rig.gcode import FirmwareInfo, parse_m115, parse_reply
+from rig.link_types import CommandLink
 
 log = logging.getLogger("rig.firmware")
 
@@ -74,13 +74,16 @@ class FirmwareReport:
         )
 
 
-def check_firmware(link: Any, turntable: TurntableConfig, lights: LightsConfig) -> FirmwareReport:
+def check_firmware(
+    link: CommandLink, turntable: TurntableConfig, lights: LightsConfig
+) -> FirmwareReport:
     """Run every check on an open link; raise :class:`FirmwareUnsupported` if one fails.
 
     Replies carry no checksum, so a firmware that fails is asked everything once more (M115
     included) and judged on the second answers: a corrupted line cannot refuse a good board.
     """
-    report = _run_checks(link, link.firmware, turntable, lights)
+    info = link.firmware if link.firmware is not None else _fresh_info(link)
+    report = _run_checks(link, info, turntable, lights)
     if not report.ok:
         log.info("firmware check failed (%s); asking once more", ", ".join(report.problems))
         report = _run_checks(link, _fresh_info(link), turntable, lights)
@@ -91,15 +94,17 @@ def check_firmware(link: Any, turntable: TurntableConfig, lights: LightsConfig) 
     return report
 
 
-def _fresh_info(link: Any) -> Any:
+def _fresh_info(link: CommandLink) -> FirmwareInfo:
     try:
         return parse_m115(link.send("M115"))
     except GcodeError:
+        if link.firmware is None:
+            raise
         return link.firmware
 
 
 def _run_checks(
-    link: Any, info: Any, turntable: TurntableConfig, lights: LightsConfig
+    link: CommandLink, info: FirmwareInfo, turntable: TurntableConfig, lights: LightsConfig
 ) -> FirmwareReport:
     report = FirmwareReport(name=f"{info.name} {info.version}".strip(), dialect=info.dialect)
     if info.capabilities.get("EMERGENCY_PARSER", 0) != 1:
@@ -128,7 +133,7 @@ class _Position:
     count_y: int | None
 
 
-def _position(link: Any) -> _Position:
+def _position(link: CommandLink) -> _Position:
     for _attempt in range(2):  # NOTE: replies carry no checksum: ask once more
         for line in link.send("M114"):
             reply = parse_reply(line)
@@ -166,7 +171,7 @@ def _check_home(report: FirmwareReport, pos: _Position, turntable: TurntableConf
 
 
 def _check_settings(
-    link: Any, report: FirmwareReport, pos: _Position
+    link: CommandLink, report: FirmwareReport, pos: _Position
 ) -> tuple[float, float | None] | None:
     """M503: steps per unit, and the M206 line that exists only with workspace offsets."""
     try:
@@ -201,7 +206,7 @@ def _check_settings(
     return spu_x, spu_y
 
 
-def _check_light_pin(link: Any, report: FirmwareReport, lights: LightsConfig) -> None:
+def _check_light_pin(link: CommandLink, report: FirmwareReport, lights: LightsConfig) -> None:
     if lights.pin == "D9":
         return  # NOTE: D9 is Marlin's fan: M106/M107, always compiled in
     pin = lights.pin.lstrip("D")
@@ -215,7 +220,7 @@ def _check_light_pin(link: Any, report: FirmwareReport, lights: LightsConfig) ->
 
 
 def _check_min_steps(
-    link: Any, report: FirmwareReport, pos: _Position, spu_y: float | None
+    link: CommandLink, report: FirmwareReport, pos: _Position, spu_y: float | None
 ) -> None:
     """One step on Y, there and back: dropped means MIN_STEPS_PER_SEGMENT > 1."""
     if pos.count_y is None or spu_y is None or spu_y <= 0:

@@ -19,10 +19,10 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from rig.config import LightsConfig
 from rig.errors import GcodeError
+from rig.link_types import Link, LinkEvent
 
 MARLIN_FAN_UPDATE_S = 0.1  # Marlin's fan PWM update period
 FAN_SETTLE_S = MARLIN_FAN_UPDATE_S + 0.05  # one update plus a margin for the serial round trip
@@ -32,7 +32,7 @@ class Lights:
     """Switch and dim the light.  ``level`` is what was last set, 0..1 (0 after a board reset)."""
 
     def __init__(
-        self, link: Any, config: LightsConfig, *, sleep: Callable[[float], None] | None = None
+        self, link: Link, config: LightsConfig, *, sleep: Callable[[float], None] | None = None
     ) -> None:
         """``sleep`` waits for Marlin's fan update (the simulated rig passes its clock's)."""
         self.link = link
@@ -41,17 +41,15 @@ class Lights:
         self.pin = int(config.pin.lstrip("D"))
         self._level = 0.0
         self._lock = threading.Lock()
-        add = getattr(link, "add_listener", None)
-        if add is not None:
-            add(self._on_link_event)
+        link.add_listener(self._on_link_event)
 
     @property
     def level(self) -> float:
         return self._level
 
     def _dialect(self) -> str:
-        info = getattr(self.link, "firmware", None)
-        return getattr(info, "dialect", "partrig") or "partrig"
+        info = self.link.firmware
+        return info.dialect if info is not None else "partrig"
 
     def command_for(self, level: float) -> str:
         """The G-code that sets ``level`` on this firmware (public so the docs can show it)."""
@@ -97,15 +95,7 @@ class Lights:
         """The board switched its outputs off by itself (an e-stop's kill): record level 0."""
         self._level = 0.0
 
-    def _on_link_event(self, event: Any) -> None:
+    def _on_link_event(self, event: LinkEvent) -> None:
         # NOTE: a reset drives every output low, so the truthful level is 0 until set again.
-        if _event_kind(event) == "reset":
+        if event.kind == "reset":
             self._level = 0.0
-
-
-def _event_kind(event: Any) -> str:
-    """The kind of a link event, whatever the link names the field (``kind`` or a string)."""
-    if isinstance(event, str):
-        return event
-    kind = getattr(event, "kind", None) or getattr(event, "name", None)
-    return str(getattr(kind, "value", kind))

@@ -22,6 +22,7 @@ import time
 from rig import gcode
 from rig.errors import FirmwareHalted, GcodeError, LinkError
 from rig.gcode import FirmwareInfo, Reply
+from rig.link_state import LinkState
 from rig.link_types import (
     HS_BASE_MAX,
     HS_BASE_STEP,
@@ -34,7 +35,7 @@ from rig.link_types import (
 log = logging.getLogger("rig.link")
 
 
-class LinkHandshake:
+class LinkHandshake(LinkState):
     """Mixin of :class:`rig.link.GcodeLink`; it uses the link's protocol state directly."""
 
     # --- handshake (a small state machine driven by command callbacks) ---------------------------

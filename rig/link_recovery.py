@@ -15,19 +15,15 @@ from collections import deque
 
 from rig import gcode
 from rig.errors import FirmwareHalted, FirmwareReset, LinkError, LinkTimeout, PortLost
+from rig.link_state import LinkState
 from rig.link_types import PROBE_COMMAND, PROVOKE_ATTEMPTS, LinkEvent, PendingCommand, ResendRequest
 from rig.serial_port import open_serial
 
 log = logging.getLogger("rig.link")
 
 
-class LinkRecovery:
+class LinkRecovery(LinkState):
     """Mixin of :class:`rig.link.GcodeLink`; it uses the link's protocol state directly."""
-
-    #: Times the port came back after it was lost.  NOTE: counted before the re-handshake, so
-    #: a caller whose command completes afterwards always sees it (the turntable then checks
-    #: whether the board restarted unseen: a restart while unplugged sends no ``start``).
-    reconnects: int = 0
 
     # --- resends -----------------------------------------------------------------------------
 

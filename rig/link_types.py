@@ -1,8 +1,10 @@
-"""The link's small types and limits: commands in flight, events, resend requests.
+"""The link's small types and limits: commands in flight, events, resend requests, and the
+:class:`Link` protocol.
 
 Why a module of its own: :mod:`rig.link` (the sender), :mod:`rig.link_recovery` (resends,
-silences, resets, reconnects) and :mod:`rig.link_handshake` all use them, and callers
-(the turntable, the web app) only need :class:`LinkEvent` and :class:`PendingCommand`.
+silences, resets, reconnects) and :mod:`rig.link_handshake` all use them, and callers (the
+turntable, the lights, the rig, the web app) need only :class:`Link`, :class:`LinkEvent` and
+:class:`PendingCommand`, not the link's implementation.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from rig import gcode
 from rig.errors import LinkTimeout
+
+if TYPE_CHECKING:
+    from rig.config import SerialConfig
 
 # NOTE: consecutive silences answered with a probe before the link gives up (OctoPrint uses
 # a similar small number); each costs one command timeout.
@@ -110,3 +116,63 @@ class ResendRequest:
     line: int
     ignored: bool
     deadline: float
+
+
+class CommandLink(Protocol):
+    """The part of the link a device driver needs: send a line, know the firmware.
+
+    Why apart from :class:`Link`: the firmware checks (:mod:`rig.firmware_check`) only send
+    queries, and their tests drive them with a recording double.
+    """
+
+    @property
+    def firmware(self) -> gcode.FirmwareInfo | None:
+        """What ``M115`` reported at the last handshake; None before the first."""
+        ...
+
+    def send(self, cmd: str, timeout: float | None = None) -> list[str]:
+        """Send ``cmd`` and block until its ``ok``; the lines printed for it."""
+        ...
+
+
+class Link(CommandLink, Protocol):
+    """What the turntable, the lights, the rig and the web app use of :class:`rig.link.GcodeLink`.
+
+    The counters let a device notice what happened between two of its commands: ``resets``
+    (``start`` seen) and ``reconnects`` (the port came back) only ever grow.
+    """
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def config(self) -> SerialConfig: ...
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``handshaking``, ``ready``, ``reconnecting``, ``disconnected`` or
+        ``halted``."""
+        ...
+
+    @property
+    def fault(self) -> str | None: ...
+
+    @property
+    def resets(self) -> int: ...
+
+    @property
+    def reconnects(self) -> int: ...
+
+    def add_listener(self, fn: Callable[[LinkEvent], None]) -> None: ...
+
+    def open(self) -> gcode.FirmwareInfo: ...
+
+    def close(self) -> None: ...
+
+    def quick_stop(self) -> PendingCommand | None: ...
+
+    def write_emergency(self) -> bool: ...
+
+    def latch_emergency(self) -> None: ...
+
+    def clear_fault(self) -> gcode.FirmwareInfo: ...

@@ -19,13 +19,24 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rig.config import Settings
 from rig.errors import MotionError
 from rig.firmware_check import check_firmware
 from rig.lights import Lights
+from rig.link_types import Link
 from rig.turntable import Turntable
+
+if TYPE_CHECKING:
+    from rig.camera_types import Camera
+    from rig.sim.board import RemoteBoard
+    from rig.sim.clock import SimClock
+    from rig.sim.marlin import SimFirmware
+    from rig.sim.world import SimWorld
+
+    #: The simulated board: in this process, or in its own (the e-stop benchmark's).
+    SimBoard = SimFirmware | RemoteBoard
 
 log = logging.getLogger("rig")
 
@@ -36,14 +47,14 @@ class Rig:
     def __init__(
         self,
         settings: Settings,
-        link: Any,
+        link: Link,
         turntable: Turntable,
         lights: Lights,
-        camera: Any,
+        camera: Camera | None,
         *,
-        world: Any = None,
-        firmware_sim: Any = None,
-        clock: Any = None,
+        world: SimWorld | None = None,
+        firmware_sim: SimBoard | None = None,
+        clock: SimClock | None = None,
         temp_dir: Path | None = None,
     ) -> None:
         self.settings = settings
@@ -68,22 +79,21 @@ class Rig:
     @property
     def fault(self) -> str | None:
         """The first latched fault: the rig's own, the link's, or the turntable's."""
-        return self._fault or getattr(self.link, "fault", None) or self.turntable.fault
+        return self._fault or self.link.fault or self.turntable.fault
 
     def status(self) -> dict[str, Any]:
         """A JSON-ready snapshot for the status page and ``partrig rig status``."""
-        info = getattr(self.link, "firmware", None)
-        state = getattr(self.link, "state", None)
+        info = self.link.firmware
         return {
             "simulated": self.simulated,
-            "port": getattr(self.link, "path", None) or self.settings.serial.port,
-            "link": str(getattr(state, "value", state)),
+            "port": self.link.path or self.settings.serial.port,
+            "link": str(self.link.state),
             "firmware": {
-                "name": getattr(info, "name", None),
-                "version": getattr(info, "version", None),
-                "dialect": getattr(info, "dialect", None),
+                "name": info.name if info is not None else None,
+                "version": info.version if info is not None else None,
+                "dialect": info.dialect if info is not None else None,
             },
-            "resets": getattr(self.link, "resets", 0),
+            "resets": self.link.resets,
             "angle_deg": round(self.turntable.angle, 4),
             "lights": self.lights.level,
             "camera": self.settings.camera.driver,
@@ -126,7 +136,8 @@ class Rig:
 
     def _kill_drops_lights(self) -> bool:
         """Whether the halted board has switched the light's output off by itself."""
-        dialect = getattr(getattr(self.link, "firmware", None), "dialect", "partrig")
+        info = self.link.firmware
+        dialect = info.dialect if info is not None else "partrig"
         # NOTE: stock Marlin's kill turns its heaters (D8, D10) off but not the fan pin (D9).
         return dialect != "marlin" or self.lights.pin != 9
 
@@ -140,7 +151,7 @@ class Rig:
         """
         first = self._fault is None
         self._fault = self._fault or reason
-        link_fault = getattr(self.link, "fault", None)
+        link_fault = self.link.fault
         if self._estop or link_fault is not None:
             log.warning("safe stop: %s (the link is latched: %s)", reason, link_fault or "e-stop")
             halted = self._estop or str(link_fault).startswith(
@@ -163,7 +174,7 @@ class Rig:
     def clear_fault(self, *, zero_confirmed: bool = False) -> None:
         """Reset the board, then recover the position: home if there is an endstop, else
         take the operator's word (``zero_confirmed``) that the table is at its zero mark."""
-        if getattr(self.link, "fault", None) is not None or self._fault is not None:
+        if self.link.fault is not None or self._fault is not None:
             self.link.clear_fault()
         self._fault = None
         self._estop = False
@@ -187,12 +198,12 @@ class Rig:
             if self.fault is None:
                 self.lights.off()
         for thing in (self.camera, self.link, self.firmware_sim):
-            close = getattr(thing, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception as exc:
-                    log.warning("closing %s failed: %s", type(thing).__name__, exc)
+            if thing is None:
+                continue
+            try:
+                thing.close()
+            except Exception as exc:
+                log.warning("closing %s failed: %s", type(thing).__name__, exc)
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 
@@ -212,9 +223,11 @@ def open_rig(settings: Settings, *, with_camera: bool = True) -> Rig:
     """
     from rig.link import GcodeLink
 
-    opened: list[Any] = []
+    opened: list[SimBoard | Link | Camera] = []
     temp_dir: Path | None = None
-    fw = clock = world = None
+    fw: SimBoard | None = None
+    clock: SimClock | None = None
+    world: SimWorld | None = None
     try:
         port = settings.serial.port
         reset_hook = None
@@ -224,17 +237,18 @@ def open_rig(settings: Settings, *, with_camera: bool = True) -> Rig:
             from rig.sim.clock import SimClock
 
             clock = SimClock(settings.simulator.time_scale)
-            fw = RemoteBoard(settings.simulator.board).wait_ready()
-            opened.append(fw)
-            port, reset_hook = fw.port, fw.reset
-            world = _sim_world(settings, fw, clock) if with_camera else None
+            remote = RemoteBoard(settings.simulator.board).wait_ready()
+            fw = remote
+            opened.append(remote)
+            port, reset_hook = remote.port, remote.reset
+            world = _sim_world(settings, remote, clock) if with_camera else None
         elif settings.sim:
             from rig.sim.clock import SimClock
             from rig.sim.marlin import SimFirmware
 
             temp_dir = Path(tempfile.mkdtemp(prefix="partrig-sim-"))
             clock = SimClock(settings.simulator.time_scale)
-            fw = SimFirmware(
+            local = SimFirmware(
                 settings.simulator,
                 clock,
                 dialect=settings.simulator.firmware,
@@ -243,10 +257,11 @@ def open_rig(settings: Settings, *, with_camera: bool = True) -> Rig:
                 light_pin=settings.lights.pin,
                 endstop=settings.turntable.endstop == "x_min",
             ).start()
-            opened.append(fw)
-            fw.wait_ready()
-            port, reset_hook = fw.port, fw.reset
-            world = _sim_world(settings, fw, clock) if with_camera else None
+            fw = local
+            opened.append(local)
+            local.wait_ready()
+            port, reset_hook = local.port, local.reset
+            world = _sim_world(settings, local, clock) if with_camera else None
         link = GcodeLink(settings.serial, port=port, reset_hook=reset_hook)
         link.open()
         opened.append(link)
@@ -289,7 +304,9 @@ def open_rig(settings: Settings, *, with_camera: bool = True) -> Rig:
         raise
 
 
-def _bring_up_world(settings: Settings, turntable: Turntable, lights: Lights) -> tuple[Any, Any]:
+def _bring_up_world(
+    settings: Settings, turntable: Turntable, lights: Lights
+) -> tuple[SimClock, SimWorld]:
     """A simulated world for a real board: the part turns as the board's ``M114`` says."""
     from rig.sim.clock import SimClock
     from rig.sim.world import SimWorld
@@ -310,7 +327,7 @@ def _bring_up_world(settings: Settings, turntable: Turntable, lights: Lights) ->
     return clock, world
 
 
-def _sim_world(settings: Settings, fw: Any, clock: Any) -> Any:
+def _sim_world(settings: Settings, fw: SimBoard, clock: SimClock) -> SimWorld:
     from rig.sim.world import SimWorld
 
     return SimWorld(
@@ -321,7 +338,7 @@ def _sim_world(settings: Settings, fw: Any, clock: Any) -> Any:
     )
 
 
-def _open_camera(settings: Settings, world: Any, clock: Any) -> Any:
+def _open_camera(settings: Settings, world: SimWorld | None, clock: SimClock | None) -> Camera:
     from rig.camera import open_camera
 
     # NOTE: the simulated camera times its exposure on the rig's SimClock, so a virtual clock

@@ -47,11 +47,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from rig.config import TurntableConfig
 from rig.errors import FirmwareReset, GcodeError, MotionError, PortLost, PositionLost
-from rig.lights import _event_kind
+from rig.link_types import Link, LinkEvent
 from rig.motion import MoveOverhead, duration
 
 log = logging.getLogger("rig.turntable")
@@ -68,7 +68,7 @@ class Turntable:
     """The rotary axis.  Thread-safe; one instance per link."""
 
     def __init__(
-        self, link: Any, config: TurntableConfig, *, clock: Callable[[], float] | None = None
+        self, link: Link, config: TurntableConfig, *, clock: Callable[[], float] | None = None
     ) -> None:
         """``clock`` times moves for :attr:`overhead` (the simulated rig passes its own)."""
         self.link = link
@@ -90,8 +90,8 @@ class Turntable:
         # it kept its count before anything moves (see the module doc).
         self._check_pending = False
         self._before: int | None = None  # firmware count where the unverified moves began
-        self._seen_resets = getattr(link, "resets", 0)
-        self._seen_reconnects = getattr(link, "reconnects", 0)
+        self._seen_resets = link.resets
+        self._seen_reconnects = link.reconnects
         self._pending_s = 0.0  # predicted seconds of the moves not yet waited for
         self._now = clock or time.monotonic
         self._chain_start = 0.0  # when the first move not yet waited for was sent
@@ -99,9 +99,7 @@ class Turntable:
         #: Measured time per move beyond the trapezoid (the firmware's own overhead).
         self.overhead = MoveOverhead()
         self.fault: str | None = None
-        add = getattr(link, "add_listener", None)
-        if add is not None:
-            add(self._on_link_event)
+        link.add_listener(self._on_link_event)
 
     # --- conversions (pure arithmetic) -------------------------------------------------------
 
@@ -148,8 +146,8 @@ class Turntable:
     # --- link plumbing -----------------------------------------------------------------------
 
     def _dialect(self) -> str:
-        info = getattr(self.link, "firmware", None)
-        return getattr(info, "dialect", "partrig") or "partrig"
+        info = self.link.firmware
+        return info.dialect if info is not None else "partrig"
 
     def _send(self, command: str, timeout: float | None = None) -> list[str]:
         try:
@@ -190,8 +188,8 @@ class Turntable:
         if self.fault is not None:
             raise PositionLost(self.fault)
 
-    def _on_link_event(self, event: Any) -> None:
-        kind = _event_kind(event)
+    def _on_link_event(self, event: LinkEvent) -> None:
+        kind = event.kind
         if kind == "reset":
             with self._lock:
                 self._note_resets()
@@ -207,7 +205,7 @@ class Turntable:
         event is delivered asynchronously: a command issued right after a reset must not run
         on a board that has forgotten its settings and position.
         """
-        resets = getattr(self.link, "resets", 0)
+        resets = self.link.resets
         if resets == self._seen_resets:
             return
         self._seen_resets = resets
@@ -228,7 +226,7 @@ class Turntable:
         NOTE: the link bumps its count before the re-handshake, so any command that completes
         after a reconnect sees it here; the ``reconnected`` event would arrive too late.
         """
-        reconnects = getattr(self.link, "reconnects", 0)
+        reconnects = self.link.reconnects
         if reconnects != self._seen_reconnects:
             self._seen_reconnects = reconnects
             self._check_pending = True
@@ -430,8 +428,7 @@ class Turntable:
         for unknown waits.  Here the wait is predictable, so a lost ``ok`` (which no busy
         keepalive follows once the move is over) is noticed and probed within seconds.
         """
-        serial = getattr(self.link, "config", None)
-        base = float(getattr(serial, "command_timeout_s", 5.0))
+        base = self.link.config.command_timeout_s
         return 1.5 * self._pending_s + base
 
     def _maybe_rezero(self) -> None:

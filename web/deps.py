@@ -12,12 +12,16 @@ role).  A browser session must also send its CSRF token on every mutating reques
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from pydantic import StringConstraints
 
+from capture.store import DatasetStore
 from rig.config import Settings
+from rig.rig_types import Rig
+from web.run_registry import RunRegistry
 from web.security import (
     CSRF_FORM_FIELD,
     CSRF_HEADER,
@@ -36,25 +40,27 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_rig(request: Request) -> Any:
-    rig = request.app.state.rig
+def get_rig(request: Request) -> Rig:
+    rig: Rig | None = request.app.state.rig
     if rig is None:
         raise HTTPException(503, "the rig is not open: see the server log for why it failed")
     return rig
 
 
-def get_store(request: Request) -> Any:
-    return request.app.state.store
+def get_store(request: Request) -> DatasetStore:
+    store: DatasetStore = request.app.state.store
+    return store
 
 
-def get_runs(request: Request) -> Any:
-    return request.app.state.runs
+def get_runs(request: Request) -> RunRegistry:
+    runs: RunRegistry = request.app.state.runs
+    return runs
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-RigDep = Annotated[Any, Depends(get_rig)]
-StoreDep = Annotated[Any, Depends(get_store)]
-RunsDep = Annotated[Any, Depends(get_runs)]
+RigDep = Annotated[Rig, Depends(get_rig)]
+StoreDep = Annotated[DatasetStore, Depends(get_store)]
+RunsDep = Annotated[RunRegistry, Depends(get_runs)]
 
 
 #: Where :func:`current_principal` keeps its answer for the rest of the request (the
@@ -70,7 +76,8 @@ def current_principal(request: Request) -> Principal | None:
     constant-time key comparison, an HMAC, a dict lookup): the e-stop relies on that.
     """
     if PRINCIPAL_SCOPE_KEY in request.scope:
-        return request.scope[PRINCIPAL_SCOPE_KEY]  # type: ignore[no-any-return]
+        known: Principal | None = request.scope[PRINCIPAL_SCOPE_KEY]
+        return known
     settings: Settings = request.app.state.settings
     who: Principal | None = None
     key = request.headers.get("x-api-key")
@@ -121,7 +128,7 @@ async def _check_csrf(request: Request, who: Principal) -> None:
         )
 
 
-def require(*roles: Role) -> Any:
+def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency that admits only ``roles`` (and checks CSRF for browser sessions)."""
 
     async def dependency(request: Request) -> Principal:

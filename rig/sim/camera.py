@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from rig.camera import Exposure, Frame
+from rig.camera_types import Exposure, Frame
 from rig.config import CameraConfig, SimConfig
 from rig.errors import CameraError
 from rig.sim.backdrop import BackdropCache, SensorNoise
@@ -111,6 +111,8 @@ class SimCamera:
         self.exposure_s = sim.exposure_ms / 1000.0
         if clock is None and sleep is None and now is None:
             clock = getattr(world, "clock", None)
+        self._now: Callable[[], float]
+        self._sleep: Callable[[float], None]
         if clock is not None:
             self._now, self._sleep = clock.now, clock.sleep
         else:

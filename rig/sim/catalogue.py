@@ -12,7 +12,7 @@ colour, so the catalogue holds (contracts, "Simulation fidelity"):
 * M4 pan head screws of 8, 10, 12 and 16 mm that look the same except for their length
   (``screw-m4-8`` ... ``screw-m4-16``): they share the dataset label ``screw-m4``
   (:attr:`PartSpec.shared_label`) and carry ``nominal_length_mm``, because length is measured
-  (``capture/measure.py``), never classified; :func:`trainable_labels` leaves them out.
+  (``capture/vision/measure.py``), never classified; :func:`trainable_labels` leaves them out.
 
 Every part's true size is known: :func:`true_size_mm` gives an instance's extents in
 millimetres, and the simulated cameras draw it at that size (``rig/sim/optics.py`` is the
@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -205,7 +205,7 @@ SHAPES: dict[str, Callable[[np.ndarray], Model]] = {
     "screw": _screw,
     "nut": _nut,
     "washer": _washer,
-    **{f"screw-m4x{n}": (lambda c, n=n: _screw(c, float(n))) for n in M4_LENGTHS},
+    **{f"screw-m4x{n}": partial(_screw, length=float(n)) for n in M4_LENGTHS},
 }
 
 

@@ -211,8 +211,10 @@ def _draw(
                 cv2.fillPoly(mask, [poly], 1, cv2.LINE_8, _SHIFT)
             if solid.window is not None:
                 _see_through(poly, solid.window, view, origin, canvas, mask, behind, alpha)
-        for pts, normals, colour, width_mm in solid.lines:
-            _draw_line(pts, normals, colour, width_mm, view, origin, canvas, brightness, toward)
+        for pts, normals, line_colour, width_mm in solid.lines:
+            _draw_line(
+                pts, normals, line_colour, width_mm, view, origin, canvas, brightness, toward
+            )
 
 
 def _see_through(near, far_verts, view, origin, canvas, mask, behind, alpha) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 import pytest
 
-from rig.config import TurntableConfig
+from rig.config import SerialConfig, TurntableConfig
 from rig.errors import GcodeError, MotionError, PortLost, PositionLost
+from rig.link_types import LinkEvent
 from rig.turntable import Turntable
 
 
@@ -16,10 +18,16 @@ class RecordingLink:
     """Answers every command with nothing and records it: for the pure arithmetic tests."""
 
     resets = 0
+    reconnects = 0
     firmware = None
+    config = SerialConfig()
 
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.listeners: list[Callable[[LinkEvent], None]] = []
+
+    def add_listener(self, fn: Callable[[LinkEvent], None]) -> None:
+        self.listeners.append(fn)
 
     def send(self, cmd: str, timeout: float | None = None) -> list[str]:
         self.sent.append(cmd)
