@@ -67,6 +67,11 @@ def _tiny(keras: Any, x: Any, norm: str = "batch") -> Any:
     return keras.layers.GlobalAveragePooling2D()(x)
 
 
+def head_layer(name: str) -> str:
+    """The Keras layer (and output) name of the attribute head ``name``."""
+    return f"head_{name}"
+
+
 def check_options(backbone: str, alpha: float, size: int, weights: str | Path | None) -> None:
     """Refuse bad build options at once, before a trainer spends minutes preparing data."""
     if backbone not in BACKBONES:
@@ -119,11 +124,16 @@ def build_model(
     size: int = 224,
     weights: str | Path | None = None,
     norm: str = "batch",
+    heads: dict[str, int] | None = None,
 ) -> Any:
     """A compiled-ready ``keras.Model``: uint8-range pixels in, class probabilities out.
 
     ``norm`` chooses the tiny CNN's normalisation (:data:`NORMS`); the MobileNets keep their
-    BatchNorm (their weights were trained with it), at momentum :data:`BN_MOMENTUM`."""
+    BatchNorm (their weights were trained with it), at momentum :data:`BN_MOMENTUM`.
+
+    ``heads`` (attribute name -> number of values) adds one softmax output per attribute on the
+    same pooled features, named :func:`head_layer` (``head_colour``); the label's output stays
+    ``probs`` and first.  Without it the model is the single-head one, unchanged."""
     import keras
 
     check_options(backbone, alpha, size, weights)
@@ -149,7 +159,15 @@ def build_model(
         x = base(x)
     x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="probs")(x)
-    model = keras.Model(inputs, outputs, name=f"partrig_{backbone}")
+    if heads:
+        extra = []
+        for name, count in heads.items():
+            if count < 2:
+                raise ModelError(f"the {name} head needs at least 2 values (got {count})")
+            extra.append(keras.layers.Dense(count, activation="softmax", name=head_layer(name))(x))
+        model = keras.Model(inputs, [outputs, *extra], name=f"partrig_{backbone}")
+    else:
+        model = keras.Model(inputs, outputs, name=f"partrig_{backbone}")
     if backbone == "tiny" and isinstance(weights, Path):
         try:
             model.load_weights(str(weights))

@@ -81,6 +81,21 @@ def result_lines(metrics: dict[str, Any]) -> list[str]:
     for label, row in (metrics.get("per_class") or {}).items():
         precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"
         lines.append(f"{label[:28]:<28} {row['recall']:>7.3f} {precision:>9} {row['support']:>6}")
+    lines.extend(head_lines(metrics))
+    return lines
+
+
+def head_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line per attribute head of a multi-head model: its test accuracy, int8 and float."""
+    lines = []
+    for name, head in (metrics.get("heads") or {}).items():
+        if head.get("int8_accuracy") is None:
+            lines.append(f"head {name}: no test split")
+            continue
+        lines.append(
+            f"head {name} ({len(head['labels'])} values): int8 accuracy "
+            f"{head['int8_accuracy']:.3f}, float {head['float_accuracy']:.3f}"
+        )
     return lines
 
 
