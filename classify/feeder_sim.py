@@ -1,0 +1,251 @@
+"""The simulated feeder: drops catalogue parts onto a simulated sorting platform.
+
+The platform is a :class:`~rig.sim.world.SimWorld` of its own, with a printed sheet installed,
+seen by a :class:`~rig.sim.camera.SimCamera` through :class:`FeederCamera`.  When a sorting rule
+looks at a size (or ``simulator.optics = "metric"``), the camera is the metric one
+(:mod:`rig.sim.optics`): parts at their true size on the printed sheet, marker included, and
+stills at ``camera.still_size`` for the sorter to measure.  Every dropped part
+is a fresh instance (``feed-<seed>-<n>``), so its colour and size jitter and where it lands
+(a few millimetres off centre, a few degrees of yaw) are new each time; its pose is drawn from
+the poses the part can take and its angle from the full turn.  ``unknown_rate`` of the drops
+are catalogue parts flagged ``unknown`` (never trained on), or the ``unknown`` parts given, so
+the review path is exercised.  :attr:`SimFeeder.drops` is the drop log: the truth a benchmark
+joins to the sorter's decisions by drop order (product code never sees it).
+
+A dropped part does not land still: for ``settle_s`` it slides round towards its resting angle,
+so the sorter must wait for it to stop.  When the platform has been empty for ``gap_s`` the next
+part drops.  Time is the simulator's clock: the camera delivers a frame every ``1 / fps``
+seconds of it, so on a virtual clock thousands of parts take no wall time beyond rendering.
+
+The sim actuator (:class:`~classify.actuator_sim.SimActuator`, given :attr:`SimFeeder.world`)
+removes the part when it fires and records the bin with the truth.  Faults for tests:
+``camera.fail_next(n)`` and the actuator's ``jam_next()``; :meth:`SimFeeder.clear_platform` is
+the operator taking a stuck part away.
+
+Example::
+
+    feeder = SimFeeder(settings, SimClock(0), seed=1)
+    actuator = SimActuator(feeder.world, clock=feeder.clock)
+    sorter = Sorter(feeder.camera, actuator, store, settings, feeder.clock, truth=feeder.truth)
+    sorter.run_parts(100)
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from classify.rules import needs_sizes
+from rig.config import CameraConfig, Settings
+from rig.errors import CameraError
+from rig.sim.camera import SimCamera
+from rig.sim.catalogue import CATALOGUE, part_spec, trainable_labels
+from rig.sim.clock import SimClock
+from rig.sim.world import SimWorld
+
+#: Platform sheet: plain white (sheet 1), like a sorter's white belt or tray.
+DEFAULT_SHEET = 1
+FPS = 30.0
+IDLE_RESUME_S = 1.0  # a gap between frames longer than this means the stream was stopped
+#: How fast a freshly dropped part still turns (degrees per second of settling left).
+SETTLE_SPIN_DEG_S = 400.0
+#: Frames the platform stays empty after the stream (re)starts, whatever the clock says: more
+#: than the sorter's reference frames (classify.sorter.REFERENCE_FRAMES, 5), so a loaded
+#: machine whose first frames render slowly still photographs an empty reference.
+RESUME_HOLD_FRAMES = 10
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One part the feeder dropped: its label, instance, pose, resting angle and time."""
+
+    index: int
+    label: str
+    instance: str
+    pose: str
+    angle: float
+    t: float
+
+
+class SimFeeder:
+    """Drops parts on a simulated platform; owns the platform's world and camera."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: SimClock | None = None,
+        *,
+        seed: int = 0,
+        labels: list[str] | None = None,
+        unknown_rate: float = 0.1,
+        unknown: list[str] | None = None,
+        gap_s: float = 0.2,
+        settle_s: float = 0.2,
+        fps: float = FPS,
+        sheet: int = DEFAULT_SHEET,
+        preview_size: tuple[int, int] | None = None,
+        max_parts: int | None = None,
+    ) -> None:
+        self.clock = clock or SimClock(settings.simulator.time_scale)
+        self.labels = list(labels) if labels is not None else trainable_labels()
+        for label in self.labels:
+            part_spec(label)
+        # NOTE: by default the parts flagged unknown; a benchmark names its own (any catalogue
+        # part its model was not trained on).
+        if unknown is None:
+            unknown = [p.label for p in CATALOGUE.values() if p.unknown]
+        for label in unknown:
+            part_spec(label)
+        self.unknown = list(unknown)
+        self.unknown_rate = float(unknown_rate) if self.unknown else 0.0
+        self.gap_s, self.settle_s = float(gap_s), float(settle_s)
+        self.seed = int(seed)
+        self.max_parts = max_parts
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()
+        self._drop: Drop | None = None
+        self._empty_since = self.clock.now()
+        self._hold = 0
+        self.drops: list[Drop] = []
+        self.world = SimWorld(self._angle, lambda: 1.0, seed=seed, clock=self.clock)
+        self.world.install_sheet(sheet)
+        size = preview_size or settings.camera.preview_size
+        sim_cfg, still = settings.simulator, size
+        if sim_cfg.optics == "metric" or needs_sizes(settings.sorter.rules):
+            # NOTE: size rules need parts at true scale under the sheet's printed marker, and
+            # the sorter measures them on a full-resolution still (classify.sorter_measure).
+            sim_cfg = sim_cfg.model_copy(update={"optics": "metric"})
+            still = settings.camera.still_size
+        cam_cfg = CameraConfig(driver="sim", still_size=still, preview_size=size)
+        self.camera = FeederCamera(self, SimCamera(self.world, cam_cfg, sim_cfg), fps)
+
+    # --- the world -------------------------------------------------------------------------------
+
+    def _angle(self) -> float:
+        drop = self._drop
+        if drop is None:
+            return 0.0
+        left = drop.t + self.settle_s - self.clock.now()
+        return drop.angle + SETTLE_SPIN_DEG_S * max(0.0, left)
+
+    def truth(self) -> str | None:
+        """The label of the part on the platform now (the simulator knows), or None."""
+        part = self.world.part
+        return None if part is None else part.label
+
+    def resume(self) -> None:
+        """The stream starts again after a pause: wait ``gap_s`` before the next drop.
+
+        NOTE: like a feeder that runs only while the sorter does.  Without it, a sorter started
+        long after the feeder was built would photograph its "empty" reference with a part
+        already dropped, and that part would then stay in the background forever.  The wait is
+        also counted in frames (:data:`RESUME_HOLD_FRAMES`): on a loaded machine the first
+        frames after a start render slowly (cold caches), ``gap_s`` of clock time passed within
+        the reference's frames, a part dropped into it, and the sorter never saw it, nor any
+        later part (the feeder waits for an empty platform).
+        """
+        with self._lock:
+            if self.world.part is None:
+                self._empty_since = self.clock.now()
+                # NOTE: gap_s = 0 asks for a part at once (tests that script every frame).
+                self._hold = RESUME_HOLD_FRAMES if self.gap_s > 0 else 0
+
+    def tick(self) -> None:
+        """Drop the next part when the platform has been empty for ``gap_s``."""
+        now = self.clock.now()
+        with self._lock:
+            if self.world.part is not None:
+                return
+            if self._drop is not None:
+                self._drop, self._empty_since = None, now
+            if self._hold > 0:
+                self._hold -= 1
+                return
+            if now - self._empty_since < self.gap_s:
+                return
+            if self.max_parts is not None and len(self.drops) >= self.max_parts:
+                return
+            self._drop_part(now)
+
+    def _drop_part(self, now: float) -> None:
+        rng = self._rng
+        pool = self.unknown if rng.random() < self.unknown_rate else self.labels
+        label = pool[int(rng.integers(len(pool)))]
+        spec = part_spec(label)
+        pose = spec.poses[int(rng.integers(len(spec.poses)))]
+        drop = Drop(
+            len(self.drops), label, f"feed-{self.seed}-{len(self.drops)}", pose,
+            float(rng.uniform(0.0, 360.0)), now,
+        )  # fmt: skip
+        self.world.load_part(drop.label, drop.instance, drop.pose)
+        self._drop = drop
+        self.drops.append(drop)
+
+    def clear_platform(self) -> None:
+        """The operator takes whatever is on the platform away (after a stuck part)."""
+        with self._lock:
+            self.world.remove_part()
+
+
+class FeederCamera:
+    """The platform camera: each preview frame first lets the feeder act, then renders.
+
+    It models a camera streaming at ``fps``: a frame costs ``1 / fps`` of simulated time.
+    ``fail_next(n)`` makes the next ``n`` frames raise CameraError.
+    """
+
+    def __init__(self, feeder: SimFeeder, camera: SimCamera, fps: float) -> None:
+        self.feeder = feeder
+        self.inner = camera
+        self.period = 1.0 / float(fps)
+        self.still_size = camera.still_size
+        self.preview_size = camera.preview_size
+        self._failures: list[str] = []
+        self._lock = threading.Lock()
+        # NOTE: None until the first frame: a stream that has never run starts like a resumed one.
+        self._last: float | None = None
+        camera.open()
+
+    def fail_next(self, n: int = 1, message: str | None = None) -> None:
+        text = message or "simulated camera failure: the preview stream timed out"
+        with self._lock:
+            self._failures.extend([text] * int(n))
+
+    def preview(self) -> np.ndarray:
+        clock = self.feeder.clock
+        if self._last is None or clock.now() - self._last > IDLE_RESUME_S:
+            self.feeder.resume()
+        clock.sleep(self.period)
+        self._last = clock.now()
+        with self._lock:
+            if self._failures:
+                raise CameraError(self._failures.pop(0))
+        self.feeder.tick()
+        return self.inner.preview()
+
+    def capture(self):  # type: ignore[no-untyped-def]
+        return self.inner.capture()
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def meter_and_lock(self):  # type: ignore[no-untyped-def]
+        return self.inner.meter_and_lock()
+
+    def unlock(self) -> None:
+        self.inner.unlock()
+
+    @property
+    def locked(self):  # type: ignore[no-untyped-def]
+        return self.inner.locked
+
+    def __enter__(self) -> FeederCamera:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
