@@ -11,14 +11,34 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import Literal, Protocol
 
+from rig.sim.axis import SimAxis
+from rig.sim.clock import SimClock
 from rig.sim.marlin_build import FAN_UPDATE_S, PROFILES, MarlinBuild, m115_lines, m503_lines
 
-if TYPE_CHECKING:
-    from rig.sim.marlin import SimFirmware
-
 Dialect = Literal["partrig", "marlin"]
+
+
+class Wire(Protocol):
+    """What the executor uses of the board's wire (:class:`rig.sim.marlin.SimFirmware`).
+
+    Why a protocol: the wire owns the executor, so naming the wire's class here would make the
+    two modules import each other.
+    """
+
+    axis: SimAxis
+    clock: SimClock
+    keepalive_s: float
+    last_n: int
+
+    def write_line(self, text: str, *, corruptible: bool = True) -> None: ...
+
+    def wait_until(self, target: Callable[[], float], gen: int) -> None: ...
+
+    def kill(self) -> None: ...
+
 
 FIRMWARE_VERSION = "0.1.0"
 DEFAULT_STEPS_PER_UNIT = 200 * 16 / 360.0  # the brief's Marlin setting: X "millimetres" = degrees
@@ -57,7 +77,7 @@ class CommandExecutor:
 
     def __init__(
         self,
-        fw: SimFirmware,
+        fw: Wire,
         dialect: Dialect,
         *,
         steps_per_degree: float | None,

@@ -19,8 +19,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rig.errors import NotFound
-from web.app import WEB_DIR
 from web.deps import current_principal
+from web.paths import WEB_DIR
 from web.security import PREVIEW_TOKEN_TTL_S
 
 router = APIRouter(include_in_schema=False)
