@@ -35,8 +35,9 @@ def render(schema: dict[str, Any]) -> str:
                 f"`{p['name']}` ({p['in']}{', required' if p.get('required') else ''})"
                 for p in op.get("parameters", [])
             ]
-            body = op.get("requestBody", {}).get("content", {})
-            ref = next(iter(body.values()), {}).get("schema", {}).get("$ref", "")
+            body: dict[str, Any] = op.get("requestBody", {}).get("content", {})
+            media: dict[str, Any] = next(iter(body.values()), {})
+            ref = media.get("schema", {}).get("$ref", "")
             lines = [
                 f"### `{method.upper()} {path}`",
                 "",

@@ -27,7 +27,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import HTTPException
@@ -297,7 +297,7 @@ async def _answer(
     send: Send,
     status: int,
     detail: Any,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     await JSONResponse({"detail": detail}, status_code=status, headers=headers)(
         scope, receive, send

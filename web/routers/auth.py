@@ -132,7 +132,8 @@ class LoginGate:
 
 
 def gate_of(request: Request) -> LoginGate:
-    return request.app.state.login_gate  # type: ignore[no-any-return]
+    gate: LoginGate = request.app.state.login_gate
+    return gate
 
 
 async def _sign_in(request: Request, response: Response, password: str) -> dict[str, Any]:
