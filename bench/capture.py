@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from capture.run import CaptureRun
+from capture.runs.run import CaptureRun
 from rig.config import apply_sim, parse_settings
 
 SHOTS = 36

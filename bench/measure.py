@@ -3,7 +3,7 @@
 What it simulates (``rig/sim/optics.py``, the metric simulated camera at the default still size
 4056 x 3040): a pinhole lens looking down from 300 mm, three lenses (radial distortion k1 =
 -0.06, 0 and +0.04, each calibrated once from ten simulated photographs of the printed ChArUco
-board with ``capture/lens.py``), and for every lens every background sheet, each a run of its
+board with ``capture/vision/lens.py``), and for every lens every background sheet, each a run of its
 own: the sheet laid down anew (up to 10 mm off each way, 5 degrees turned), the camera at a new
 height (300 mm +- 5 %) with up to 1 degree of mounting tilt, sensor noise of 2 levels.  Each run
 shoots its empty reference, then M4 pan head screws of 8, 10, 12 and 16 mm (one label, ``screw-m4``)
@@ -39,9 +39,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from capture import lens as lens_mod
-from capture.masks import mask_and_box
-from capture.measure import measure_shot, nominal_bin
+from capture.vision import lens as lens_mod
+from capture.vision.masks import mask_and_box
+from capture.vision.measure import measure_shot, nominal_bin
 from rig.sheets import SHEETS
 from rig.sim.backdrop import FLAT_SHADE, SensorNoise
 from rig.sim.catalogue import M4_LENGTHS, instance_scale, part_model, true_size_mm

@@ -47,12 +47,12 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from capture.objstore import MiB, ObjectStore, TransferSettings, make_client  # noqa: E402
-from capture.publish import publish_snapshot  # noqa: E402
-from capture.published import pull_published  # noqa: E402
-from capture.snapshot import create_snapshot, load_manifest, snapshot_dir  # noqa: E402
-from capture.snapshot_filter import SnapshotFilter  # noqa: E402
-from capture.splits import SplitRules  # noqa: E402
+from capture.publish.objstore import MiB, ObjectStore, TransferSettings, make_client  # noqa: E402
+from capture.publish.published import pull_published  # noqa: E402
+from capture.publish.publisher import publish_snapshot  # noqa: E402
+from capture.snapshots.build import create_snapshot, load_manifest, snapshot_dir  # noqa: E402
+from capture.snapshots.filter import SnapshotFilter  # noqa: E402
+from capture.snapshots.splits import SplitRules  # noqa: E402
 from capture.store import DatasetStore, ShotRecord  # noqa: E402
 from rig.config import Settings  # noqa: E402
 

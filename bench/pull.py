@@ -5,7 +5,7 @@ Prints one JSON object as its last line:
 ...}``
 
 - ``partrig_MBps``: ``partrig serve`` (uvicorn, one worker, a trainer key) on loopback, pulled
-  by :func:`capture.pull.pull` with ``--workers`` parallel downloads: every file streamed to
+  by :func:`capture.pull.client.pull` with ``--workers`` parallel downloads: every file streamed to
   ``.part``, sha256-checked, fsynced, renamed.  ``partrig_behind_nginx_MBps`` is the same pull
   through the shipped nginx site (web/nginx_conf.py, ``web.accel_redirect`` set): partrig checks
   the key, the rate and the manifest, nginx sends the bytes (docs/deployment.md).  Best of
@@ -49,7 +49,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from capture.pull import pull  # noqa: E402
+from capture.pull.client import pull  # noqa: E402
 from capture.store.files import sha256_file  # noqa: E402
 from web.nginx_conf import ACCEL_PREFIX, site_config, standalone_config  # noqa: E402
 

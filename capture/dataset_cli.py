@@ -169,14 +169,14 @@ def stats(data: DataOption = None, config: ConfigOption = None) -> None:
 
 
 # NOTE: imported last: the snapshot commands live in their own module and join this sub-app.
-from capture.snapshot_cli import register as _register_snapshot_commands  # noqa: E402
+from capture.snapshots.cli import register as _register_snapshot_commands  # noqa: E402
 
 _register_snapshot_commands(dataset_app)
 
-from capture.publish_cli import register as _register_publish_commands  # noqa: E402
+from capture.publish.cli import register as _register_publish_commands  # noqa: E402
 
 _register_publish_commands(dataset_app)
 
-from capture.import_cli import register as _register_import_commands  # noqa: E402
+from capture.imports.cli import register as _register_import_commands  # noqa: E402
 
 _register_import_commands(dataset_app)

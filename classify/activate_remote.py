@@ -20,7 +20,7 @@ def activate_remotely(
     """Activate ``model_id`` (None: the newest validated one); returns the activation record."""
     import httpx
 
-    from capture.run_remote import find_owner
+    from capture.runs.remote import find_owner
     from rig.config import load_settings
 
     settings = load_settings(config)

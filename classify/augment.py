@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from capture.colour import apply_colour_matrix
+from capture.vision.colour import apply_colour_matrix
 from classify.preprocess import CROP_MARGIN, resize_square
 
 IDENTITY = np.hstack([np.eye(3), np.zeros((3, 1))])

@@ -178,7 +178,7 @@ def output_indices(model_path: Path, num_classes: int) -> tuple[int, int | None]
 
 def plain_pairs(split: Any) -> Iterator[tuple[np.ndarray, int]]:
     """``(colour-corrected crop, class)`` of every shot of a split, in memory or streamed."""
-    from capture.colour import apply_colour_matrix
+    from capture.vision.colour import apply_colour_matrix
 
     if hasattr(split, "plain_crops"):
         yield from split.plain_crops()

@@ -113,7 +113,7 @@ def activate_command(
 def _transfer(endpoint_url: str | None) -> Any:
     from dataclasses import replace
 
-    from capture.objstore import TransferSettings
+    from capture.publish.objstore import TransferSettings
     from rig.config import load_settings
 
     settings = TransferSettings.from_config(load_settings().storage)
@@ -132,7 +132,7 @@ def publish_command(
     endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="S3 endpoint")] = None,
 ) -> None:
     """Publish MODEL_DIR to s3://bucket/prefix/models/NAME, where any rig can pull it."""
-    from capture.publish import default_url
+    from capture.publish.publisher import default_url
     from classify.model_store import publish_model
     from rig.config import load_settings
 

@@ -8,7 +8,7 @@ Usage::
 
 Layout: the model's files are content-addressed objects beside the snapshots'
 (``<prefix>/objects/sha256/..``) and ``<prefix>/models/<name>/manifest.json`` lists them,
-uploaded last, as for a snapshot (:mod:`capture.publish`).
+uploaded last, as for a snapshot (:mod:`capture.publish.publisher`).
 
 Why a pulled model is *pushed* to the rig and never loaded here: a model file is untrusted
 input, and the rig validates every upload in a child process on its own held-out test split
@@ -24,9 +24,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from capture.objstore import ObjectExists, ObjectStore, S3Location, TransferSettings
-from capture.publish import MANIFEST, OBJECTS, object_key, send_verified
-from capture.published import PublishedSnapshot
+from capture.publish.objstore import ObjectExists, ObjectStore, S3Location, TransferSettings
+from capture.publish.published import PublishedSnapshot
+from capture.publish.publisher import MANIFEST, OBJECTS, object_key, send_verified
 from capture.store.records import utc_now
 from classify.push import OPTIONAL, REQUIRED, model_files
 from rig.errors import ChecksumMismatch, ConfigError, ModelError, QueryError

@@ -14,7 +14,7 @@ Conventions:
 - ``bbox`` is ``(x, y, w, h)`` in pixels of the full frame, as stored with a shot (the COCO
   convention);
 - ``colour_matrix`` is the 3x3 or 3x4 matrix stored with the shot, acting on linear RGB
-  (:func:`capture.colour.apply_colour_matrix`).
+  (:func:`capture.vision.colour.apply_colour_matrix`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from capture.colour import apply_colour_matrix
+from capture.vision.colour import apply_colour_matrix
 
 #: Extra context around the bounding box, as a fraction of its longer side on each side.
 #: NOTE: some margin keeps the part's outline whole when the box is a few pixels tight, and

@@ -9,7 +9,7 @@ changed pixels, scaled back to full resolution.  Stillness compares the frame wi
 previous one *inside the box*: the part is still when under ``still_fraction`` of the box's
 pixels changed.
 
-Why not :mod:`capture.masks`: its mask is built for training quality (hole filling, sharpened
+Why not :mod:`capture.vision.masks`: its mask is built for training quality (hole filling, sharpened
 edges at full resolution) and costs milliseconds per frame; the sorter only needs a box and a
 yes/no on every frame, in well under the model's invoke time.  The crop it feeds the model is
 cut by the shared :func:`classify.preprocess.prepare`, with a margin, so a box a pixel or two

@@ -269,7 +269,7 @@ class ModelRegistry:
 
     def test_shots(self, snapshot_id: str) -> list[TestShot]:
         """The snapshot's held-out test split as stored on this rig (deleted shots left out)."""
-        from capture.snapshot import split_shot_ids
+        from capture.snapshots.build import split_shot_ids
 
         ids = [int(i) for i in split_shot_ids(self.store, snapshot_id, "test")]
         out: list[TestShot] = []
@@ -428,7 +428,7 @@ def file_sha256(model: dict[str, Any], name: str) -> str:
 
 def snapshot_classes(data_dir: Path, snapshot_id: str) -> list[str]:
     """The snapshot's labels in its fixed class order (NotFound when the rig has no such one)."""
-    from capture.snapshot import load_manifest
+    from capture.snapshots.build import load_manifest
 
     manifest = load_manifest(Path(data_dir), snapshot_id)
     classes = sorted(manifest.get("classes", []), key=lambda c: int(c["index"]))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from capture.run_remote import base_url, find_owner
+from capture.runs.remote import base_url, find_owner
 from rig.errors import ConfigError, FaultLatched, RigError, RunStateError
 from rig.owner import DataFolderLock, refuse
 

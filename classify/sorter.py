@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from capture.colour import colour_matrix_from_reference
 from capture.store.records import utc_now
 from capture.store.sorting import DecisionRecord
+from capture.vision.colour import colour_matrix_from_reference
 from classify.decide import choose_bin
 from classify.decision_log import DecisionLog
 from classify.preprocess import crop_square, square_region

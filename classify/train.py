@@ -278,7 +278,7 @@ def evaluate(model_path: Path, labels: list[str], test: Split) -> tuple[dict, np
 
 
 def _calibration(train: Split, rng: np.random.Generator, limit: int = 200) -> list:
-    from capture.colour import apply_colour_matrix
+    from capture.vision.colour import apply_colour_matrix
 
     if isinstance(train, StreamSplit):
         return train.calibration(rng, limit)

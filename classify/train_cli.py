@@ -42,7 +42,7 @@ def resolve_dataset(dataset: str, snapshot: str | None, dest: Path, key: str | N
             "--snapshot snap-NNNN",
             param_hint="--dataset",
         )
-    from capture.pull import pull
+    from capture.pull.client import pull
 
     result = pull(base, snapshot, dest, key=key, fmt="webdataset")
     return result.root
@@ -52,7 +52,7 @@ def _open_sources(sources: list[str | Path]) -> Any:
     """One local folder goes to train() as before; s3:// or several are opened together."""
     if len(sources) == 1 and not str(sources[0]).startswith("s3://"):
         return Path(sources[0])
-    from capture.objstore import TransferSettings
+    from capture.publish.objstore import TransferSettings
     from classify.train_sources import open_training_data
     from rig.config import load_settings
 

@@ -2,7 +2,7 @@
 
 Why here and not in ``capture/``: only the trainer needs decoded pixels, and it runs off the
 Pi.  The snapshot layout is the contract's (``contracts.md``; written by
-``capture/snapshot.py``): ``manifest.json`` fixes the class order; the samples come from the
+``capture/snapshots/build.py``): ``manifest.json`` fixes the class order; the samples come from the
 WebDataset shards when the snapshot has them (they carry the mask for background swaps) and
 from the image folder otherwise.
 

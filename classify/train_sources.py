@@ -9,7 +9,8 @@ Usage::
 
 Why stream instead of pulling first: a trainer reads a shard once per run, so a published
 snapshot's shards are read straight from object storage into memory, each verified against the
-manifest's sha256 as it ends (:class:`capture.published.VerifyingReader`); no copy lands on disk.
+manifest's sha256 as it ends (:class:`capture.publish.published.VerifyingReader`); no copy lands on
+disk.
 
 Why one class index for several snapshots: each rig's manifest orders only its own classes; the
 model needs one order, so the union of labels is sorted (the same rule one snapshot uses), and
@@ -22,8 +23,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from capture.objstore import TransferSettings
-from capture.published import PublishedSnapshot
+from capture.publish.objstore import TransferSettings
+from capture.publish.published import PublishedSnapshot
 from classify.train_data import Sample, Snapshot, open_snapshot
 from rig.errors import StoreError
 

@@ -1,7 +1,8 @@
 """The printed background sheets: physical rig parts, described once as data.
 
 Why here, in ``rig``: a sheet is as much a part of the rig as the turntable.  The printer
-(``capture/backgrounds.py``) prints these designs, the simulated camera (``rig/sim/camera.py``)
+(``capture/vision/backgrounds.py``) prints these designs, the simulated camera
+(``rig/sim/camera.py``)
 renders the very same pixels, and the run engine finds the marker and the colour patches at the
 positions :func:`sheet_layout` gives.  Nothing above ``rig`` may be imported here.
 

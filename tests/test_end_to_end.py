@@ -34,11 +34,11 @@ pytest.importorskip("tensorflow")
 import httpx
 import uvicorn
 
-from capture.run import CaptureRun
-from capture.run_state import RunState
-from capture.snapshot import create_snapshot, snapshot_dir
-from capture.snapshot_filter import SnapshotFilter
-from capture.splits import SplitRules
+from capture.runs.run import CaptureRun
+from capture.runs.state import RunState
+from capture.snapshots.build import create_snapshot, snapshot_dir
+from capture.snapshots.filter import SnapshotFilter
+from capture.snapshots.splits import SplitRules
 from capture.store import DatasetStore
 from classify.actuator_sim import SimActuator
 from classify.augment import AugmentConfig

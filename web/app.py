@@ -151,6 +151,6 @@ def _open_store(settings: Settings) -> Any:
 
 
 def _recover(store: Any) -> list[int]:
-    from capture.run import recover_interrupted_runs
+    from capture.runs.run import recover_interrupted_runs
 
     return recover_interrupted_runs(store)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import typer
 
-from capture.backgrounds_cli import backgrounds_app
-from capture.capture_cli import capture_command
 from capture.dataset_cli import dataset_app
-from capture.pull_cli import pull_command
+from capture.pull.cli import pull_command
+from capture.runs.cli import capture_command
+from capture.vision.backgrounds_cli import backgrounds_app
 from classify.model_cli import model_app
 from classify.sort_cli import sort_command
 from classify.train_cli import train_command

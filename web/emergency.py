@@ -145,7 +145,7 @@ class EmergencyStop:
         done["runs_interrupted"] = runs.interrupt_live(REASON, JOIN_TIMEOUT_S) if runs else []
         live = runs.live_run() if runs is not None else None
         # NOTE: a run whose move the e-stop cut short has usually ended by itself already
-        # (interrupted, see capture/run_engine.py), so it is not in runs_interrupted.
+        # (interrupted, see capture/runs/engine.py), so it is not in runs_interrupted.
         done["live_run"] = None if live is None else live.run_id
         sorter = getattr(state, "sorter", None)
         if sorter is not None:

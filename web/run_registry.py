@@ -1,6 +1,6 @@
 """The capture runs this server process drives, by id.
 
-Why a registry: a :class:`~capture.run.CaptureRun` object owns its engine thread and its replay
+Why a registry: a :class:`~capture.runs.run.CaptureRun` object owns its engine thread and its replay
 buffer of events, so every request about a run must reach the *same* object.  Runs not yet in
 memory (created before a restart) are loaded from the store on first use, in their stored state;
 they are never restarted by themselves (the lifespan marks them interrupted).
@@ -32,7 +32,7 @@ class RunRegistry:
 
     def create(self, plan_toml: str, name: str | None = None) -> Any:
         """Validate the plan (PlanError names the bad field) and record a pending run."""
-        from capture.run import CaptureRun
+        from capture.runs.run import CaptureRun
 
         run = CaptureRun.create(self.store, self.rig, plan_toml, name=name, settings=self.settings)
         with self._lock:
@@ -41,7 +41,7 @@ class RunRegistry:
 
     def get(self, run_id: int) -> Any:
         """The run object (NotFound from the store for an unknown id)."""
-        from capture.run import CaptureRun
+        from capture.runs.run import CaptureRun
 
         with self._lock:
             run = self._runs.get(int(run_id))

@@ -21,7 +21,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from capture.plan import UNLABELLED
+from capture.plans.schema import UNLABELLED
 from capture.store.base import StoreBase
 from capture.store.files import move_durably
 from capture.store.records import to_json, utc_now
@@ -489,7 +489,8 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
         box = row["crop_bbox"]
         box = json.loads(box) if isinstance(box, str) else box
     else:
-        # NOTE: a bag run's placeholder is no label: accepting takes the top-1 (capture.plan)
+        # NOTE: a bag run's placeholder is no label: accepting takes the top-1
+        # (capture.plans.schema)
         label = None if row["shot_label"] == UNLABELLED else row["shot_label"]
         box = (
             [row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]]

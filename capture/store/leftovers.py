@@ -2,13 +2,14 @@
 
 Why a module of its own: the store's temporary files (``.<name>.partrig-tmp``, see
 :mod:`capture.store.files`) are only one kind.  A snapshot is written into
-``snapshots/snap-NNNN.tmp/`` and renamed when complete (:mod:`capture.snapshot`), a model
+``snapshots/snap-NNNN.tmp/`` and renamed when complete (:mod:`capture.snapshots.build`), a model
 upload is staged in ``models/.upload-<hex>.tmp/`` (:mod:`classify.registry`), and partial
 downloads end in ``.part``.  A crash or a kill at the wrong moment leaves any of them behind,
 sometimes tens of megabytes, and none is ever named by a row, so removing one loses nothing.
 A store that still holds them is not clean, so the check lists each with its size.
 
-The names are repeated here rather than imported: the store sits below :mod:`capture.snapshot`
+The names are repeated here rather than imported: the store sits below
+:mod:`capture.snapshots.build`
 and :mod:`classify.registry` (imports run one way), and a test proves the names agree.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from capture.store.files import is_temp_name
 
-#: capture.snapshot.SNAPSHOTS_DIR / TMP_SUFFIX / SNAPSHOT_ID_RE
+#: capture.snapshots.build.SNAPSHOTS_DIR / TMP_SUFFIX / SNAPSHOT_ID_RE
 SNAPSHOTS_DIR = "snapshots"
 SNAPSHOT_TMP_SUFFIX = ".tmp"
 SNAPSHOT_ID_RE = re.compile(r"^snap-(\d{4,})$")

@@ -53,7 +53,9 @@ def v_measurements(db: Database) -> None:
 
 
 def measurement_row(shot_id: int, status: str, sizes: dict[str, Any] | None, at: str) -> dict:
-    """The row for one shot; ``sizes`` is :meth:`capture.measure.Measurement.to_json` or None."""
+    """The row for one shot; ``sizes`` is :meth:`capture.vision.measure.Measurement.to_json` or
+    None.
+    """
     if status not in MEASURE_STATES:
         raise ValueError(f"status must be one of {', '.join(MEASURE_STATES)} (got {status!r})")
     row: dict[str, Any] = {"shot_id": int(shot_id), "status": status, "measured_at": at}

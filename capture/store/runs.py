@@ -1,6 +1,6 @@
 """Runs, the catalogue (parts, instances, backgrounds) and per-run reference frames.
 
-Why the store does not check run transitions: :mod:`capture.run_state` owns that table and the
+Why the store does not check run transitions: :mod:`capture.runs.state` owns that table and the
 engine checks before it persists; the store only refuses state names it does not know, and
 keeps the times (started, ended) consistent with the state written.
 """

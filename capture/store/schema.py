@@ -26,7 +26,7 @@ from capture.store.snapshot_schema import v_snapshots
 from capture.store.sorting_schema import v_sorting
 from rig.errors import StoreError
 
-#: A run's states; the same strings as capture.run_state.RunState.
+#: A run's states; the same strings as capture.runs.state.RunState.
 RUN_STATES = (
     "pending",
     "running",

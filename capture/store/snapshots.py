@@ -3,9 +3,9 @@
 Why the store remembers splits: a part instance must keep its split in every later snapshot, or
 a model trained on version 2 would be tested on parts it saw in version 1's training set.  The
 assignment of every group is recorded with its snapshot, and :meth:`previous_splits` hands the
-latest one back to :func:`capture.splits.assign_splits`.
+latest one back to :func:`capture.snapshots.splits.assign_splits`.
 
-The files of a snapshot are written and renamed into place by :mod:`capture.snapshot` before
+The files of a snapshot are written and renamed into place by :mod:`capture.snapshots.build` before
 :meth:`record_snapshot` commits its rows (the same order as shots: durable files, then rows).
 """
 

@@ -12,7 +12,8 @@ the sheet and the part all pass through one camera model.  This is that world:
   by ``sheet_yaw_deg`` (how the operator happened to lay it down);
 * the camera looks straight down from ``height_mm`` above the sheet (tilted by ``tilt_deg`` of
   mounting error), with focal length ``focal_px`` and OpenCV's radial distortion ``k1, k2`` -
-  the model :mod:`capture.lens` calibrates, so the measured pipeline meets the lens it expects;
+  the model :mod:`capture.vision.lens` calibrates, so the measured pipeline meets the lens it
+  expects;
 * parts are projected through the same camera, vertex by vertex (polygon edges stay straight:
   across a part of a few hundred pixels the distortion's curvature is far below a pixel).
 
@@ -33,7 +34,7 @@ from rig.sheets import render_sheet, sheet_layout
 
 #: Print resolution the sheets are rendered at (the ``backgrounds print`` default).
 PRINT_DPI = 300
-#: Landscape page sizes in millimetres (as ``capture/backgrounds.py`` prints them).
+#: Landscape page sizes in millimetres (as ``capture/vision/backgrounds.py`` prints them).
 PAPER_MM: dict[str, tuple[float, float]] = {"a4": (297.0, 210.0), "letter": (279.4, 215.9)}
 TABLE_RGB = (74, 64, 56)
 #: Coarse grid step, in pixels, at which the sheet's warp is computed before interpolation.

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from capture.backgrounds import detect_sheet, page_pixels, print_sheets
-from capture.backgrounds_cli import backgrounds_app
+from capture.vision.backgrounds import detect_sheet, page_pixels, print_sheets
+from capture.vision.backgrounds_cli import backgrounds_app
 from rig.sheets import SHEETS, render_sheet
 
 

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from capture.capture_cli import app
+from capture.runs.cli import app
 from rig.config import SimConfig
 from rig.sheets import SHEETS
 from rig.sim.catalogue import trainable_labels

@@ -12,9 +12,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from capture.capture_cli import app
-from capture.run_remote import RemoteCapture, server_is_up
-from capture.run_state import RunState
+from capture.runs.cli import app
+from capture.runs.remote import RemoteCapture, server_is_up
+from capture.runs.state import RunState
 from rig.config import parse_settings
 from rig.errors import ConfigError
 

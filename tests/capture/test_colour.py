@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from capture.backgrounds import page_pixels, render_page
-from capture.colour import (
+from capture.vision.backgrounds import page_pixels, render_page
+from capture.vision.colour import (
     apply_colour_matrix,
     colour_matrix_from_reference,
     fit_error,

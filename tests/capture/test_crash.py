@@ -113,7 +113,7 @@ elif PHASE == "commit":
 
     sqlite3.connect = connect
 
-from capture.capture_cli import app
+from capture.runs.cli import app
 
 sys.exit(app(args=sys.argv[1:]))
 """

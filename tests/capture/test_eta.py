@@ -15,9 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from capture.eta import ActiveClock, RunEta, travel_deg
-from capture.run import CaptureRun
-from capture.run_state import RunState
+from capture.runs.eta import ActiveClock, RunEta, travel_deg
+from capture.runs.run import CaptureRun
+from capture.runs.state import RunState
 from rig.config import apply_sim, parse_settings
 
 

@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from snapshot_data import add_shots
 
-from capture.formats import rle
-from capture.formats.webdataset import shard_pattern
-from capture.snapshot import create_snapshot, snapshot_dir
-from capture.snapshot_filter import SnapshotFilter
-from capture.splits import SplitRules
+from capture.snapshots.build import create_snapshot, snapshot_dir
+from capture.snapshots.filter import SnapshotFilter
+from capture.snapshots.formats import rle
+from capture.snapshots.formats.webdataset import shard_pattern
+from capture.snapshots.splits import SplitRules
 from capture.store import DatasetStore
 from rig.config import Settings
 
@@ -89,7 +89,7 @@ def test_webdataset_round_trip_with_the_webdataset_package(snap) -> None:
 
 
 def _class_dirs(manifest: dict) -> list[str]:
-    from capture.formats import class_dir_name
+    from capture.snapshots.formats import class_dir_name
 
     return [class_dir_name(c["index"], c["label"]) for c in manifest["classes"]]
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from capture.import_groups import group_photos
-from capture.import_sources import ImportSourceError, normalise_label
-from capture.imports import ImportOptions, import_photos
+from capture.imports.groups import group_photos
+from capture.imports.importer import ImportOptions, import_photos
+from capture.imports.sources import ImportSourceError, normalise_label
 from capture.store import DatasetStore
 
 W, H = 160, 120
@@ -215,9 +215,9 @@ def test_a_list_with_instances_sessions_and_boxes(tmp_path: Path) -> None:
 
 
 def test_another_rigs_snapshot_keeps_prefixed_instances_and_splits(tmp_path: Path) -> None:
-    from capture.snapshot import create_snapshot, snapshot_dir
-    from capture.snapshot_filter import SnapshotFilter
-    from capture.splits import SplitRules
+    from capture.snapshots.build import create_snapshot, snapshot_dir
+    from capture.snapshots.filter import SnapshotFilter
+    from capture.snapshots.splits import SplitRules
     from rig.config import Settings
 
     src = make_folder(tmp_path / "src")

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from capture.masks import REAL_HALO_FRACTION, bounding_box, mask_and_box
+from capture.vision.masks import REAL_HALO_FRACTION, bounding_box, mask_and_box
 from rig.config import CameraConfig, SimConfig
 from rig.sim.camera import SimCamera
 from rig.sim.world import SimWorld

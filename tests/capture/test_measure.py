@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from capture import lens as lens_mod
-from capture.lens import LensCalibration
-from capture.masks import mask_and_box
-from capture.measure import (
+from capture.store.measure_schema import measurement_row
+from capture.vision import lens as lens_mod
+from capture.vision.lens import LensCalibration
+from capture.vision.masks import mask_and_box
+from capture.vision.measure import (
     ShotMeasurer,
     locate_sheet,
     marker_corners_mm,
@@ -19,7 +20,6 @@ from capture.measure import (
     nominal_bin,
     parallax_bound_mm,
 )
-from capture.store.measure_schema import measurement_row
 from rig.errors import StoreError
 from rig.sim.backdrop import FLAT_SHADE
 from rig.sim.catalogue import instance_scale, part_model, true_size_mm
@@ -174,8 +174,8 @@ def test_a_run_on_the_metric_simulator_records_each_shot_s_size_in_millimetres(t
     import sqlite3
     import threading
 
-    from capture.run import CaptureRun
-    from capture.run_state import RunState
+    from capture.runs.run import CaptureRun
+    from capture.runs.state import RunState
     from capture.store import DatasetStore
     from rig.config import apply_sim, parse_settings
     from rig.rig import open_rig
@@ -198,7 +198,8 @@ lights = [1.0]
 settle_s = 0.1
 parts = [{ label = "brick-2x4-red", instance = "m1" }]
 """
-    # NOTE: the lens calibrated once (as ``capture.lens`` would) and stored in the data folder
+    # NOTE: the lens calibrated once (as ``capture.vision.lens`` would) and stored in the data
+    # folder
     lens = Optics(height_mm=300.0, k1=-0.02).scaled(1352, 1014)
     lens_mod.save(exact_lens(lens), data)
     store = DatasetStore.open(data)
@@ -237,9 +238,9 @@ def test_snapshots_export_the_sizes_in_millimetres_in_every_format(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from snapshot_data import add_shots
 
-    from capture.snapshot import create_snapshot, snapshot_dir
-    from capture.snapshot_filter import SnapshotFilter
-    from capture.splits import SplitRules
+    from capture.snapshots.build import create_snapshot, snapshot_dir
+    from capture.snapshots.filter import SnapshotFilter
+    from capture.snapshots.splits import SplitRules
     from capture.store import DatasetStore
     from capture.store.measure_schema import record_measurement
     from rig.config import Settings
@@ -285,7 +286,7 @@ def test_snapshots_export_the_sizes_in_millimetres_in_every_format(tmp_path):
 def test_the_cli_prints_the_lens_board_and_refuses_a_calibration_from_too_few_photos(tmp_path):
     from typer.testing import CliRunner
 
-    from capture.backgrounds_cli import backgrounds_app
+    from capture.vision.backgrounds_cli import backgrounds_app
 
     runner = CliRunner()
     done = runner.invoke(backgrounds_app, ["lens-board", "--out", str(tmp_path), "--dpi", "150"])

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.plan import Plan, count_operator_actions, estimate, expand, load_plan, parse_plan
+from capture.plans.order import count_operator_actions, estimate, expand
+from capture.plans.schema import Plan, load_plan, parse_plan
 from rig.config import TurntableConfig
 from rig.errors import PlanError
 from rig.motion import duration
@@ -216,7 +217,7 @@ def test_expansion_is_deterministic_complete_and_prompts_exactly_on_changes(plan
 
 
 def test_a_plan_over_the_shot_cap_is_refused_by_arithmetic_before_expansion():
-    from capture.plan import DEFAULT_MAX_SHOTS
+    from capture.plans.schema import DEFAULT_MAX_SHOTS
 
     lights = ", ".join(f"{i / 300:.4f}" for i in range(300))
     text = (

@@ -17,12 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from s3_server import s3_server
 from snapshot_data import add_shots
 
-from capture.objstore import ObjectExists, ObjectStore, S3Location, TransferSettings
-from capture.publish import OBJECTS, object_key, publish_snapshot
-from capture.published import PublishedSnapshot, pull_published
-from capture.snapshot import create_snapshot, load_manifest, snapshot_dir
-from capture.snapshot_filter import SnapshotFilter
-from capture.splits import SplitRules
+from capture.publish.objstore import ObjectExists, ObjectStore, S3Location, TransferSettings
+from capture.publish.published import PublishedSnapshot, pull_published
+from capture.publish.publisher import OBJECTS, object_key, publish_snapshot
+from capture.snapshots.build import create_snapshot, load_manifest, snapshot_dir
+from capture.snapshots.filter import SnapshotFilter
+from capture.snapshots.splits import SplitRules
 from capture.store import DatasetStore
 from rig.config import Settings, parse_settings
 from rig.errors import ChecksumMismatch, ConfigError, NotFound, QueryError, StoreError

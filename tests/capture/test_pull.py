@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
 from snapshot_fixture import folder_files, sample_files, write_snapshot
 from web_helpers import TRAIN, TRAINER_KEY, VIEWER_KEY, FakeRig, make_settings
 
-from capture import pull as pull_module
-from capture.pull import pull, select_files
-from capture.pull_objects import disk_error, safe_relpath
+from capture.pull import client as pull_module
+from capture.pull.client import pull, select_files
+from capture.pull.objects import disk_error, safe_relpath
 from rig.errors import AccessDenied, ChecksumMismatch, DiskFull, NotFound, PullError
 from web.app import create_app
 
@@ -170,7 +170,7 @@ def test_resume_after_a_killed_pull_fetches_only_the_rest(
     dest = tmp_path / "dest"
     tap.delay_s = 0.1
     code = (
-        "import sys; from capture.pull import pull; "
+        "import sys; from capture.pull.client import pull; "
         "pull(sys.argv[1], sys.argv[2], sys.argv[3], key=sys.argv[4], workers=2, progress=False)"
     )
     child = subprocess.Popen(
@@ -402,9 +402,9 @@ def store_shots(store: Any, first: int, count: int) -> None:
 
 
 def test_snapshots_made_by_the_rig_pull_incrementally(server: Any, tmp_path: Path) -> None:
-    from capture.snapshot import create_snapshot
-    from capture.snapshot_filter import SnapshotFilter
-    from capture.splits import SplitRules
+    from capture.snapshots.build import create_snapshot
+    from capture.snapshots.filter import SnapshotFilter
+    from capture.snapshots.splits import SplitRules
 
     url, tap = server
     rules = SplitRules(train=0.5, val=0.25, test=0.25)
@@ -430,10 +430,10 @@ def test_a_folder_snapshot_with_an_empty_class_and_zero_byte_files_pulls_complet
 ) -> None:
     from web_helpers import jpeg
 
-    from capture.formats.folder import KEEP_FILE
-    from capture.snapshot import create_snapshot
-    from capture.snapshot_filter import SnapshotFilter
-    from capture.splits import SplitRules
+    from capture.snapshots.build import create_snapshot
+    from capture.snapshots.filter import SnapshotFilter
+    from capture.snapshots.formats.folder import KEEP_FILE
+    from capture.snapshots.splits import SplitRules
     from capture.store import ShotRecord
 
     url, tap = server

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from capture.run import CaptureRun
-from capture.run_state import RunState, check_transition
-from capture.run_tools import CaptureTools
+from capture.runs.run import CaptureRun
+from capture.runs.state import RunState, check_transition
+from capture.runs.tools import CaptureTools
 from rig.errors import CameraError, DiskFull, FaultLatched, MotionError, RunStateError
 
 # --- fakes -------------------------------------------------------------------------------------

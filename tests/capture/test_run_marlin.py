@@ -11,8 +11,8 @@ import threading
 
 import pytest
 
-from capture.run import CaptureRun
-from capture.run_state import RunState
+from capture.runs.run import CaptureRun
+from capture.runs.state import RunState
 from rig.config import apply_sim, parse_settings
 
 PLAN = """

@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from capture.run import CaptureRun
-from capture.run_state import RunState
+from capture.runs.run import CaptureRun
+from capture.runs.state import RunState
 from rig.config import apply_sim, parse_settings
 
 

@@ -18,15 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from snapshot_data import add_shots
 
-from capture.snapshot import (
+from capture.snapshots.build import (
     create_snapshot,
     list_snapshots,
     load_manifest,
     snapshot_dir,
     split_shot_ids,
 )
-from capture.snapshot_filter import SnapshotFilter
-from capture.splits import SplitError, SplitRules
+from capture.snapshots.filter import SnapshotFilter
+from capture.snapshots.splits import SplitError, SplitRules
 from capture.store import DatasetStore
 from rig.config import Settings
 from rig.errors import NotFound, QueryError, StoreError
@@ -225,11 +225,11 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from capture.store import DatasetStore
-from capture.snapshot import create_snapshot
-from capture.snapshot_filter import SnapshotFilter
-from capture.splits import SplitRules
+from capture.snapshots.build import create_snapshot
+from capture.snapshots.filter import SnapshotFilter
+from capture.snapshots.splits import SplitRules
 from rig.config import Settings
-import capture.formats.webdataset as wds
+import capture.snapshots.formats.webdataset as wds
 import capture.store.snapshots as snaps
 
 where = sys.argv[2]
@@ -362,7 +362,7 @@ def test_a_full_disk_is_a_disk_full_error_and_leaves_no_half_snapshot(
 ) -> None:
     import errno
 
-    from capture.formats import HashingFile
+    from capture.snapshots.formats import HashingFile
     from rig.errors import DiskFull
 
     real_write = HashingFile.write

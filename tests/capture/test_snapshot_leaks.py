@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from snapshot_data import add_shots
 
-from capture.snapshot import create_snapshot, snapshot_dir
-from capture.snapshot_filter import SnapshotFilter
-from capture.snapshot_leaks import ImageEntry, distance, leak_report, near_cross_split, phash
-from capture.splits import SplitRules
+from capture.snapshots.build import create_snapshot, snapshot_dir
+from capture.snapshots.filter import SnapshotFilter
+from capture.snapshots.leaks import ImageEntry, distance, leak_report, near_cross_split, phash
+from capture.snapshots.splits import SplitRules
 from capture.store import DatasetStore, ShotRecord
 from rig.config import Settings
 from rig.errors import NotFound

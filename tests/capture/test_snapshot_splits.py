@@ -7,8 +7,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.snapshot_filter import group_key
-from capture.splits import SPLITS, Group, SplitRules, assign_splits
+from capture.snapshots.filter import group_key
+from capture.snapshots.splits import SPLITS, Group, SplitRules, assign_splits
 
 LABELS = ["3001", "3020", "nut", "screw"]
 

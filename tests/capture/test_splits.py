@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.splits import Group, SplitError, SplitRules, assign_splits
+from capture.snapshots.splits import Group, SplitError, SplitRules, assign_splits
 
 groups_strategy = st.lists(
     st.tuples(st.sampled_from(["3001", "3020", "nut", "screw"]), st.integers(1, 40)),
@@ -82,7 +82,7 @@ def test_seed_changes_the_assignment_but_not_its_shape():
 
 
 def test_a_class_left_without_val_or_test_is_refused_unless_allowed() -> None:
-    from capture.splits import refuse_empty_splits
+    from capture.snapshots.splits import refuse_empty_splits
 
     groups = [Group("a1", "nut", 5), Group("a2", "nut", 5), Group("a3", "nut", 5)]
     groups += [Group("w1", "washer", 5)]
@@ -97,7 +97,7 @@ def test_a_class_left_without_val_or_test_is_refused_unless_allowed() -> None:
 
 
 def test_the_held_out_rate_counts_val_and_test_images_with_a_twin_elsewhere() -> None:
-    from capture.snapshot_leaks import ImageEntry, duplicate_summary
+    from capture.snapshots.leaks import ImageEntry, duplicate_summary
 
     def entry(name: str, split: str, sha: str, bits: int) -> ImageEntry:
         return ImageEntry(name, split, "nut", sha * 64, bytes([bits]) * 32)

@@ -264,7 +264,7 @@ def test_a_snapshot_folder_the_database_never_recorded_is_a_leftover(store: Data
 
 
 def test_leftover_names_agree_with_the_writers_that_make_them() -> None:
-    from capture import snapshot
+    from capture.snapshots import build as snapshot
     from capture.store import leftovers, models
     from classify import registry
 

@@ -128,9 +128,9 @@ def add_colour_shots(store: Any, instances: int = 10, per_instance: int = 2) -> 
 
 def make_snapshot(store: Any, settings: Any) -> dict[str, Any]:
     """A real snapshot of the store (folder format only, to stay quick)."""
-    from capture.snapshot import create_snapshot
-    from capture.snapshot_filter import SnapshotFilter
-    from capture.splits import SplitRules
+    from capture.snapshots.build import create_snapshot
+    from capture.snapshots.filter import SnapshotFilter
+    from capture.snapshots.splits import SplitRules
 
     rules = SplitRules(train=0.5, val=0.2, test=0.3, seed=0, group_by="instance")
     return create_snapshot(store, settings, SnapshotFilter(), rules, formats=("folder",))

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from capture.colour import linear_to_srgb, srgb_to_linear
+from capture.vision.colour import linear_to_srgb, srgb_to_linear
 
 PARTS = {
     "brick-red-square": ((200, 30, 30), "square"),

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "attack"))
 from live_server import TRAINER_KEY, start_server
 from s3_server import s3_server
 
-from capture.objstore import TransferSettings
+from capture.publish.objstore import TransferSettings
 from classify.model_store import fetch_model, publish_model
 from rig.errors import ChecksumMismatch, ConfigError, QueryError
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from capture.colour import apply_colour_matrix
+from capture.vision.colour import apply_colour_matrix
 from classify.preprocess import CROP_MARGIN, prepare, prepare_mask, square_region
 
 
@@ -76,7 +76,7 @@ def test_colour_matrix_removes_a_cast() -> None:
     grey = np.full((50, 50, 3), 128, np.uint8)
     cast = grey.copy()
     cast[..., 0] = 160  # too red
-    from capture.colour import fit_colour_matrix
+    from capture.vision.colour import fit_colour_matrix
 
     matrix = fit_colour_matrix(
         np.array([[160, 128, 128], [40, 32, 32], [255, 200, 200], [80, 64, 64], [0, 0, 0]]),

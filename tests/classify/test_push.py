@@ -143,7 +143,7 @@ def test_cli_train_on_a_missing_folder_says_so(tmp_path) -> None:
 
 
 def test_dataset_url_is_pulled_and_a_folder_is_used_as_is(monkeypatch, tmp_path) -> None:
-    import capture.pull
+    import capture.pull.client
     from classify.train_cli import resolve_dataset
 
     calls = []
@@ -155,7 +155,7 @@ def test_dataset_url_is_pulled_and_a_folder_is_used_as_is(monkeypatch, tmp_path)
         calls.append((url, snapshot_id, dest, key, fmt))
         return Result()
 
-    monkeypatch.setattr(capture.pull, "pull", fake_pull)
+    monkeypatch.setattr(capture.pull.client, "pull", fake_pull)
     dest = tmp_path / "pulled"
     got = resolve_dataset("http://rig:8000/api/snapshots/snap-0003", None, dest, KEY)
     assert got == Result.root

@@ -238,12 +238,12 @@ def test_strong_colour_jitter_moves_a_tan_brick_far_more_than_light() -> None:
 
 
 def test_a_snapshot_made_by_the_rig_reads_with_boxes_and_masks(tmp_path) -> None:
-    """The contract end to end: capture/snapshot.py writes it, train_data reads it."""
+    """The contract end to end: capture/snapshots/build.py writes it, train_data reads it."""
     from registry_helpers import add_colour_shots
 
-    from capture.snapshot import create_snapshot
-    from capture.snapshot_filter import SnapshotFilter
-    from capture.splits import SplitRules
+    from capture.snapshots.build import create_snapshot
+    from capture.snapshots.filter import SnapshotFilter
+    from capture.snapshots.splits import SplitRules
     from capture.store import DatasetStore
     from rig.config import parse_settings
 

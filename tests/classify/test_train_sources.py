@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "capture"))
 from s3_server import s3_server
 from snapshot_factory import PARTS, make_snapshot
 
-from capture.objstore import TransferSettings
-from capture.publish import publish_snapshot
+from capture.publish.objstore import TransferSettings
+from capture.publish.publisher import publish_snapshot
 from classify.train_data import open_snapshot
 from classify.train_sources import CombinedSnapshot, open_training_data, worker_samples
 from classify.train_workers import WorkerRole, worker_role

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from snapshot_fixture import sample_files, write_snapshot
 from web_helpers import TRAIN, TRAINER_KEY, FakeRig, make_settings
 
-from capture.pull import pull
+from capture.pull.client import pull
 from rig.config import parse_settings
 from rig.errors import ConfigError
 from web.app import create_app

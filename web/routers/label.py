@@ -4,7 +4,7 @@ Serves the label queue (the sorter's review items, pre-labelled bag runs, anythi
 check), least certain first; every action is one undoable entry of the person's own history
 (:mod:`capture.store.label_queue`), and every answer carries fresh counts so the page never
 shows stale ones.  Labels pass through the one normaliser
-(:func:`capture.import_sources.normalise_label`); a label outside the parts catalogue is refused
+(:func:`capture.imports.sources.normalise_label`); a label outside the parts catalogue is refused
 (409) unless the request says ``confirm_new``: a typo must not silently become a class.
 """
 
@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from capture.import_sources import normalise_label
+from capture.imports.sources import normalise_label
 from rig.errors import NotFound, RunStateError
 from web.deps import OperatorAuth, StoreDep, ViewerAuth
 from web.routers.models import get_registry

@@ -1,6 +1,6 @@
 """Capture runs: create (from TOML text or an uploaded file), preview a plan, control, follow.
 
-Controls map one-to-one onto :class:`~capture.run.CaptureRun`; an invalid transition raises
+Controls map one-to-one onto :class:`~capture.runs.run.CaptureRun`; an invalid transition raises
 ``RunStateError`` which :mod:`web.errors` answers with 409.  Progress is pushed as server-sent
 events (``fastapi.sse``) with the run's sequence numbers as event ids, so a page that
 reconnects sends ``Last-Event-ID`` and receives exactly what it missed from the run's replay
@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from pydantic import BaseModel, Field
 
-from capture.run_state import FINAL_STATES
+from capture.runs.state import FINAL_STATES
 from rig.errors import PlanError
 from web.deps import OperatorAuth, RunsDep, SettingsDep, StoreDep, ViewerAuth
 from web.sorting import CAMERA_CLAIM, require_sorter_stopped
@@ -48,14 +48,15 @@ def plain(obj: Any) -> Any:
     """A JSON-ready view of a plan's shot (pydantic model, dataclass or plain object)."""
     if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json")
-    from capture.run_tools import as_dict
+    from capture.runs.tools import as_dict
 
     return json.loads(json.dumps(as_dict(obj), default=str))
 
 
 def plan_preview(plan_toml: str, settings: Any) -> dict[str, Any]:
     """Validate and expand a plan; the first shots, the count and the estimated duration."""
-    from capture.plan import count_operator_actions, estimate, expand, load_plan
+    from capture.plans.order import count_operator_actions, estimate, expand
+    from capture.plans.schema import load_plan
 
     # NOTE: capped before expansion: a viewer's 3 KB plan must not cost a minute of CPU.
     plan = load_plan(plan_toml, max_shots=settings.capture.max_shots)

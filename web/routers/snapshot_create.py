@@ -4,7 +4,7 @@ Why in the server: while ``partrig serve`` runs it holds the data folder's lock,
 one writer is the lock holder (contracts.md, #7), so ``partrig dataset snapshot`` used to refuse
 and the README's flow stopped there.  The command now sends its options here with an operator
 key; the server writes the snapshot with the same function the command uses by itself
-(:func:`capture.snapshot.create_snapshot`) and answers its manifest and report.
+(:func:`capture.snapshots.build.create_snapshot`) and answers its manifest and report.
 
 The route is a plain ``def``: FastAPI runs it in a worker thread, so a snapshot of many
 thousand shots (tens of seconds) never blocks the event loop, the e-stop or the page.
@@ -59,10 +59,10 @@ def create(
     400 when the selection is empty or a class has too few part instances to split (the
     message says what to change, as the command says it when it runs by itself).
     """
-    from capture.formats import FORMATS
-    from capture.snapshot import create_snapshot, snapshot_dir
-    from capture.snapshot_filter import SnapshotFilter
-    from capture.splits import SplitError, SplitRules
+    from capture.snapshots.build import create_snapshot, snapshot_dir
+    from capture.snapshots.filter import SnapshotFilter
+    from capture.snapshots.formats import FORMATS
+    from capture.snapshots.splits import SplitError, SplitRules
     from rig.errors import QueryError
 
     cfg = settings.snapshot

@@ -27,7 +27,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from capture.snapshot import list_snapshots, snapshot_dir
+from capture.snapshots.build import list_snapshots, snapshot_dir
 from rig.errors import NotFound, StoreError
 from web.deps import SettingsDep, StoreDep
 from web.rate_limit import trainer_limited

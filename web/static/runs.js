@@ -116,7 +116,7 @@ Object.assign(partrig, (() => {
   // --- one run -------------------------------------------------------------------------------
   const FINAL = ["completed", "aborted"];
   const ACTIVE = ["running", "awaiting_operator", "paused"];
-  //: Which controls each state allows (capture/run_state.py's transitions).
+  //: Which controls each state allows (capture/runs/state.py's transitions).
   const ALLOWED = {
     pending: ["start", "abort"], running: ["pause", "abort"], awaiting_operator: ["abort"],
     paused: ["resume", "abort"], interrupted: ["resume", "abort"], failed: ["resume", "abort"],

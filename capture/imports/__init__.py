@@ -1,0 +1,1 @@
+"""Importing labelled photos taken elsewhere into the dataset."""

@@ -1,0 +1,1 @@
+"""Capture plans: the TOML format with its validation, and the ordering of shots."""

@@ -1,0 +1,1 @@
+"""Capture runs: the state machine, the engine thread, the shot writer, ETA and the CLI."""

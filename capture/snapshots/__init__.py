@@ -1,0 +1,1 @@
+"""Immutable dataset snapshots: selection, splits, leak checks, reports and formats."""
