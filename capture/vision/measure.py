@@ -191,8 +191,7 @@ def refine_mask(frame: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> n
     """The mask recomputed at full resolution around the part.
 
     Why: :func:`capture.vision.masks.mask_and_box` works at 640 px and upscales, so its edges are
-    good
-    to a working pixel (half a millimetre on an A4 view); measuring wants the sensor's pixel.
+    good to a working pixel (half a millimetre on an A4 view); measuring wants the sensor's pixel.
     The region is the part's box grown by half its size on every side, so the background still
     dominates the region's statistics as the mask method expects.
     """

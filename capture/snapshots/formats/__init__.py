@@ -2,8 +2,7 @@
 
 Why one shot at a time: a snapshot of a million 12 MP shots does not fit in memory, so
 :mod:`capture.snapshots.build` reads each shot's files once, wraps them in a :class:`Sample` and
-hands
-it to every writer in turn; a writer keeps at most one open file per split and its own small
+hands it to every writer in turn; a writer keeps at most one open file per split and its own small
 index.  Every writer hashes what it writes as it writes it, so the manifest's sha256 and size
 need no second pass over the files.
 
