@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from rig.errors import RigError
+from rig.errors import GcodeError, RigError
+
+if TYPE_CHECKING:
+    from rig.config import Settings
+    from rig.owner import Owner
+    from rig.rig import Rig
+    from rig.turntable import Mode
 
 console = Console()
 err_console = Console(stderr=True)
@@ -136,7 +142,7 @@ def print_status(status: dict[str, Any], as_json: bool) -> None:
 def _with_rig(
     config: Path | None,
     sim: bool,
-    action: Callable[[Any], None],
+    action: Callable[[Rig], None],
     *,
     command: str,
     remote: tuple[str, str, dict[str, Any] | None] | None = None,
@@ -175,7 +181,12 @@ def _with_rig(
 
 
 def _through_server(
-    settings: Any, owner: Any, command: str, method: str, path: str, body: dict[str, Any] | None
+    settings: Settings,
+    owner: Owner,
+    command: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
 ) -> Any:
     """Ask the server that owns the rig to do it (operator key from auth.operator_keys[0])."""
     import httpx
@@ -190,6 +201,8 @@ def _through_server(
             "add an operator key to auth.operator_keys (`partrig auth new-key --role operator`) "
             "so the command can go through the server's API, or use its web page",
         )
+    if owner.url is None:
+        raise refuse(owner, f"`partrig rig {command}`", "stop it first: it serves no API here")
     try:
         reply = httpx.request(
             method, owner.url + path, json=body, headers={"X-Api-Key": keys[0]}, timeout=30.0
@@ -218,6 +231,17 @@ def rig_status(
               remote=("GET", "/api/rig/status", None), as_json=as_json)  # fmt: skip
 
 
+def _rotate_mode(mode: str | None) -> Mode | None:
+    """``--mode`` as the turntable's mode (None: the configured one), or GcodeError."""
+    if mode is None:
+        return None
+    if mode == "absolute":
+        return "absolute"
+    if mode == "shortest":
+        return "shortest"
+    raise GcodeError(f"rotate mode must be 'absolute' or 'shortest' (got {mode!r})")
+
+
 @rig_app.command("rotate")
 def rig_rotate(
     degrees: float,
@@ -228,8 +252,8 @@ def rig_rotate(
 ) -> None:
     """Turn the table to DEGREES and verify it got there."""
 
-    def act(rig) -> None:
-        rig.turntable.rotate_to(degrees, mode)
+    def act(rig: Rig) -> None:
+        rig.turntable.rotate_to(degrees, _rotate_mode(mode))
         console.print(f"at {rig.turntable.wait():.3f}°")
 
     # NOTE: the server has no absolute move (only a jog from where it is), so this refuses.

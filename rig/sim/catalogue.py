@@ -78,8 +78,18 @@ class PartSpec:
         return dict(self.nominal)
 
 
-def _spec(label, name, shape, colour, poses=POSES, unknown=False, **kw) -> PartSpec:
-    return PartSpec(label, name, shape, colour, tuple(poses), unknown, **kw)
+def _spec(
+    label: str,
+    name: str,
+    shape: str,
+    colour: RGB,
+    poses: tuple[str, ...] = POSES,
+    unknown: bool = False,
+    *,
+    shared_label: str | None = None,
+    nominal: tuple[tuple[str, float | str], ...] = (),
+) -> PartSpec:
+    return PartSpec(label, name, shape, colour, tuple(poses), unknown, shared_label, nominal)
 
 
 def _m4(length: int) -> PartSpec:

@@ -217,7 +217,16 @@ def _draw(
             )
 
 
-def _see_through(near, far_verts, view, origin, canvas, mask, behind, alpha) -> None:
+def _see_through(
+    near: np.ndarray,
+    far_verts: np.ndarray,
+    view: Projection,
+    origin: np.ndarray,
+    canvas: np.ndarray,
+    mask: np.ndarray,
+    behind: np.ndarray,
+    alpha: np.ndarray | None,
+) -> None:
     """Show ``behind`` where a through hole's near and far ends overlap in the image."""
     far = np.round((view.project(far_verts) - origin) * _ONE).astype(np.int32)
     a = np.zeros(mask.shape, np.uint8)
@@ -231,7 +240,17 @@ def _see_through(near, far_verts, view, origin, canvas, mask, behind, alpha) -> 
         alpha[hole] = 0
 
 
-def _draw_line(pts, normals, colour, width_mm, view, origin, canvas, brightness, toward) -> None:
+def _draw_line(
+    pts: np.ndarray,
+    normals: np.ndarray,
+    colour: np.ndarray,
+    width_mm: float,
+    view: Projection,
+    origin: np.ndarray,
+    canvas: np.ndarray,
+    brightness: float,
+    toward: np.ndarray,
+) -> None:
     """The camera-facing runs of a surface polyline (a thread), dark and about width_mm wide."""
     visible = (normals @ toward) > 0.05
     xy = np.round((view.project(pts) - origin) * _ONE).astype(np.int32)

@@ -14,9 +14,14 @@ turned towards the camera never overlap, so they need no order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+#: A polyline drawn on a surface: points, their surface normals, colour and width in mm.
+SurfaceLine = tuple[np.ndarray, np.ndarray, np.ndarray, float]
 
 Vec = np.ndarray
 
@@ -71,11 +76,13 @@ class Model:
         return pts.min(axis=0), pts.max(axis=0)
 
 
-def _colour(rgb) -> np.ndarray:
+def _colour(rgb: ArrayLike) -> np.ndarray:
     return np.asarray(rgb, dtype=np.float64)
 
 
-def box(lo, hi, rgb, out=None) -> Solid:
+def box(
+    lo: Sequence[float], hi: Sequence[float], rgb: ArrayLike, out: ArrayLike | None = None
+) -> Solid:
     """An axis-aligned box from corner ``lo`` to corner ``hi``."""
     (x0, y0, z0), (x1, y1, z1) = lo, hi
     c = _colour(rgb)
@@ -91,7 +98,7 @@ def box(lo, hi, rgb, out=None) -> Solid:
     return Solid(faces, None if out is None else np.asarray(out, float))
 
 
-def _frame_for(axis) -> np.ndarray:
+def _frame_for(axis: ArrayLike) -> np.ndarray:
     """A rotation whose third column is ``axis`` (so local z maps onto it)."""
     a = np.asarray(axis, float)
     a = a / np.linalg.norm(a)
@@ -102,7 +109,18 @@ def _frame_for(axis) -> np.ndarray:
     return np.stack([u, v, a], axis=1)
 
 
-def prism(base, axis, radius, length, sides, rgb, *, out=None, phase=0.0, cap_rgb=None) -> Solid:
+def prism(
+    base: ArrayLike,
+    axis: ArrayLike,
+    radius: float,
+    length: float,
+    sides: int,
+    rgb: ArrayLike,
+    *,
+    out: ArrayLike | None = None,
+    phase: float = 0.0,
+    cap_rgb: ArrayLike | None = None,
+) -> Solid:
     """A right prism with a regular ``sides``-gon section (a cylinder when ``sides`` is large).
 
     ``base`` is the centre of the bottom cap; the prism runs ``length`` along ``axis``.
@@ -123,7 +141,15 @@ def prism(base, axis, radius, length, sides, rgb, *, out=None, phase=0.0, cap_rg
     return Solid(faces, None if out is None else np.asarray(out, float))
 
 
-def disc_mark(centre, normal, radius, rgb, sides=20, *, depth: float = 0.0) -> Solid:
+def disc_mark(
+    centre: ArrayLike,
+    normal: ArrayLike,
+    radius: float,
+    rgb: ArrayLike,
+    sides: int = 20,
+    *,
+    depth: float = 0.0,
+) -> Solid:
     """A flat round mark (a hole seen end on, a socket) lying on a face with this ``normal``.
 
     ``depth`` > 0 makes it a through hole that far into the part (its far end is the window).
@@ -137,11 +163,20 @@ def disc_mark(centre, normal, radius, rgb, sides=20, *, depth: float = 0.0) -> S
     return Solid([Face(verts, n.copy(), _colour(rgb))], out=n.copy(), flat=True, window=window)
 
 
-def thread_lines(base, axis, radius, length, pitch, rgb, width_mm, sides=24) -> list:
+def thread_lines(
+    base: ArrayLike,
+    axis: ArrayLike,
+    radius: float,
+    length: float,
+    pitch: float,
+    rgb: ArrayLike,
+    width_mm: float,
+    sides: int = 24,
+) -> list[SurfaceLine]:
     """Rings around a shaft every ``pitch`` mm, slightly tilted like a helix, for screw threads."""
     rot = _frame_for(axis)
     ang = np.linspace(0, 2 * np.pi, sides + 1)
-    lines = []
+    lines: list[SurfaceLine] = []
     for k in range(1, max(1, int(length / pitch))):
         z = k * pitch + pitch * ang / (2 * np.pi) - pitch / 2
         local = np.stack([np.cos(ang) * radius * 1.01, np.sin(ang) * radius * 1.01, z], axis=1)
