@@ -157,7 +157,9 @@ def sheet_layout(width: int, height: int) -> SheetLayout:
     return SheetLayout(width, height, mark, quiet, patches, area)
 
 
-def render_sheet(sheet_id: int, width_px: int, height_px: int, *, dpi: float | None = None):
+def render_sheet(
+    sheet_id: int, width_px: int, height_px: int, *, dpi: float | None = None
+) -> np.ndarray:
     """The sheet as an RGB ``uint8`` array of ``height_px`` x ``width_px`` x 3.
 
     ``dpi`` sets the physical scale of textures and patterns (grain, checker squares, dots are
