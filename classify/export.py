@@ -151,7 +151,9 @@ def deployable(model: Any) -> Any:
         features = model.get_layer("probs").input
     except ValueError:
         raise ModelError("the model has no 'probs' layer; build it with build_model") from None
-    return keras.Model(model.inputs, [model.outputs[0], features], name=model.name)
+    # NOTE: a multi-head model's attribute heads follow (classify.export_heads finds them).
+    outputs = [model.outputs[0], features, *model.outputs[1:]]
+    return keras.Model(model.inputs, outputs, name=model.name)
 
 
 def output_indices(model_path: Path, num_classes: int) -> tuple[int, int | None]:
@@ -167,6 +169,11 @@ def output_indices(model_path: Path, num_classes: int) -> tuple[int, int | None]
     widths = [int(o["shape"][-1]) for o in outs]
     if len(outs) == 1:
         return 0, None
+    if len(outs) > 2:
+        from classify.export_heads import keras_order
+
+        positions = keras_order(model_path)  # a multi-head model: by the converter's names
+        return positions[0], positions[1]
     if len(outs) != 2 or widths.count(num_classes) != 1:
         raise ModelError(
             f"{model_path.name} has outputs of widths {widths}; expected {num_classes} class "

@@ -33,11 +33,13 @@ import numpy as np
 from capture.store.files import fsync_dir, write_durably
 from classify.augment import AugmentConfig, as_affine, augment, background_patch
 from classify.export import deployable, export_float, export_int8, write_model_card
+from classify.export_heads import add_attribute_heads, evaluate_heads
 from classify.metrics import confusion, confusion_png, summarise
 from classify.model_build import build_model, check_options
 from classify.preprocess import prepare, prepare_mask
 from classify.runtime import Classifier
 from classify.train_data import Sample, Snapshot, open_snapshot
+from classify.train_heads import attribute_heads, compile_heads, fit_heads, parse_heads
 from classify.train_output import native_output_quiet
 from classify.train_stream import CropLoader, StreamSplit, at_sorter_density, index_split
 from rig.errors import ModelError, StoreError
@@ -76,6 +78,9 @@ class TrainOptions:
     #: Stream shots through tf.data (:mod:`classify.train_stream`): memory independent of the
     #: dataset's size.  False holds every crop in memory (the multi-worker path always does).
     stream: bool = True
+    #: The model's heads: ``label`` alone (the default) or with attribute heads such as
+    #: ``colour`` (:mod:`classify.train_heads`), one output each on one backbone.
+    heads: tuple[str, ...] = ("label",)
 
 
 @dataclass
@@ -309,6 +314,9 @@ def train(
     check_options(opts.backbone, opts.alpha, opts.size, opts.weights)
     snap = snapshot_dir if isinstance(snapshot_dir, Snapshot) else open_snapshot(snapshot_dir)
     labels = snap.labels
+    attr = attribute_heads(snap.manifest, labels, parse_heads(opts.heads))
+    if attr and role is not None:
+        raise ModelError("multi-head training (--heads) runs on one machine, not several workers")
     keras.utils.set_random_seed(opts.seed)
     splits: dict[str, Any]
     streaming = opts.stream and role is None and type(snap) is Snapshot
@@ -349,13 +357,17 @@ def train(
     log(f"training {opts.backbone} at {opts.size} px on {', '.join(devices)}")
     with strategy.scope():
         model = build_model(
-            len(labels), opts.backbone, opts.alpha, opts.size, opts.weights, opts.norm
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate(opts, _size(train_set))),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+            len(labels), opts.backbone, opts.alpha, opts.size, opts.weights, opts.norm,
+            heads={h.name: len(h.values) for h in attr} or None,
+        )  # fmt: skip
+        if attr:
+            compile_heads(model, attr, learning_rate(opts, _size(train_set)))
+        else:
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate(opts, _size(train_set))),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
     if role is not None:
         from classify.train_workers import fit_workers, weights_digest
 
@@ -372,6 +384,8 @@ def train(
         )
         plain.set_weights(model.get_weights())
         model = plain
+    elif attr:
+        outcome = fit_heads(model, train_set, val_set, weights, attr, opts, log, augmented_epoch)
     else:
         outcome = fit(model, train_set, val_set, weights, opts, log)
     train_seconds = time.monotonic() - started
@@ -388,6 +402,9 @@ def train(
         metrics = _test_once(temp, labels, test_set)
         metrics.update(_record(snap, opts, outcome, devices, splits, weights, train_seconds))
         metrics["open_set"] = open_set
+        if attr:
+            add_attribute_heads(temp, attr, val_set if _size(val_set) else None)
+            metrics["heads"] = evaluate_heads(temp, attr, test_set)
         write_durably(temp / "labels.txt", ("\n".join(labels) + "\n").encode())
         write_durably(temp / "metrics.json", json.dumps(metrics, indent=2).encode())
         write_durably(

@@ -116,6 +116,13 @@ def train_command(
             min=0, help="long side of the sorter's frames: larger shots are shrunk to it (0: off)"
         ),
     ] = 640,
+    heads: Annotated[
+        str,
+        typer.Option(
+            help="heads to train on one backbone: label, then attributes from the snapshot's "
+            "catalogue (label,colour,category); one int8 model with an output per head"
+        ),
+    ] = "label",
     seeds: Annotated[
         int,
         typer.Option(
@@ -128,8 +135,14 @@ def train_command(
 ) -> None:
     """Train a classifier on a snapshot; write model.tflite (int8), model-float.tflite,
     labels.txt, metrics.json and confusion.png (test split; val when there is none) to --out."""
+    from classify.train_heads import parse_heads
     from classify.train_output import quiet_tensorflow
 
+    try:
+        head_names = parse_heads(heads)
+    except RigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from None
     quiet_tensorflow()
     try:
         import tensorflow  # noqa: F401
@@ -163,6 +176,7 @@ def train_command(
         schedule=schedule,
         learning_rate=learning_rate,
         sorter_px=sorter_px or None,
+        heads=head_names,
     )
     try:
         sources = [d if d.startswith("s3://") else resolve_dataset(d, snapshot, dest, key)
