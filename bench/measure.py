@@ -7,7 +7,8 @@ board with ``capture/vision/lens.py``), and for every lens every background shee
 own: the sheet laid down anew (up to 10 mm off each way, 5 degrees turned), the camera at a new
 height (300 mm +- 5 %) with up to 1 degree of mounting tilt, sensor noise of 2 levels.  Each run
 shoots its empty reference, then M4 pan head screws of 8, 10, 12 and 16 mm (one label, ``screw-m4``)
-lying on their side at random turntable angles and instances, and two standing on their head.
+lying on their side at random turntable angles and instances, and as many standing on their
+head (at least 200 of each pose over the full run).
 
 What it measures, from image content and the stored lens calibration only (the truth comes
 from the simulator's catalogue, joined by instance, never passed to the measuring code):
@@ -17,11 +18,16 @@ from the simulator's catalogue, joined by instance, never passed to the measurin
   background; a shot whose marker is missing counts as infinite error (``null`` in JSON when
   that reaches the 95th percentile), and ``marker_missing_rate`` is reported;
 * ``shaft_err_mm_p95``: the same for the shaft (the length screws are sold by);
-* ``length_sort_accuracy``: the measured shaft length binned to the nearest nominal length
-  (8, 10, 12, 16 mm) within +-1 mm, else review (counted wrong), over the side-lying screws.
-  This is the measuring step alone, not the full sorter with its feeder and valves.
-  ``length_sort_accuracy_all_poses`` adds the standing screws: a camera looking down cannot see
-  their length, so they go to review and count as wrong.
+* ``length_sort_accuracy``: the sorter's own rule path sorting every screw, in every pose,
+  into the bin of its nominal length; review counts as wrong.  Each shot goes through what
+  the sorter does with a part when a rule measures (``classify.sorter_measure``: the still
+  against the empty platform's still, the mask, the sheet's marker and lens calibration) and
+  its decision (``classify.decide.choose_bin``, step 4 ``sorter.rules``) under :data:`RULES`:
+  ``category screw`` and shaft length 7-9, 9-11, 11-13, 15-17 mm -> bins 1-4 (half-open).  The
+  label head answers ``screw-m4`` (category ``screw``) with certainty, so the figure is the
+  measuring and the rules, not the classifier.  ``length_sort_accuracy_side`` and
+  ``_standing`` split it by pose: a camera looking down cannot see the length of a screw
+  standing on its head, so the rules send it to review (``unmeasured``).
 
 The last line printed is one JSON object.  ``--quick`` runs one lens and three sheets.
 """
@@ -40,8 +46,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from capture.vision import lens as lens_mod
-from capture.vision.masks import mask_and_box
-from capture.vision.measure import measure_shot, nominal_bin
+from classify.decide import choose_bin
+from classify.runtime import HeadPrediction, Prediction
+from classify.sorter_measure import PlatformMeasurer
+from rig.camera import Frame
+from rig.config import parse_settings
 from rig.sheets import SHEETS
 from rig.sim.backdrop import FLAT_SHADE, SensorNoise
 from rig.sim.catalogue import M4_LENGTHS, instance_scale, part_model, true_size_mm
@@ -50,8 +59,29 @@ from rig.sim.render import render_part
 
 WIDTH, HEIGHT = 4056, 3040
 LENSES = ((-0.06, 0.01), (0.0, 0.0), (0.04, -0.005))
-SIDE_PER_RUN, UPRIGHT_PER_RUN = 8, 2
-SORT_TOLERANCE_MM = 1.0
+SIDE_PER_RUN, UPRIGHT_PER_RUN = 8, 8
+#: The sorter configuration the screws are sorted under: bin by nominal shaft length +- 1 mm.
+RULES = [
+    {"name": f"M4x{n}", "bin": i + 1,
+     "when": {"category": "screw", "shaft_length_mm": [n - 1.0, n + 1.0]}}
+    for i, n in enumerate(M4_LENGTHS)
+]  # fmt: skip
+SETTINGS = parse_settings(
+    {"actuator": {"driver": "sim", "review_bin": 0}, "sorter": {"rules": RULES}}
+)
+#: What the label head says of every screw (sure of it: the bench measures sizes, not labels).
+SCREW = Prediction("screw-m4", 0, 1.0, [("screw-m4", 1.0)], 1.0,
+                   heads={"category": HeadPrediction("category", "screw", 1.0)})  # fmt: skip
+
+
+class Still:
+    """A camera whose still is the given frame (the simulated shot)."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+
+    def capture(self) -> Frame:
+        return Frame(self.image, 0.0, 0, 1.0, (1.0, 1.0))
 
 
 def board_views(optics: Optics, rng: np.random.Generator, n: int = 10) -> list[np.ndarray]:
@@ -103,7 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     length_err: list[float] = []
     shaft_err: list[float] = []
-    missing = side_shots = sorted_ok = upright = 0
+    missing = 0
+    shots = {"side": 0, "upright": 0}
+    right = {"side": 0, "upright": 0}
+    review = {"side": 0, "upright": 0}
     heights: list[float] = []
     rms: list[float] = []
     for k1, k2 in lenses:
@@ -114,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
             heights.append(optics.height_mm)
             lit = cv2.convertScaleAbs(render_sheet_view(optics, sheet), alpha=FLAT_SHADE)
             reference = noise.apply(lit, noise.offset(rng), (WIDTH, HEIGHT))
+            platform = PlatformMeasurer(cal)
+            platform.take_reference(Still(reference))
             jobs = [("side", M4_LENGTHS[i % len(M4_LENGTHS)]) for i in range(SIDE_PER_RUN)]
             jobs += [("upright", int(rng.choice(M4_LENGTHS))) for _ in range(UPRIGHT_PER_RUN)]
             for pose, nominal in jobs:
@@ -121,13 +156,14 @@ def main(argv: list[str] | None = None) -> dict:
                 instance = f"k{k1}-s{sheet}-{rng.integers(1 << 30)}"
                 frame = shoot(optics, lit, label, instance, pose, float(rng.uniform(0, 360)),
                               noise, rng)  # fmt: skip
-                mask, _ = mask_and_box(frame, reference)
-                m, why = measure_shot(frame, reference, mask, cal)
+                size = platform.measure(Still(frame))
+                choice = choose_bin(SCREW, SETTINGS, size.sizes)
+                shots[pose] += 1
+                right[pose] += int(choice.bin == M4_LENGTHS.index(nominal) + 1)
+                review[pose] += int(choice.review)
                 if pose == "upright":
-                    upright += 1
                     continue
-                side_shots += 1
-                if why == "marker_missing":
+                if size.status == "marker_missing":
                     if args.verbose:
                         print(f"k1={k1} sheet={sheet} {label}: marker missing", file=sys.stderr)
                     missing += 1
@@ -136,15 +172,16 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 true_len = true_size_mm(label, instance)[2]
                 true_shaft = nominal * instance_scale(label, instance)
-                got = None if m is None else m.shaft_length_mm
-                length_err.append(abs(m.length_mm - true_len) if m else float("inf"))
+                got, length = size.sizes.get("shaft_length_mm"), size.sizes.get("length_mm")
+                length_err.append(abs(length - true_len) if length is not None else float("inf"))
                 shaft_err.append(abs(got - true_shaft) if got is not None else float("inf"))
-                bin_ = nominal_bin(got, M4_LENGTHS, SORT_TOLERANCE_MM)
-                sorted_ok += int(bin_ == nominal)
                 if args.verbose:
-                    print(f"k1={k1} sheet={sheet} {label} {instance} length {m and m.length_mm:.3f}"
-                          f" (true {true_len:.3f}) shaft {got} (true {true_shaft:.3f}) -> {bin_}",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"k1={k1} sheet={sheet} {label} {instance} length {length} (true "
+                        f"{true_len:.3f}) shaft {got} (true {true_shaft:.3f}) -> bin {choice.bin} "
+                        f"({choice.rule} {choice.fired})",
+                        file=sys.stderr,
+                    )
 
     def p95(xs: list[float]) -> float | None:
         v = float(np.percentile(np.asarray(xs), 95, method="higher"))
@@ -158,16 +195,18 @@ def main(argv: list[str] | None = None) -> dict:
         "lens_rms_px": rms,
         "sheets": sheets,
         "camera_height_mm": [round(min(heights), 1), round(max(heights), 1)],
-        "side_shots": side_shots,
+        "side_shots": shots["side"],
         "length_err_mm_p95": p95(length_err),
         "length_err_mm_max": round(max(finite), 4) if finite else None,
         "length_err_mm_mean": round(float(np.mean(finite)), 4) if finite else None,
         "shaft_err_mm_p95": p95(shaft_err),
-        "marker_missing_rate": round(missing / max(1, side_shots), 4),
-        "length_sort_screws": side_shots,
-        "length_sort_accuracy": round(sorted_ok / max(1, side_shots), 4),
-        "length_sort_accuracy_all_poses": round(sorted_ok / max(1, side_shots + upright), 4),
-        "standing_screws_to_review": upright,
+        "marker_missing_rate": round(missing / max(1, shots["side"]), 4),
+        "length_sort_screws": shots,
+        "length_sort_accuracy": round(sum(right.values()) / max(1, sum(shots.values())), 4),
+        "length_sort_accuracy_side": round(right["side"] / max(1, shots["side"]), 4),
+        "length_sort_accuracy_standing": round(right["upright"] / max(1, shots["upright"]), 4),
+        "length_sort_to_review": review,
+        "length_sort_wrong_bin": {k: shots[k] - right[k] - review[k] for k in shots},
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(result))
