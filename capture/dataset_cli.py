@@ -7,7 +7,7 @@ Why a sub-app here: each layer contributes its own typer app and :mod:`web.cli` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from rig.cli import ConfigOption, DataOption
 from rig.errors import RigError
+
+if TYPE_CHECKING:
+    from capture.store import CheckReport, DatasetStore
 
 dataset_app = typer.Typer(help="Check and count the dataset store.", no_args_is_help=True)
 console = Console()
@@ -31,7 +34,7 @@ def _data_dir(data: Path | None, config: Path | None) -> Path:
     return directory
 
 
-def _open(data: Path | None, config: Path | None):  # type: ignore[no-untyped-def]
+def _open(data: Path | None, config: Path | None) -> DatasetStore:
     from capture.store import DatasetStore
 
     return DatasetStore.open(_data_dir(data, config))
@@ -113,7 +116,7 @@ def _print_damaged(db_path: Path, detail: str | None) -> None:
     err_console.print(damaged_db_steps(db_path), highlight=False, soft_wrap=True, markup=False)
 
 
-def _remove_temporaries(store, report) -> None:  # type: ignore[no-untyped-def]
+def _remove_temporaries(store: DatasetStore, report: CheckReport) -> None:
     """Delete the report's leftovers while holding the data folder's lock (or refuse)."""
     from rig.owner import DataFolderLock
 

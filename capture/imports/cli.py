@@ -54,7 +54,13 @@ def import_command(
     to finish an interrupted import or to add new photos of the same source.  Where the source
     names no instances, near-duplicate crops and photos close in time are grouped
     (imp-<import>-<n>) so that a snapshot never splits one part across train and test."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TimeRemainingColumn,
+    )
 
     from capture.imports.importer import ImportOptions, import_photos
     from capture.store import DatasetStore
@@ -81,7 +87,7 @@ def import_command(
                 transient=True,
             ) as bar,
         ):
-            tasks: dict[str, int] = {}
+            tasks: dict[str, TaskID] = {}
 
             def progress(phase: str, done: int, total: int) -> None:
                 if phase not in tasks:

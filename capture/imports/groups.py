@@ -76,7 +76,8 @@ def photo_time(data_name: str, exif_time: str | None) -> datetime | None:
     found = _NAME_TIME.search(Path(data_name).name)
     if found:
         try:
-            return datetime(*(int(g) for g in found.groups()), tzinfo=UTC)  # type: ignore[misc]
+            y, mo, d, h, mi, s = (int(g) for g in found.groups())
+            return datetime(y, mo, d, h, mi, s, tzinfo=UTC)
         except ValueError:
             return None
     return None
@@ -234,12 +235,13 @@ def group_photos(
     out: list[int] = [0] * n
     for root in sorted(members):
         group = members[root]
-        olds = sorted({known[i] for i in group if known[i] is not None})  # type: ignore[misc]
+        olds = sorted({k for k in (known[i] for i in group) if k is not None})
         fresh_number = olds[0] if olds else next_number
         if not olds:
             next_number += 1
         for i in group:
-            out[i] = known[i] if known[i] is not None else fresh_number  # type: ignore[assignment]
+            k = known[i]
+            out[i] = k if k is not None else fresh_number
     return out, next_number
 
 

@@ -144,7 +144,7 @@ def _import_row(store: Any, source: ImportSource, opts: ImportOptions) -> int:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (source.kind, where, options, len(source.items), now, now),
         )
-        return int(cur.lastrowid)  # type: ignore[arg-type]
+        return int(cur.lastrowid)
 
 
 def _background(source: ImportSource, todo: list[ImportItem]) -> tuple[Any, str]:

@@ -262,7 +262,7 @@ def _writers(
     settings: Any, tmp: Path, formats: list[str], classes: list[str]
 ) -> list[FormatWriter]:
     dirs = [class_dir_name(i, c) for i, c in enumerate(classes)]
-    makers = {
+    makers: dict[str, Callable[[], FormatWriter]] = {
         "webdataset": lambda: WebDatasetWriter(tmp, settings.snapshot.shard_bytes),
         "folder": lambda: FolderWriter(tmp, dirs),
         # NOTE: no snapshot id inside the formats' files: unchanged content must give equal bytes.

@@ -108,7 +108,7 @@ def near_cross_split(
         for members in np.split(order, cuts):
             if len(members) > 1:
                 _compare(members, hashes, splits, shas, max_distance, found)
-    out = []
+    out: list[dict[str, Any]] = []
     for (a, b), d in found.items():
         ea, eb = entries[a], entries[b]
         out.append(

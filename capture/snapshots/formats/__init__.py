@@ -56,8 +56,9 @@ class Sample:
 
     @property
     def bbox(self) -> list[int] | None:
-        box = [self.shot.get(k) for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
-        return None if any(v is None for v in box) else [int(v) for v in box]
+        given = [self.shot.get(k) for k in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]
+        box = [int(v) for v in given if v is not None]
+        return box if len(box) == len(given) else None
 
     def metadata(self) -> dict[str, Any]:
         """Everything known about the shot, as the WebDataset ``.json`` member carries it."""

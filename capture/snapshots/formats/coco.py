@@ -138,4 +138,4 @@ def _dumps(obj: Any) -> str:
 
 def _copy(path: Path, out: HashingFile) -> None:
     with open(path, "rb") as f:
-        shutil.copyfileobj(f, out)  # type: ignore[misc]
+        shutil.copyfileobj(f, out)

@@ -70,7 +70,10 @@ def encode(mask: np.ndarray) -> dict[str, object]:
 
 def decode(rle: dict[str, object]) -> np.ndarray:
     """The uint8 0/1 mask of shape (h, w) that a compressed RLE describes."""
-    h, w = (int(v) for v in rle["size"])  # type: ignore[union-attr]
+    size = rle["size"]
+    if not isinstance(size, list | tuple):
+        raise TypeError(f"a compressed RLE's size is [h, w], not {size!r}")
+    h, w = (int(v) for v in size)
     counts = decode_counts(str(rle["counts"]))
     flat = np.zeros(h * w, dtype=np.uint8)
     pos = 0
