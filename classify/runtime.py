@@ -337,10 +337,26 @@ class Classifier:
         top_k: int = 3,
     ) -> Prediction:
         """Crop, preprocess and classify one frame (RGB ``uint8``)."""
+        return self.predict_prepared(self.prepare(image_rgb, bbox, colour_matrix), top_k)
+
+    def prepare(
+        self,
+        image_rgb: np.ndarray,
+        bbox: Sequence[float] | None = None,
+        colour_matrix: list[list[float]] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The model's input for one frame (the shared :func:`prepare` at this model's size).
+
+        Apart from :meth:`predict_prepared` so the sorter can prepare the next frame while
+        the model runs on this one (:mod:`classify.sort_pipeline`).
+        """
         try:
-            prepared = prepare(image_rgb, bbox, colour_matrix, self.input_size)
+            return prepare(image_rgb, bbox, colour_matrix, self.input_size)
         except ValueError as exc:
             raise ModelError(f"cannot prepare the frame for the model: {exc}") from None
+
+    def predict_prepared(self, prepared: np.ndarray, top_k: int = 3) -> Prediction:
+        """Classify one input from :meth:`prepare` (what :meth:`predict` does after it)."""
         probs, features, extra = self.invoke_all(prepared)
         prediction = self.decide(probs[0], top_k, None if features is None else features[0])
         if not extra:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Path, Request, UploadFile
 
-from classify.registry import UPLOAD_FILES, file_cap
+from classify.registry import UPLOAD_FILES, ModelRegistry, file_cap
 from rig.errors import ModelError
 from web.deps import OperatorAuth, StoreDep, TrainerAuth, ViewerAuth
 
@@ -23,9 +23,9 @@ router = APIRouter(prefix="/api/models", tags=["models"])
 ModelId = Annotated[str, Path(pattern=r"^model-\d{4,9}$", description="e.g. model-0001")]
 
 
-def get_registry(request: Request) -> Any:
+def get_registry(request: Request) -> ModelRegistry:
     registry = getattr(request.app.state, "models", None)
-    if registry is None:
+    if not isinstance(registry, ModelRegistry):
         raise HTTPException(503, "the model registry is not available: see the server log")
     return registry
 
