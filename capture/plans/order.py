@@ -154,12 +154,12 @@ def _ordered(plan: Plan, background_outer: bool) -> list[ShotSpec]:
     groups: list[tuple[PartEntry, str, int]] = []
     if background_outer:
         for i, sheet in enumerate(sheets):
-            inner = combos if i % 2 == 0 else combos[::-1]
-            groups.extend((part, pose, sheet) for part, pose in inner)
+            parts = combos if i % 2 == 0 else combos[::-1]
+            groups.extend((part, pose, sheet) for part, pose in parts)
     else:
         for i, (part, pose) in enumerate(combos):
-            inner = sheets if i % 2 == 0 else sheets[::-1]
-            groups.extend((part, pose, sheet) for sheet in inner)
+            order = sheets if i % 2 == 0 else sheets[::-1]
+            groups.extend((part, pose, sheet) for sheet in order)
     angles, lights = plan.angle_list(), [float(v) for v in plan.lights]
     shots: list[ShotSpec] = []
     step = 0

@@ -13,7 +13,7 @@ the *previous* frame while the turntable moves to the next angle.
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -23,22 +23,17 @@ import numpy as np
 from capture.runs.eta import RunEta
 from capture.runs.pipeline import SegmentContext, ShotJob, ShotWriter, encode_image, utc_now
 from capture.runs.state import RunState
-from capture.runs.tools import (
-    CaptureTools,
-    as_dict,
-    call_by_name,
-    data_dir_of,
-    frame_meta,
-    matrix_list,
-    pose_words,
-    prompt_text,
-    sheet_kind,
-    sheet_name,
-)
-from rig.errors import MotionError
+from capture.runs.tools import CaptureTools, matrix_list
+from capture.store.records import ShotRecord
+from rig.errors import CameraError, MotionError
+from rig.sheets import SHEETS
 
 if TYPE_CHECKING:
+    from capture.plans.order import ShotSpec
+    from capture.plans.schema import Plan
+    from capture.runs.pipeline import MeasureFn
     from capture.runs.run import CaptureRun
+    from rig.camera_types import Camera, Frame
 
 log = logging.getLogger("capture.runs.run")
 
@@ -55,7 +50,8 @@ class RunEngine:
         self.store = run.store
         self.plan = run.plan
         self.sheet: int | None = None  # verified installed sheet, this session
-        self.loaded: Any = _UNKNOWN  # (label, instance, pose), None (empty) or unknown
+        #: (label, instance, pose) on the turntable, None (empty) or _UNKNOWN
+        self.loaded: tuple[str, str, str] | str | None = _UNKNOWN
         self.segment: SegmentContext | None = None
         self.light: float | None = None
         self.writer: ShotWriter | None = None
@@ -63,7 +59,7 @@ class RunEngine:
         self.session_done = 0
         self.total = 0
         self.tools: CaptureTools = run.tools or CaptureTools.default()
-        self.eta = RunEta(self.rig.turntable, float(getattr(self.plan, "settle_s", 0.0) or 0.0))
+        self.eta = RunEta(self.rig.turntable, float(self.plan.settle_s))
 
     # --- the session -----------------------------------------------------------------------------
 
@@ -101,52 +97,34 @@ class RunEngine:
             self._lights_off()
             run.finish(run.end_state, reason=run.reason or "aborted by the operator")
         except BaseException as exc:
-            if getattr(self.rig, "emergency_stopped", False):
+            if self.rig.emergency_stopped:
                 self._emergency_stopped(exc)
             else:
                 self._fail(exc)
 
-    def _register(self, shots: list[Any]) -> None:
+    def _register(self, shots: list[ShotSpec]) -> None:
         """Make sure the store knows the parts, instances and sheets the shots refer to."""
-        seen: set[tuple[str, Any]] = set()
-        for spec in shots:
-            for kind, key in (
-                ("part", spec.label),
-                ("instance", (spec.instance, spec.label)),
-                ("background", spec.background),
-            ):
-                if (kind, key) in seen:
-                    continue
-                seen.add((kind, key))
-                if kind == "part":
-                    call_by_name(self.store, "upsert_part", label=spec.label, name=spec.label)
-                elif kind == "instance":
-                    call_by_name(
-                        self.store,
-                        "upsert_instance",
-                        instance_id=spec.instance,
-                        instance=spec.instance,
-                        label=spec.label,
-                        source="capture",
-                    )
-                else:
-                    sheet = int(spec.background)
-                    call_by_name(
-                        self.store,
-                        "upsert_background",
-                        sheet_id=sheet,
-                        background_id=sheet,
-                        id=sheet,
-                        name=sheet_name(sheet),
-                        kind=sheet_kind(sheet),
-                    )
+        # NOTE: a part already in the catalogue keeps its name and attributes; a capture run
+        # only adds what is missing (it used to reset them).
+        known = {p["label"] for p in self.store.list_parts()}
+        for label in dict.fromkeys(spec.label for spec in shots):
+            if label not in known:
+                self.store.upsert_part(label, name=label)
+        for instance, label in dict.fromkeys((s.instance, s.label) for s in shots):
+            self.store.upsert_instance(instance, label, source="capture")
+        for sheet in dict.fromkeys(int(s.background) for s in shots):
+            spec = SHEETS.get(sheet)
+            if spec is None:
+                self.store.upsert_background(sheet, f"sheet {sheet}")
+            else:
+                self.store.upsert_background(sheet, spec.name, spec.kind)
 
     def _make_writer(self) -> ShotWriter:
-        image = getattr(self.plan, "image", None)
-        fmt = str(getattr(image, "format", "jpeg") or "jpeg").lower()
+        image = self.plan.image
+        fmt = image.format.lower()
         settings = self.run_.settings
         default_q = settings.data.jpeg_quality if settings is not None else 92
-        quality = int(getattr(image, "quality", None) or default_q)
+        quality = int(image.quality or default_q)
         thumb = settings.data.thumbnail_px if settings is not None else 256
         return ShotWriter(
             self.store,
@@ -157,22 +135,16 @@ class RunEngine:
             record_factory=self._record,
             on_stored=self._stored,
             phase_hook=self.run_.phase_hook,
-            measure_fn=self._measurer(settings),
+            measure_fn=self._measurer(),
         )
 
-    def _measurer(self, settings: Any) -> Any:
-        """The per-shot measurer, when the store can record measurements (not a test fake)."""
-        if not hasattr(self.store, "transaction"):
-            return None
-        try:
-            data_dir = data_dir_of(self.store, settings)
-        except AttributeError:
-            return None
-        return self.tools.measurer(data_dir)
+    def _measurer(self) -> MeasureFn | None:
+        """The per-shot measurer for this data folder (its stored lens calibration), if any."""
+        return self.tools.measurer(self.store.data_dir)
 
     # --- one shot --------------------------------------------------------------------------------
 
-    def _shoot(self, spec: Any) -> None:
+    def _shoot(self, spec: ShotSpec) -> None:
         shot_span = self.run_.active.span()
         segment_s = 0.0
         if self.sheet != spec.background or self.segment is None:
@@ -188,10 +160,10 @@ class RunEngine:
         tt.rotate_to(float(spec.angle_deg))
         measured = float(tt.wait())
         self._check_angle(spec.angle_deg, measured)
-        settle = float(getattr(self.plan, "settle_s", 0.0) or 0.0)
+        settle = float(self.plan.settle_s)
         if settle > 0:
             self.run_.sleep(settle)
-        frame = self.rig.camera.capture()
+        frame = self._camera().capture()
         assert self.writer is not None and self.segment is not None
         self.run_.publish(
             "shot",
@@ -220,6 +192,12 @@ class RunEngine:
         self.eta.observe_shot(shot_span() - segment_s)
         self._progress()
 
+    def _camera(self) -> Camera:
+        camera = self.rig.camera
+        if camera is None:
+            raise CameraError("the rig was opened without its camera; a capture run needs it")
+        return camera
+
     def _check_angle(self, commanded: float, measured: float) -> None:
         # NOTE: absolute targets are rounded to whole steps, so half a step is not an error.
         tol = 0.06
@@ -241,7 +219,7 @@ class RunEngine:
 
     # --- operator steps --------------------------------------------------------------------------
 
-    def _background_segment(self, spec: Any) -> None:
+    def _background_segment(self, spec: ShotSpec) -> None:
         """Install and verify the sheet, lock the exposure, take or reuse the reference."""
         detect_sheet = self.tools.detect_sheet
         want = int(spec.background)
@@ -252,7 +230,7 @@ class RunEngine:
         self.run_.ask_operator(text, action)
         self._set_light(spec.light)
         while True:
-            got = detect_sheet(self.rig.camera.capture().image)
+            got = detect_sheet(self._camera().capture().image)
             if got == want:
                 break
             found = "no sheet marker is visible" if got is None else f"sheet {got} is installed"
@@ -263,10 +241,10 @@ class RunEngine:
                 action,
             )
         self.sheet = want
-        camera = self.rig.camera
+        camera = self._camera()
         camera.unlock()
-        exposure = as_dict(camera.meter_and_lock())
-        call_by_name(self.store, "set_run_exposure", run_id=self.run_.run_id, exposure=exposure)
+        exposure = camera.meter_and_lock().as_dict()
+        self.store.set_run_exposure(self.run_.run_id, exposure)
         stored = self._stored_reference(want)
         if stored is not None:
             reference, matrix = stored
@@ -274,7 +252,9 @@ class RunEngine:
             reference, matrix = self._take_reference(want, exposure)
         self.segment = SegmentContext(want, reference, matrix, exposure)
 
-    def _take_reference(self, sheet: int, exposure: dict[str, Any]) -> tuple[np.ndarray, Any]:
+    def _take_reference(
+        self, sheet: int, exposure: dict[str, Any]
+    ) -> tuple[np.ndarray, list[list[float]] | None]:
         if self.loaded is not None:
             self.run_.ask_operator(
                 "Remove the part from the turntable so the empty reference frame can be taken,"
@@ -282,7 +262,7 @@ class RunEngine:
                 {"kind": "remove_part"},
             )
             self.loaded = None
-        image = self.rig.camera.capture().image
+        image = self._camera().capture().image
         matrix = matrix_list(self.tools.colour_matrix(image))
         rel = f"references/{self.run_.run_id}/sheet{sheet:03d}.png"
         stored = self.store.write_file(rel, encode_image(image, "png", 0))
@@ -296,24 +276,20 @@ class RunEngine:
         )
         return image, matrix
 
-    def _stored_reference(self, sheet: int) -> tuple[np.ndarray, Any] | None:
+    def _stored_reference(self, sheet: int) -> tuple[np.ndarray, list[list[float]] | None] | None:
         """This run's reference for ``sheet`` from an earlier session, if the store has one."""
-        row = self.store.reference_for(self.run_.run_id, sheet)
-        if not row:
+        ref = self.store.reference_for(self.run_.run_id, sheet)
+        if not ref:
             return None
-        ref = row if isinstance(row, dict) else dataclasses.asdict(row)
-        path = data_dir_of(self.store, self.run_.settings) / ref["path"]
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        bgr = cv2.imread(str(self.store.data_dir / ref["path"]), cv2.IMREAD_COLOR)
         if bgr is None:
             return None
         matrix = ref.get("colour_matrix")
         if isinstance(matrix, str):
-            import json
-
             matrix = json.loads(matrix)
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), matrix
 
-    def _place_part(self, spec: Any) -> None:
+    def _place_part(self, spec: ShotSpec) -> None:
         action = {
             "kind": "place_part",
             "label": spec.label,
@@ -322,44 +298,60 @@ class RunEngine:
         }
         text = prompt_text(spec, "place_part") or (
             f"Place part {spec.label} (instance {spec.instance}) on the turntable"
-            f"{pose_words(self.plan, spec.pose)}, then press Continue."
+            f"{_pose_words(self.plan, spec.pose)}, then press Continue."
         )
         self.run_.ask_operator(text, action)
         self.loaded = (spec.label, spec.instance, spec.pose)
 
     # --- writer callbacks ------------------------------------------------------------------------
 
-    def _record(self, *, job: ShotJob, **files: Any) -> Any:
+    def _record(
+        self,
+        *,
+        job: ShotJob,
+        path: str,
+        sha256: str,
+        size: int,
+        width: int,
+        height: int,
+        format: str,
+        mask_path: str,
+        bbox: tuple[int, int, int, int] | None,
+        thumb_path: str,
+    ) -> ShotRecord:
         spec, seg, meta = job.spec, job.segment, job.frame_meta
-        values = {
-            "run_id": job.run_id,
-            "shot_index": int(spec.index),
-            "label": spec.label,
-            "instance_id": spec.instance,
-            "pose": spec.pose,
-            "background_id": int(spec.background),
-            "angle_cmd": float(spec.angle_deg),
-            "angle_measured": job.angle_measured,
-            "light_level": float(spec.light),
-            "exposure_us": meta.get("exposure_us", seg.exposure.get("exposure_us")),
-            "analogue_gain": meta.get("analogue_gain", seg.exposure.get("analogue_gain")),
-            "colour_gains": meta.get("colour_gains", seg.exposure.get("colour_gains")),
-            "colour_matrix": seg.colour_matrix,
-            "captured_at": job.captured_at,
-            "source": "capture",
-            **files,
-        }
-        box = files.get("bbox")
-        values.update(
-            zip(("bbox_x", "bbox_y", "bbox_w", "bbox_h"), box or (None,) * 4, strict=True)
+        x, y, w, h = bbox if bbox is not None else (None, None, None, None)
+        return ShotRecord(
+            run_id=job.run_id,
+            shot_index=int(spec.index),
+            label=spec.label,
+            instance_id=spec.instance,
+            pose=spec.pose,
+            background_id=int(spec.background),
+            angle_cmd=float(spec.angle_deg),
+            angle_measured=job.angle_measured,
+            light_level=float(spec.light),
+            exposure_us=meta.get("exposure_us", seg.exposure.get("exposure_us")),
+            analogue_gain=meta.get("analogue_gain", seg.exposure.get("analogue_gain")),
+            colour_gains=meta.get("colour_gains", seg.exposure.get("colour_gains")),
+            colour_matrix=seg.colour_matrix,
+            captured_at=job.captured_at,
+            source="capture",
+            path=path,
+            sha256=sha256,
+            size=size,
+            width=width,
+            height=height,
+            format=format,
+            mask_path=mask_path,
+            bbox_x=x,
+            bbox_y=y,
+            bbox_w=w,
+            bbox_h=h,
+            thumb_path=thumb_path,
         )
-        record_type = self.tools.shot_record
-        if dataclasses.is_dataclass(record_type):
-            names = {f.name for f in dataclasses.fields(record_type)}
-            values = {k: v for k, v in values.items() if k in names}
-        return record_type(**values)
 
-    def _stored(self, job: ShotJob, shot_id: Any) -> None:
+    def _stored(self, job: ShotJob, shot_id: int) -> None:
         self.done += 1
         self.session_done += 1
         self._progress()
@@ -389,7 +381,7 @@ class RunEngine:
             log.exception("run %s: could not record the emergency stop", run.run_id)
 
     def _lights_off(self) -> None:
-        if getattr(self.rig, "emergency_stopped", False):
+        if self.rig.emergency_stopped:
             return  # NOTE: the halted board switched its outputs off; it refuses commands
         try:
             self.rig.lights.set(0.0)
@@ -417,3 +409,36 @@ class RunEngine:
             run.finish(S.FAILED, reason=reason)
         except Exception:
             log.exception("run %s: could not record the failure", run.run_id)
+
+
+def sheet_name(sheet: int) -> str:
+    """The printed sheet's name for a prompt; an id the catalogue lacks is named by its id."""
+    spec = SHEETS.get(sheet)
+    return spec.name if spec is not None else f"sheet {sheet}"
+
+
+def prompt_text(spec: ShotSpec, kind: str) -> str | None:
+    """The plan's own wording for an action of ``kind`` before this shot, if it has one."""
+    actions = list(spec.actions)
+    if spec.prompt_before is not None and spec.prompt_before not in actions:
+        actions.insert(0, spec.prompt_before)
+    for action in actions:
+        if action.kind == kind and action.text:
+            return action.text
+    return None
+
+
+def _pose_words(plan: Plan, pose: str) -> str:
+    for p in plan.poses:
+        if p.name == pose and p.prompt:
+            return f" ({p.prompt})"
+    return f" ({pose})" if pose else ""
+
+
+def frame_meta(frame: Frame) -> dict[str, Any]:
+    """The exposure a frame was taken with, JSON-ready, for its shot row."""
+    return {
+        "exposure_us": int(frame.exposure_us),
+        "analogue_gain": float(frame.analogue_gain),
+        "colour_gains": [float(g) for g in frame.colour_gains],
+    }

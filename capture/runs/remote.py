@@ -100,7 +100,7 @@ class RemoteCapture:
     def run(self, plan_toml: str | None, resume: int | None) -> RunState:
         if plan_toml is not None:
             created = self._call("POST", "/api/runs", json={"plan_toml": plan_toml})
-            run_id = int(created.get("id", created.get("run_id")))
+            run_id = int(created["id"])
             self.console.print(f"run [bold]{run_id}[/] created on the server")
         else:
             assert resume is not None

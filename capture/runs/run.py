@@ -40,7 +40,11 @@ from capture.runs.state import (
 from rig.errors import FaultLatched, RunStateError
 
 if TYPE_CHECKING:
+    from capture.plans.schema import Plan
     from capture.runs.pipeline import PhaseHook
+    from capture.runs.ports import RunStore
+    from capture.runs.tools import CaptureTools
+    from rig.rig_types import Rig
 
 log = logging.getLogger("capture.runs.run")
 
@@ -56,25 +60,13 @@ def _plan_json(plan: Any) -> str:
     return dump() if dump is not None else json.dumps(plan, default=str)
 
 
-def _row(obj: Any) -> dict[str, Any]:
-    """A store row as a dict, whether the store returns dicts, rows or dataclasses."""
-    if isinstance(obj, dict):
-        return obj
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump()
-    if hasattr(obj, "__dataclass_fields__"):
-        return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
-    return dict(obj)
-
-
-def recover_interrupted_runs(store: Any) -> list[int]:
+def recover_interrupted_runs(store: RunStore) -> list[int]:
     """At start-up: mark runs a dead process left running/prompting/paused as ``interrupted``.
 
-    Never restarts them: the operator (or ``partrig capture --resume``) decides.  Returns the ids
-    the store reports, when it reports them.
+    Never restarts them: the operator (or ``partrig capture --resume``) decides.  Returns their
+    ids.
     """
-    result = store.mark_running_runs_interrupted()
-    return list(result) if isinstance(result, list | tuple | set) else []
+    return list(store.mark_running_runs_interrupted())
 
 
 class CaptureRun:
@@ -82,17 +74,17 @@ class CaptureRun:
 
     def __init__(
         self,
-        store: Any,
-        rig: Any,
+        store: RunStore,
+        rig: Rig,
         run_id: int,
-        plan: Any,
+        plan: Plan,
         *,
         state: RunState = S.PENDING,
         settings: Any = None,
         sleep: Callable[[float], None] | None = None,
         phase_hook: PhaseHook | None = None,
         simulated_operator: bool | None = None,
-        tools: Any = None,
+        tools: CaptureTools | None = None,
     ) -> None:
         self.store = store
         self.rig = rig
@@ -131,7 +123,7 @@ class CaptureRun:
 
     @classmethod
     def create(
-        cls, store: Any, rig: Any, plan_toml: str, *, name: str | None = None, **kw: Any
+        cls, store: RunStore, rig: Rig, plan_toml: str, *, name: str | None = None, **kw: Any
     ) -> CaptureRun:
         """Validate ``plan_toml`` (PlanError names the bad field), create the run row, pending."""
         from capture.plans.order import expand
@@ -147,11 +139,11 @@ class CaptureRun:
         return cls(store, rig, run_id, plan, state=S.PENDING, **kw)
 
     @classmethod
-    def load(cls, store: Any, rig: Any, run_id: int, **kw: Any) -> CaptureRun:
+    def load(cls, store: RunStore, rig: Rig, run_id: int, **kw: Any) -> CaptureRun:
         """A run from the store (NotFound from the store for an unknown id), in its stored state."""
         from capture.plans.schema import load_plan
 
-        row = _row(store.get_run(run_id))
+        row = store.get_run(run_id)
         plan = load_plan(row["plan_toml"], max_shots=None)
         run = cls(store, rig, int(row["id"]), plan, state=parse_state(row["state"]), **kw)
         run.prompt = row.get("prompt")
@@ -375,17 +367,9 @@ class CaptureRun:
         return self.state in LIVE_STATES
 
 
-def _active_fault(store: Any) -> str | None:
-    get = getattr(store, "active_fault", None)
-    if get is None:
-        return None
-    fault = get()
-    if not fault:
-        return None
-    if isinstance(fault, str):
-        return fault
-    row = _row(fault)
-    return str(row.get("reason") or row)
+def _active_fault(store: RunStore) -> str | None:
+    fault = store.active_fault()
+    return str(fault.get("reason") or fault) if fault else None
 
 
 def _rig_now(rig: Any) -> Callable[[], float]:

@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from capture.plans.schema import ImageSpec
 from capture.runs.run import CaptureRun
 from capture.runs.state import RunState, check_transition
 from capture.runs.tools import CaptureTools
+from capture.store.records import ShotRecord
+from rig.camera_types import Exposure, Frame
 from rig.errors import CameraError, DiskFull, FaultLatched, MotionError, RunStateError
 
 # --- fakes -------------------------------------------------------------------------------------
@@ -32,26 +35,12 @@ class Stored:
     size: int
 
 
-@dataclass
-class Record:
-    run_id: int
-    shot_index: int
-    label: str
-    instance_id: str
-    background_id: int
-    angle_cmd: float
-    angle_measured: float
-    path: str
-    mask_path: str
-    bbox: Any
-
-
 class FakeStore:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.runs: dict[int, dict[str, Any]] = {}
         self.states: list[str] = []
-        self.shots: dict[tuple[int, int], Record] = {}
+        self.shots: dict[tuple[int, int], ShotRecord] = {}
         self.files: dict[str, bytes] = {}
         self.refs: dict[tuple[int, int], dict[str, Any]] = {}
         self.incidents: list[tuple[str, str]] = []
@@ -59,6 +48,25 @@ class FakeStore:
         self.fail_write_at: int | None = None
         self.writes = 0
         self.lock = threading.Lock()
+        self.parts: dict[str, str] = {}
+        self.instances: dict[str, str] = {}
+        self.sheets: dict[int, tuple[str, str]] = {}
+        self.exposures: dict[int, dict[str, Any]] = {}
+
+    def list_parts(self) -> list[dict[str, Any]]:
+        return [{"label": label, "name": name} for label, name in self.parts.items()]
+
+    def upsert_part(self, label: str, name: str | None = None, meta=None) -> None:
+        self.parts[label] = name or label
+
+    def upsert_instance(self, instance_id: str, label: str, source: str = "capture") -> None:
+        self.instances[instance_id] = label
+
+    def upsert_background(self, sheet_id: int, name: str, kind: str = "unknown") -> None:
+        self.sheets[sheet_id] = (name, kind)
+
+    def set_run_exposure(self, run_id: int, exposure: dict[str, Any]) -> None:
+        self.exposures[run_id] = exposure
 
     def create_run(self, name: str, plan_toml: str, plan_json: str, total: int) -> int:
         run_id = len(self.runs) + 1
@@ -84,7 +92,7 @@ class FakeStore:
             self.files[rel] = data
             return Stored(rel, hashlib.sha256(data).hexdigest(), len(data))
 
-    def add_shot(self, record: Record) -> int:
+    def add_shot(self, record: ShotRecord) -> int:
         with self.lock:
             key = (record.run_id, record.shot_index)
             assert key not in self.shots, f"shot {key} recorded twice"
@@ -101,8 +109,8 @@ class FakeStore:
     def latch_fault(self, reason: str) -> None:
         self.fault = reason
 
-    def active_fault(self):
-        return self.fault
+    def active_fault(self) -> dict[str, Any] | None:
+        return {"reason": self.fault} if self.fault else None
 
     def add_incident(self, kind: str, message: str, run_id=None) -> None:
         self.incidents.append((kind, message))
@@ -159,13 +167,13 @@ class FakeCamera:
         img[0, 0, 0] = 200 if self.world.sheet is None else self.world.sheet
         if self.world.part is not None:
             img[8:16, 10:20] = 255
-        return SimpleNamespace(image=img, exposure_us=1000, analogue_gain=1.0)
+        return Frame(img, 0.0, exposure_us=1000, analogue_gain=1.0, colour_gains=(1.5, 1.4))
 
     def unlock(self) -> None:
         pass
 
-    def meter_and_lock(self) -> dict[str, Any]:
-        return {"exposure_us": 1000, "analogue_gain": 1.0}
+    def meter_and_lock(self) -> Exposure:
+        return Exposure(exposure_us=1000, analogue_gain=1.0, colour_gains=(1.5, 1.4))
 
 
 class FakeLights:
@@ -183,6 +191,7 @@ class FakeRig:
         self.camera = FakeCamera(self.world)
         self.lights = FakeLights()
         self.stops: list[str] = []
+        self.emergency_stopped = False
 
     def safe_stop(self, reason: str) -> None:
         self.stops.append(reason)
@@ -218,20 +227,27 @@ def _expand(plan: Any) -> list[Any]:
                         angle_deg=a * 360 / plan.angles,
                         light=1.0,
                         prompt_before=None,
+                        actions=(),
                     )
                 )
                 i += 1
     return shots
 
 
-TOOLS = CaptureTools(_expand, _mask, _detect, lambda img: np.eye(3), Record)
+TOOLS = CaptureTools(_expand, _mask, _detect, lambda img: np.eye(3))
 
 
 def make_run(tmp_path: Path, parts=("3001", "3023"), backgrounds=(1, 2), angles=4, **kw):
     store = kw.pop("store", None) or FakeStore(tmp_path)
     rig = kw.pop("rig", None) or FakeRig()
     plan = SimpleNamespace(
-        name="t", parts=list(parts), backgrounds=list(backgrounds), angles=angles, settle_s=0.0
+        name="t",
+        parts=list(parts),
+        backgrounds=list(backgrounds),
+        angles=angles,
+        settle_s=0.0,
+        image=ImageSpec(),
+        poses=[],
     )
     run_id = store.create_run("t", "", "{}", len(_expand(plan)))
     run = CaptureRun(store, rig, run_id, plan, tools=TOOLS, sleep=lambda s: None, **kw)
@@ -445,7 +461,7 @@ def test_the_engine_records_shots_references_and_faults_in_the_real_store(tmp_pa
     import capture.store as store_mod
 
     store = store_mod.DatasetStore.open(tmp_path / "data")
-    tools = CaptureTools(_expand, _mask, _detect, lambda img: np.eye(3), store_mod.ShotRecord)
+    tools = CaptureTools(_expand, _mask, _detect, lambda img: np.eye(3))
     run, _, rig = make_run(tmp_path, store=store, angles=3)
     run.tools = tools
     auto_answer(run)

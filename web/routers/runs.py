@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
@@ -25,6 +26,9 @@ from capture.runs.state import FINAL_STATES
 from rig.errors import PlanError
 from web.deps import OperatorAuth, RunsDep, SettingsDep, StoreDep, ViewerAuth
 from web.sorting import CAMERA_CLAIM, require_sorter_stopped
+
+if TYPE_CHECKING:
+    from capture.plans.order import ShotSpec
 
 log = logging.getLogger("web.runs")
 
@@ -44,13 +48,10 @@ class PlanBody(BaseModel):
     name: str | None = Field(None, max_length=200, description="run name (default: the plan's)")
 
 
-def plain(obj: Any) -> Any:
-    """A JSON-ready view of a plan's shot (pydantic model, dataclass or plain object)."""
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    from capture.runs.tools import as_dict
-
-    return json.loads(json.dumps(as_dict(obj), default=str))
+def plain(shot: ShotSpec) -> dict[str, Any]:
+    """A JSON-ready view of a planned shot (its operator actions included)."""
+    view: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(shot), default=str))
+    return view
 
 
 def plan_preview(plan_toml: str, settings: Any) -> dict[str, Any]:
