@@ -294,6 +294,22 @@ def replay_attribute_action(
     return [int(e["shot"]) for e in detail]
 
 
+def replay_attributes(
+    conn: sqlite3.Connection, action: Mapping[str, Any], *, side: str, new_state: str, who: str
+) -> list[int]:
+    """Undo or redo one ``set_attribute`` row of ``label_actions`` and mark its new state;
+    called by the labelling station's undo/redo inside its transaction.  Its shots."""
+    now = utc_now()
+    shots = replay_attribute_action(
+        conn, json.loads(action["detail"]), side=side, who=who, action_id=int(action["id"]), at=now
+    )
+    conn.execute(
+        "UPDATE label_actions SET state = ?, undone_at = ? WHERE id = ?",
+        (new_state, now if new_state == "undone" else None, int(action["id"])),
+    )
+    return shots
+
+
 class StoreLike(Protocol):
     """What :class:`Catalogue` needs of a store: its write transaction and a connection."""
 

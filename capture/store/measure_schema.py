@@ -14,9 +14,12 @@ measured at (the parallax correction, ``docs/capture.md``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlite_utils import Database
+
+from rig.errors import QueryError
 
 #: A measurement's outcome.
 MEASURE_STATES = ("measured", "marker_missing", "no_part")
@@ -54,8 +57,7 @@ def v_measurements(db: Database) -> None:
 
 def measurement_row(shot_id: int, status: str, sizes: dict[str, Any] | None, at: str) -> dict:
     """The row for one shot; ``sizes`` is :meth:`capture.vision.measure.Measurement.to_json` or
-    None.
-    """
+    None."""
     if status not in MEASURE_STATES:
         raise ValueError(f"status must be one of {', '.join(MEASURE_STATES)} (got {status!r})")
     row: dict[str, Any] = {"shot_id": int(shot_id), "status": status, "measured_at": at}
@@ -115,3 +117,36 @@ def measurement_fields(db: Database | None, shot_id: int) -> dict[str, Any]:
     out: dict[str, Any] = {"measure_status": row[0], "measure_calibrated": bool(row[1])}
     out.update(zip(EXPORT_FIELDS, row[2:], strict=True))
     return out
+
+
+#: The size bounds the browse filter takes: (keyword, column, comparison).
+SIZE_BOUNDS = (
+    ("min_length_mm", "length_mm", ">="), ("max_length_mm", "length_mm", "<="),
+    ("min_width_mm", "width_mm", ">="), ("max_width_mm", "width_mm", "<="),
+    ("min_area_mm2", "area_mm2", ">="), ("max_area_mm2", "area_mm2", "<="),
+)  # fmt: skip
+
+
+def size_filter_sql(bounds: Mapping[str, float | None]) -> tuple[list[str], list[Any]]:
+    """WHERE clauses (over ``shots``) keeping measured shots within the given sizes in mm.
+
+    A shot never measured, or flagged ``marker_missing``, has no size and matches no bound.
+    """
+    unknown = set(bounds) - {key for key, _, _ in SIZE_BOUNDS}
+    if unknown:
+        known = ", ".join(key for key, _, _ in SIZE_BOUNDS)
+        raise QueryError(f"unknown size bound(s) {', '.join(sorted(unknown))}; use {known}")
+    conds: list[str] = []
+    params: list[Any] = []
+    for key, column, op in SIZE_BOUNDS:
+        value = bounds.get(key)
+        if value is not None:
+            conds.append(f"m.{column} {op} ?")
+            params.append(float(value))
+    if not conds:
+        return [], []
+    clause = (
+        "EXISTS (SELECT 1 FROM shot_measurements m WHERE m.shot_id = shots.id"
+        f" AND m.status = 'measured' AND {' AND '.join(conds)})"
+    )
+    return [clause], params
