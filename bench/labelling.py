@@ -97,7 +97,7 @@ def seed_store(data: Path, n: int, rng: np.random.Generator) -> list[dict[str, A
                 bbox_h=h,
             )
             jpeg = encoded(img, "JPEG", quality=90)
-            shot_id = store.save_shot(f"images/{run_id}/{i:06d}.jpg", jpeg, record)
+            shot_id = store.save_shots([(f"images/{run_id}/{i:06d}.jpg", jpeg, record)])[0]
             labels = rng.choice(CATALOGUE, 3, replace=False)
             p = np.sort(rng.dirichlet([1.0, 1.0, 1.0]))[::-1]
             predictions.append(

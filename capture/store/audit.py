@@ -19,11 +19,20 @@ import sqlite3
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from capture.store.base import DB_NAME, StoreBase, damaged_db_message, db_error, is_damage
+from capture.store.base import (
+    DB_NAME,
+    Repository,
+    StoreBase,
+    damaged_db_message,
+    db_error,
+    is_damage,
+)
+from capture.store.events import Events
+from capture.store.file_store import TRASH_DIR, FileStore
 from capture.store.files import check_relpath, is_temp_name, sha256_file
 from capture.store.leftovers import find_leftovers, remove_leftovers
 from capture.store.records import CheckReport, DatasetStats
-from capture.store.shots import TRASH_DIR
+from capture.store.shots import Shots
 from rig.errors import StoreError
 
 log = logging.getLogger("capture.store")
@@ -56,7 +65,15 @@ def _files_under(root: Path, top: str) -> list[str]:
     return out
 
 
-class AuditMixin(StoreBase):
+class Audit(Repository):
+    """The check of files against rows, start-up recovery, statistics and thumbnails."""
+
+    def __init__(self, base: StoreBase, files: FileStore, shots: Shots, events: Events) -> None:
+        super().__init__(base)
+        self.files = files
+        self.shots = shots
+        self.events = events
+
     def check(self, *, verify_checksums: bool = True, integrity: bool = True) -> CheckReport:
         """Orphan files, missing files, checksum mismatches, leftovers, database integrity.
 
@@ -160,7 +177,7 @@ class AuditMixin(StoreBase):
                         removed.append(rel)
                     except OSError as exc:
                         log.warning("could not remove temporary file %s: %s", rel, exc)
-        self.finish_pending_deletes()  # type: ignore[attr-defined]
+        self.shots.finish_pending_deletes()
         report = self.check(verify_checksums=False, integrity=False)
         if report.database_damaged:
             raise StoreError(damaged_db_message(self.db_path, report.integrity))
@@ -168,7 +185,7 @@ class AuditMixin(StoreBase):
         if report.missing_files:
             shown = ", ".join(report.missing_files[:5])
             more = len(report.missing_files) - 5
-            self.add_incident(  # type: ignore[attr-defined]
+            self.events.add_incident(
                 "store_missing_files",
                 f"{len(report.missing_files)} stored file(s) are missing: {shown}"
                 + (f" and {more} more" if more > 0 else "")
@@ -216,11 +233,11 @@ class AuditMixin(StoreBase):
         rel = check_relpath(path)
         source = self.data_dir / rel
         try:
-            with Image.open(source) as im:
-                im = ImageOps.exif_transpose(im).convert("RGB")
-                im.thumbnail((self.thumbnail_px, self.thumbnail_px), Image.Resampling.LANCZOS)
+            with Image.open(source) as opened:
+                small = ImageOps.exif_transpose(opened).convert("RGB")
+                small.thumbnail((self.thumbnail_px, self.thumbnail_px), Image.Resampling.LANCZOS)
                 buf = io.BytesIO()
-                im.save(buf, "JPEG", quality=85)
+                small.save(buf, "JPEG", quality=85)
         except FileNotFoundError:
             raise StoreError(f"cannot make a thumbnail: {rel} is not in {self.data_dir}") from None
         except OSError as exc:
@@ -229,7 +246,7 @@ class AuditMixin(StoreBase):
             ) from None
         parts = rel.parts[1:] if rel.parts[0] == "images" and len(rel.parts) > 1 else rel.parts
         thumb = PurePosixPath("thumbs", *parts).with_suffix(".jpg")
-        stored = self.write_file(str(thumb), buf.getvalue())  # type: ignore[attr-defined]
+        stored = self.files.write_file(str(thumb), buf.getvalue())
         with self.transaction() as conn:
             conn.execute("UPDATE shots SET thumb_path = ? WHERE path = ?", (stored.path, str(rel)))
         return stored.path

@@ -19,9 +19,9 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlite_utils import Database
 
@@ -94,7 +94,11 @@ def db_error(exc: sqlite3.Error, data_dir: Path) -> StoreError:
 
 
 class StoreBase:
-    """Connections, transactions and the data directory; the API lives in the mixins."""
+    """Connections, transactions and the data directory, shared by every repository.
+
+    The store's API lives in small repositories over this one object (:class:`Repository`),
+    so every area reads and writes through the same per-thread connections.
+    """
 
     data_dir: Path
 
@@ -111,7 +115,7 @@ class StoreBase:
         self._closed = False
 
     @classmethod
-    def open(cls, data_dir: Path | str, *, thumbnail_px: int = 256):  # type: ignore[no-untyped-def]
+    def open(cls, data_dir: Path | str, *, thumbnail_px: int = 256) -> Self:
         """Open (creating and migrating as needed) the store in ``data_dir``."""
         store = cls(Path(data_dir), thumbnail_px=thumbnail_px)
         store._prepare_dir()
@@ -176,7 +180,7 @@ class StoreBase:
                 conn.close()
         self._local = threading.local()
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -220,3 +224,44 @@ class StoreBase:
     def path_of(self, relpath: str) -> Path:
         """The absolute path of a stored file."""
         return self.data_dir / relpath
+
+
+class Repository:
+    """One area of the store (shots, runs, models ...) over the shared :class:`StoreBase`.
+
+    Why a reference and not a copy of the connection: the connection is per thread and the
+    file system object may be swapped (tests record the OS calls), so every access goes
+    through the one ``StoreBase`` at call time.
+    """
+
+    def __init__(self, base: StoreBase) -> None:
+        self._base = base
+
+    @property
+    def data_dir(self) -> Path:
+        return self._base.data_dir
+
+    @property
+    def db_path(self) -> Path:
+        return self._base.db_path
+
+    @property
+    def fs(self) -> FileSystem:
+        return self._base.fs
+
+    @property
+    def thumbnail_px(self) -> int:
+        return self._base.thumbnail_px
+
+    @property
+    def db(self) -> Database:
+        return self._base.db
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._base.transaction()
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        return self._base.query(sql, params)
+
+    def scalar(self, sql: str, params: Any = ()) -> Any:
+        return self._base.scalar(sql, params)

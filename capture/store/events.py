@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from capture.store.base import StoreBase
-from capture.store.records import utc_now
+from capture.store.base import Repository
+from capture.store.records import lastrowid, utc_now
 from rig.errors import NotFound, StoreError
 
 
-class EventsMixin(StoreBase):
+class Events(Repository):
+    """Incidents for the operator and the latched rig fault."""
+
     # --- incidents -------------------------------------------------------------------------------
 
     def add_incident(self, kind: str, message: str, run_id: int | None = None) -> int:
@@ -32,7 +34,7 @@ class EventsMixin(StoreBase):
                 "INSERT INTO incidents(at, kind, message, run_id) VALUES (?, ?, ?, ?)",
                 (utc_now(), kind, str(message), run_id),
             )
-            return int(cur.lastrowid)  # type: ignore[arg-type]
+            return lastrowid(cur)
 
     def list_incidents(
         self, *, unacknowledged: bool = False, limit: int = 100
@@ -70,7 +72,10 @@ class EventsMixin(StoreBase):
                     "INSERT INTO faults(reason, since) VALUES (?, ?)",
                     (str(reason) or "fault", utc_now()),
                 )
-        return self.active_fault()  # type: ignore[return-value]
+        fault = self.active_fault()
+        if fault is None:
+            raise StoreError("the fault just latched is not in the database")
+        return fault
 
     def active_fault(self) -> dict[str, Any] | None:
         """The latched fault (id, reason, since), or None when the rig may run."""

@@ -55,16 +55,44 @@ def write_many_durably(
     as after a crash between rename and commit.  Without a safe ``syncfs`` each file is
     fsynced before its rename instead.
     """
+    digests, renamed = write_and_rename(files, fs, workers=workers)
+    sync_folders(renamed, fs)
+    return digests
+
+
+def write_and_rename(
+    files: Sequence[tuple[Path, bytes]],
+    fs: FileSystem = REAL_FS,
+    *,
+    workers: int = 1,
+    renamed_before: Sequence[str] = (),
+) -> tuple[list[str], list[str]]:
+    """:func:`write_many_durably` up to the renames; the sha256s and the folders left to sync.
+
+    The caller must sync the folders returned (:func:`sync_folders`) before a row names any
+    of the files.  ``renamed_before`` are folders an earlier call renamed files into and that
+    were not synced yet: the one ``syncfs`` of this call makes those names durable too (it
+    commits the whole file system, directories included), and any that ``syncfs`` cannot
+    cover (another file system, or no safe ``syncfs``) are fsynced explicitly before this
+    returns.  So a writer that keeps up a stream of batches pays one file-system sync per
+    batch: the sync of batch *k*'s data is also the folder sync of batch *k - 1*'s names.
+    """
     if not fs.can_sync_filesystem():
-        return _write_each_durably(files, fs, workers)
+        digests = _map(
+            lambda job: write_durably(job[0], job[1], fs, sync_dir=False), files, workers
+        )
+        sync_folders(renamed_before, fs)
+        return digests, list(dict.fromkeys(os.fspath(target.parent) for target, _ in files))
     # NOTE: plain strings from here on: pathlib cost ~15 µs per file, a tenth of the whole path.
     targets = [os.fspath(target) for target, _ in files]
     folders = list(dict.fromkeys(os.path.dirname(target) for target in targets))
     for folder in folders:
-        ensure_dir(Path(folder), fs)
+        if not os.path.isdir(folder):
+            ensure_dir(Path(folder), fs)
     # NOTE: opened BEFORE the writes: syncfs reports the write-back errors that happened since
     # its descriptor was opened, so a descriptor opened later could miss one of ours.
     anchors = _open_anchors(folders, fs)
+    uncovered = [f for f in renamed_before if os.stat(f).st_dev not in anchors]
     temps: list[str | None] = [None] * len(files)
     try:
         jobs = [
@@ -73,29 +101,36 @@ def write_many_durably(
         ]
         digests = _map(lambda job: _write_temp(fs, *job, temps), jobs, workers)
         try:
-            for fd in anchors:
+            for fd in anchors.values():
                 fs.sync_filesystem(fd)
             for i, target in enumerate(targets):
-                fs.rename(temps[i], target)  # type: ignore[arg-type]
+                temp = temps[i]
+                assert temp is not None
+                fs.rename(temp, target)
                 temps[i] = None
         except OSError as exc:
             raise os_error(exc, f"syncing and renaming {len(files)} files", folders[0]) from None
     finally:
-        for fd in anchors:
+        for fd in anchors.values():
             with contextlib.suppress(OSError):
                 fs.close(fd)
         for temp in temps:
             if temp is not None:
                 discard(fs, -1, temp)
+    sync_folders(uncovered, fs)
+    return digests, folders
+
+
+def sync_folders(folders: Sequence[str], fs: FileSystem = REAL_FS) -> None:
+    """fsync each folder, so the names renamed into it survive a power cut."""
     for folder in folders:
         try:
             fsync_dir(Path(folder), fs)
         except OSError as exc:
             raise os_error(exc, "syncing a folder", folder) from None
-    return digests
 
 
-def _open_anchors(folders: list[str], fs: FileSystem) -> list[int]:
+def _open_anchors(folders: list[str], fs: FileSystem) -> dict[int, int]:
     """One open folder per file system the batch writes to (a folder may be a mount point)."""
     anchors: dict[int, int] = {}
     try:
@@ -108,7 +143,7 @@ def _open_anchors(folders: list[str], fs: FileSystem) -> list[int]:
             with contextlib.suppress(OSError):
                 fs.close(fd)
         raise os_error(exc, "opening a folder", folder) from None
-    return list(anchors.values())
+    return anchors
 
 
 def _write_temp(
@@ -138,19 +173,6 @@ def _write_temp(
             with contextlib.suppress(OSError):
                 fs.close(fd)
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_each_durably(
-    files: Sequence[tuple[Path, bytes]], fs: FileSystem, workers: int
-) -> list[str]:
-    """The fallback: an fsync per file (in ``workers`` threads), then each folder fsynced once."""
-    digests = _map(lambda job: write_durably(job[0], job[1], fs, sync_dir=False), files, workers)
-    for folder in dict.fromkeys(target.parent for target, _ in files):
-        try:
-            fsync_dir(folder, fs)
-        except OSError as exc:
-            raise os_error(exc, "syncing a folder", folder) from None
-    return digests
 
 
 def _map(fn: Callable[[_Job], _Result], jobs: Sequence[_Job], workers: int) -> list[_Result]:

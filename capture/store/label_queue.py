@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from capture.plans.schema import UNLABELLED
-from capture.store.base import StoreBase
+from capture.store.base import Repository, StoreBase
 from capture.store.files import move_durably
-from capture.store.records import to_json, utc_now
+from capture.store.records import ShotRecord, lastrowid, to_json, utc_now
 from capture.store.runs import ensure_catalogue
 from capture.store.shots import _INSERT_SQL, TRASH_DIR, _shot_values
-from rig.errors import NotFound, QueryError, RunStateError
+from rig.errors import NotFound, QueryError, RunStateError, StoreError
 
 #: The most items one action (a bulk accept) may touch, and one queue page may list.
 MAX_BULK = 500
@@ -56,7 +56,21 @@ def margin_of(top_k: Sequence[Sequence[Any]]) -> float | None:
     return scores[0] - (scores[1] if len(scores) > 1 else 0.0)
 
 
-class LabelQueueMixin(StoreBase):
+class ReviewItems(Protocol):
+    """What the queue needs of the sorter's review items (:class:`~.sorting.Sorting`)."""
+
+    def get_review_item(self, item_id: int) -> dict[str, Any]: ...
+
+    def review_shot_record(self, item: dict[str, Any], label: str) -> ShotRecord: ...
+
+
+class LabelQueue(Repository):
+    """The labelling station: the queue, undoable actions, cursors, and review items' answers."""
+
+    def __init__(self, base: StoreBase, reviews: ReviewItems) -> None:
+        super().__init__(base)
+        self.reviews = reviews
+
     # --- the queue -------------------------------------------------------------------------------
 
     def sync_label_queue(self) -> None:
@@ -155,7 +169,7 @@ class LabelQueueMixin(StoreBase):
 
     def queue_id_of_review_item(self, item_id: int) -> int:
         """The label-queue item of a sorter review item (the review page acts through it)."""
-        self.get_review_item(item_id)  # type: ignore[attr-defined]
+        self.reviews.get_review_item(item_id)
         self.sync_label_queue()
         qid = self.scalar("SELECT id FROM label_queue WHERE review_item_id = ?", (int(item_id),))
         if qid is None:
@@ -194,6 +208,42 @@ class LabelQueueMixin(StoreBase):
                 raise NotFound(f"label queue item {queue_id} does not exist")
 
     # --- actions ---------------------------------------------------------------------------------
+    # --- the review page's answers ---------------------------------------------------------------
+
+    def label_review_item(self, item_id: int, label: str, who: str) -> int:
+        """Give an open review item its true label; it becomes a sorter-sourced shot (its id).
+
+        The crop is copied (durably) to ``images/sorter/`` first, so the shot owns its file and
+        deleting the shot later never takes a decision's crop with it; then the shot row, its
+        fresh instance and the item's new state commit in one transaction, recorded as the
+        labelling station's accept.
+        """
+        label = (label or "").strip()
+        if not label:
+            raise QueryError("the label is empty: give the part's label, e.g. brick-2x4-red")
+        if not who:
+            raise QueryError("say who labels the item: it is recorded")
+        self._open_item(item_id)
+        # NOTE: through the queue, so it is one undoable action and an item whose shot an undo
+        # deleted gets that same shot back.
+        answer = self.label_accept([self.queue_id_of_review_item(item_id)], who, label)
+        return int(answer["items"][0]["shot_id"])
+
+    def discard_review_item(self, item_id: int, who: str) -> None:
+        """Drop an open review item (a blurred crop, two parts at once); the crop is kept."""
+        if not who:
+            raise StoreError("say who discards the item: it is recorded")
+        self._open_item(item_id)
+        self.label_discard([self.queue_id_of_review_item(item_id)], who)
+
+    def _open_item(self, item_id: int) -> None:
+        item = self.reviews.get_review_item(item_id)
+        if item["state"] != "open":
+            raise RunStateError(
+                f"review item {item_id} is already {item['state']}; only open items can be"
+                " labelled or discarded"
+            )
+
 
     def label_accept(
         self, ids: Sequence[int], who: str, label: str | None = None
@@ -213,8 +263,8 @@ class LabelQueueMixin(StoreBase):
                 raise QueryError(f"item {qid} has no suggestion: choose or type its label")
             targets[qid] = chosen
             if item["shot_id"] is None:
-                review = self.get_review_item(item["review_item_id"])  # type: ignore[attr-defined]
-                new_shots[qid] = self.review_shot_record(review, chosen)  # type: ignore[attr-defined]
+                review = self.reviews.get_review_item(item["review_item_id"])
+                new_shots[qid] = self.reviews.review_shot_record(review, chosen)
         return self._act("accept", ids, who, targets, new_shots)
 
     def label_discard(self, ids: Sequence[int], who: str) -> dict[str, Any]:
@@ -257,26 +307,26 @@ class LabelQueueMixin(StoreBase):
                 "INSERT INTO label_actions(who, kind, detail, at) VALUES (?, ?, '[]', ?)",
                 (who, kind, now),
             )
-            action_id = int(cur.lastrowid)  # type: ignore[arg-type]
+            action_id = lastrowid(cur)
             conn.execute(
                 "UPDATE label_actions SET state = 'dropped' WHERE who = ? AND state = 'undone'",
                 (who,),
             )
             for qid in ids:
-                before = cur = _state(conn, qid)
+                before = current = _state(conn, qid)
                 if qid in new_shots:
                     # NOTE: undo deletes this shot again; a redo or a later accept restores this
                     # same shot (a review item whose shot is deleted reads as having none).
                     shot = self._create_review_shot(conn, qid, new_shots[qid], who, action_id)
-                    cur = dict(before, shot=shot, label=new_shots[qid].label, deleted=False)
-                    cur["_created"] = True
+                    current = dict(before, shot=shot, label=new_shots[qid].label, deleted=False)
+                    current["_created"] = True
                 after = dict(before)
                 if kind == "accept":
-                    shot = _queue_shot(conn, qid)
-                    after.update(state="accepted", shot=shot, label=targets[qid], deleted=False)
+                    queued = _queue_shot(conn, qid)
+                    after.update(state="accepted", shot=queued, label=targets[qid], deleted=False)
                     if after["review"] is not None:
                         after.update(review="labelled", review_label=targets[qid])
-                        after["review_shot"] = shot
+                        after["review_shot"] = queued
                 else:
                     after.update(state="discarded")
                     if after["review"] is not None:
@@ -284,8 +334,8 @@ class LabelQueueMixin(StoreBase):
                         after.update(shot=None, label=None, deleted=None)
                     elif after["shot"] is not None:
                         after["deleted"] = True
-                _apply(conn, qid, cur, after, who, action_id, now, forward=kind)
-                if _live(cur) and not _live(after):
+                _apply(conn, qid, current, after, who, action_id, now, forward=kind)
+                if _live(current) and not _live(after):
                     trash.append(qid)
                 detail.append({"q": qid, "before": before, "after": after})
             conn.execute(
@@ -352,7 +402,7 @@ class LabelQueueMixin(StoreBase):
             raise RunStateError(f"queue item {qid} got its shot meanwhile; reload")
         ensure_catalogue(conn, label=record.label, instance_id=record.instance_id, source="sorter")
         cur = conn.execute(_INSERT_SQL, _shot_values(record))
-        shot_id = int(cur.lastrowid)  # type: ignore[arg-type]
+        shot_id = lastrowid(cur)
         conn.execute("UPDATE label_queue SET shot_id = ? WHERE id = ?", (shot_id, qid))
         conn.execute(
             "INSERT INTO shot_edits(shot_id, action, field, old, new, who, at, action_id)"

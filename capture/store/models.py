@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from capture.store.base import StoreBase
+from capture.store.base import Repository
 from capture.store.files import fsync_dir, os_error
 from capture.store.records import to_json, utc_now
 from rig.errors import NotFound, RunStateError, StoreError
@@ -44,7 +44,9 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class ModelsMixin(StoreBase):
+class Models(Repository):
+    """Model rows: uploads, validation results, activations and rollbacks."""
+
     # --- adding ----------------------------------------------------------------------------------
 
     def add_model(

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import math
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,10 +68,21 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot store a {type(obj).__name__} as JSON")
 
 
+def lastrowid(cur: sqlite3.Cursor) -> int:
+    """The id an INSERT just made (sqlite3 types it optional; after an INSERT it is set)."""
+    rowid = cur.lastrowid
+    if rowid is None:
+        raise StoreError("the database returned no id for a new row")
+    return int(rowid)
+
+
 def decode_row(row: dict[str, Any] | None) -> dict[str, Any] | None:
     """A row with its JSON columns decoded (text that is not JSON is left as it is)."""
-    if row is None:
-        return None
+    return None if row is None else decode_one(row)
+
+
+def decode_one(row: dict[str, Any]) -> dict[str, Any]:
+    """:func:`decode_row` for a row that is there."""
     out = dict(row)
     for key in JSON_COLUMNS:
         raw = out.get(key)
@@ -123,11 +135,19 @@ class ShotRecord:
 
     @property
     def bbox(self) -> tuple[int, int, int, int] | None:
-        parts = (self.bbox_x, self.bbox_y, self.bbox_w, self.bbox_h)
-        return None if any(p is None for p in parts) else tuple(int(p) for p in parts)  # type: ignore[return-value]
+        x, y, w, h = self.bbox_x, self.bbox_y, self.bbox_w, self.bbox_h
+        if x is None or y is None or w is None or h is None:
+            return None
+        return int(x), int(y), int(w), int(h)
 
     def validate(self) -> None:
         """Refuse a record that would store nonsense, naming the field to fix."""
+        self.validate_fields()
+        if self.size is None or int(self.size) < 0 or len(str(self.sha256)) != 64:
+            raise StoreError("shot size/sha256 missing: store the file with write_file() first")
+
+    def validate_fields(self) -> None:
+        """:meth:`validate` without the file fields: checked before the files are written."""
         if not self.label or not str(self.label).strip():
             raise StoreError("shot label is empty: every shot needs its part label")
         if not self.instance_id:
@@ -138,8 +158,6 @@ class ShotRecord:
             raise StoreError("an imported shot needs the import_id of its imports row")
         if self.source == "capture" and (self.run_id is None or self.shot_index is None):
             raise StoreError("a captured shot needs run_id and shot_index")
-        if self.size is None or int(self.size) < 0 or len(str(self.sha256)) != 64:
-            raise StoreError("shot size/sha256 missing: store the file with write_file() first")
         for name in ("angle_cmd", "angle_measured", "light_level", "analogue_gain"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(float(value)):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from capture.store.base import StoreBase
-from capture.store.records import decode_row, to_json, utc_now
+from capture.store.base import Repository
+from capture.store.records import decode_one, lastrowid, to_json, utc_now
 from capture.store.schema import END_RUN_STATES, LIVE_RUN_STATES, RUN_STATES
 from rig.errors import NotFound, StoreError
 
@@ -43,7 +43,9 @@ def ensure_catalogue(
         )
 
 
-class RunsMixin(StoreBase):
+class Runs(Repository):
+    """Runs and their states, the catalogue (parts, instances, sheets) and reference frames."""
+
     # --- catalogue -------------------------------------------------------------------------------
 
     def upsert_part(
@@ -82,10 +84,7 @@ class RunsMixin(StoreBase):
             )
 
     def list_parts(self) -> list[dict[str, Any]]:
-        return [decode_row(r) for r in self.query("SELECT * FROM parts ORDER BY label")]  # type: ignore[misc]
-
-    def list_backgrounds(self) -> list[dict[str, Any]]:
-        return self.query("SELECT * FROM backgrounds ORDER BY sheet_id")
+        return [decode_one(r) for r in self.query("SELECT * FROM parts ORDER BY label")]
 
     # --- runs ------------------------------------------------------------------------------------
 
@@ -99,14 +98,14 @@ class RunsMixin(StoreBase):
                 " VALUES (?, ?, ?, ?, ?)",
                 (name or "run", plan_toml, to_json(plan_json) or "{}", int(shots_total), utc_now()),
             )
-            return int(cur.lastrowid)  # type: ignore[arg-type]
+            return lastrowid(cur)
 
     def get_run(self, run_id: int) -> dict[str, Any]:
         """A run row (``action`` and ``exposure`` decoded); NotFound for an unknown id."""
         rows = self.query("SELECT * FROM runs WHERE id = ?", (int(run_id),))
         if not rows:
             raise NotFound(f"run {run_id} does not exist; `partrig dataset stats` lists the runs")
-        return decode_row(rows[0])  # type: ignore[return-value]
+        return decode_one(rows[0])
 
     def list_runs(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Runs, newest first, without the plan texts (fetch one with :meth:`get_run`)."""
@@ -115,7 +114,7 @@ class RunsMixin(StoreBase):
             " started_at, ended_at FROM runs ORDER BY id DESC LIMIT ?",
             (int(limit),),
         )
-        return [decode_row(r) for r in rows]  # type: ignore[misc]
+        return [decode_one(r) for r in rows]
 
     def set_run_state(
         self,
@@ -216,7 +215,7 @@ class RunsMixin(StoreBase):
                     utc_now(),
                 ),
             )
-            return int(cur.lastrowid)  # type: ignore[arg-type]
+            return lastrowid(cur)
 
     def reference_for(
         self, run_id: int, background_id: int, pose: str | None = None
@@ -227,4 +226,4 @@ class RunsMixin(StoreBase):
             " AND (pose IS ? OR pose IS NULL) ORDER BY pose IS NULL, id DESC LIMIT 1",
             (int(run_id), int(background_id), pose),
         )
-        return decode_row(rows[0]) if rows else None
+        return decode_one(rows[0]) if rows else None

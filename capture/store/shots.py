@@ -13,34 +13,29 @@ import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import PurePosixPath
 from typing import Any
 
-from capture.store.base import StoreBase
-from capture.store.file_batches import write_many_durably
-from capture.store.files import (
-    StoredFile,
-    check_relpath,
-    move_durably,
-    write_durably,
-)
+from capture.store.base import Repository, StoreBase
+from capture.store.file_store import TRASH_DIR, WRITE_WORKERS, FileStore
+from capture.store.files import move_durably
 from capture.store.records import (
     ShotPage,
     ShotRecord,
     decode_cursor,
-    decode_row,
+    decode_one,
     encode_cursor,
     normalise_time,
     to_json,
+    lastrowid,
     utc_now,
 )
 from capture.store.runs import ensure_catalogue
 from rig.errors import NotFound, QueryError, StoreError
 
-TRASH_DIR = "trash"
+from capture.store.shot_batches import ShotBatches, ShotFiles, ShotItem
+__all__ = ["MAX_PAGE", "TRASH_DIR", "ShotFiles", "ShotItem", "Shots"]
+
 MAX_PAGE = 1000
-#: Threads that write a batch's temporary files: one was fastest for small files (benchmarks.md).
-WRITE_WORKERS = 1
 _INSERT_COLUMNS = [f.name for f in dataclasses.fields(ShotRecord)]
 _INSERT_SQL = (
     f"INSERT INTO shots({', '.join(_INSERT_COLUMNS)}) "
@@ -107,82 +102,43 @@ def _existing(conn: sqlite3.Connection, table: str, column: str, keys: set[Any])
     return found
 
 
-class ShotsMixin(StoreBase):
+class Shots(Repository):
+    """Shot rows: the durable batched write path, keyset-paged queries, relabels and deletes."""
+
+    def __init__(self, base: StoreBase, files: FileStore) -> None:
+        super().__init__(base)
+        self.files = files
+
     # --- the durable write path ------------------------------------------------------------------
 
-    def write_file(self, relpath: str, data: bytes) -> StoredFile:
-        """Write a file under the data directory durably (temp, fsync, rename, fsync dir).
+    def save_shots(self, items: Sequence[ShotItem], *, workers: int = WRITE_WORKERS) -> list[int]:
+        """Store shots: every file durable, THEN all their rows in one transaction; their ids.
 
-        Raises DiskFull on a full disk (the temporary file removed, nothing stored touched) and
-        StoreError for an unwritable directory.  Only after this returns may a row name the file.
-        """
-        return self._write_file(relpath, data, sync_dir=True)
-
-    def _write_file(self, relpath: str, data: bytes, *, sync_dir: bool) -> StoredFile:
-        rel = self._checked_path(relpath)
-        sha = write_durably(self.data_dir / rel, bytes(data), self.fs, sync_dir=sync_dir)
-        return StoredFile(str(rel), sha, len(data))
-
-    def _checked_path(self, relpath: str) -> PurePosixPath:
-        rel = check_relpath(relpath)
-        if rel.parts[0].startswith(self.db_path.name) or rel.parts[0] == TRASH_DIR:
-            raise StoreError(f"{rel} is reserved for the store itself; choose another path")
-        return rel
-
-    def write_files(
-        self, files: Sequence[tuple[str, bytes]], *, workers: int = WRITE_WORKERS
-    ) -> list[StoredFile]:
-        """Several files made durable together (one file-system sync for all); in order.
-
-        Each file is complete under its final name, and its folder fsynced, when this returns,
-        exactly as after :meth:`write_file`; see :mod:`capture.store.file_batches`.
-        """
-        rels = [self._checked_path(relpath) for relpath, _ in files]
-        if len(set(rels)) != len(rels):
-            raise StoreError("the same file path appears twice in one batch; give each its own")
-        if len(files) == 1:
-            return [self._write_file(str(rels[0]), files[0][1], sync_dir=True)]
-        blobs = [bytes(data) for _, data in files]
-        targets = [(self.data_dir / rel, blob) for rel, blob in zip(rels, blobs, strict=True)]
-        digests = write_many_durably(targets, self.fs, workers=workers)
-        return [
-            StoredFile(str(rel), sha, len(blob))
-            for rel, sha, blob in zip(rels, digests, blobs, strict=True)
-        ]
-
-    def save_shot(self, relpath: str, data: bytes, record: ShotRecord) -> int:
-        """The whole per-shot write path in its required order: durable file, THEN the row."""
-        stored = self.write_file(relpath, data)
-        record = dataclasses.replace(
-            record, path=stored.path, sha256=stored.sha256, size=stored.size
-        )
-        return self.add_shot(record)
-
-    def save_shots(
-        self, items: Sequence[tuple[str, bytes, ShotRecord]], *, workers: int = WRITE_WORKERS
-    ) -> list[int]:
-        """Several shots: every file made durable, THEN all their rows in one transaction.
-
-        Each file is written, synced and renamed, and its folder fsynced, before any row names
-        it, as in :meth:`save_shot`; only the waiting is shared (:meth:`write_files`: one
-        ``syncfs`` for the whole batch instead of one fsync per file).  Use it for bursts: an
-        import, the sorter's log, a capture that buffers shots.
+        One batch of :class:`~capture.store.shot_batches.ShotBatches`, flushed at once: each
+        file is written to a temporary name, made durable (one ``syncfs`` for the batch, or an
+        fsync per file where syncfs cannot be relied on), renamed, and its folder fsynced
+        before any row names it; then the rows commit together.
         """
         if not items:
             return []
-        stored = self.write_files([(relpath, data) for relpath, data, _ in items], workers=workers)
-        records = [
-            dataclasses.replace(rec, path=f.path, sha256=f.sha256, size=f.size)
-            for (_, _, rec), f in zip(items, stored, strict=True)
-        ]
-        return self.add_shots(records)
+        batches = self.batches(workers=workers)
+        batches.add(items)
+        return batches.flush()
+
+    def batches(self, *, workers: int = WRITE_WORKERS) -> ShotBatches:
+        """A stream of batches for one writer thread (the capture writer's durable path)."""
+        return ShotBatches(self.files, self, workers=workers)
+
+    def commit_durable(self, records: list[ShotRecord]) -> list[int]:
+        """Commit rows whose files :class:`ShotBatches` has just made durable; their ids."""
+        return self._commit(records, files_checked=True)
 
     def _require_files(self, record: ShotRecord) -> None:
         for rel in (record.path, record.mask_path, record.thumb_path):
             if rel is not None and not os.path.exists(self.data_dir / rel):
                 raise StoreError(
                     f"shot file {rel} is not in {self.data_dir}: store it with write_file() "
-                    "before adding its row"
+                    "before adding its row, or use save_shots()"
                 )
 
     def add_shot(self, record: ShotRecord) -> int:
@@ -194,17 +150,20 @@ class ShotsMixin(StoreBase):
 
         Every file must already be durable (write_file returned); all rows commit or none.
         """
-        records = list(records)
+        return self._commit(list(records), files_checked=False)
+
+    def _commit(self, records: list[ShotRecord], *, files_checked: bool) -> list[int]:
         for record in records:
             record.validate()
-            self._require_files(record)
+            if not files_checked:
+                self._require_files(record)
         per_run = Counter(r.run_id for r in records if r.run_id is not None)
         ids: list[int] = []
         with self.transaction() as conn:
             _ensure_catalogue_of(conn, records)
             for record in records:
                 cur = conn.execute(_INSERT_SQL, _shot_values(record))
-                ids.append(int(cur.lastrowid))  # type: ignore[arg-type]
+                ids.append(lastrowid(cur))
             for run_id, done in per_run.items():
                 conn.execute(
                     "UPDATE runs SET shots_done = shots_done + ? WHERE id = ?", (done, run_id)
@@ -225,7 +184,7 @@ class ShotsMixin(StoreBase):
         rows = self.query("SELECT * FROM shots WHERE id = ?", (int(shot_id),))
         if not rows:
             raise NotFound(f"shot {shot_id} does not exist")
-        return decode_row(rows[0])  # type: ignore[return-value]
+        return decode_one(rows[0])
 
     def query_shots(
         self,
@@ -266,7 +225,7 @@ class ShotsMixin(StoreBase):
         more = len(rows) > limit
         rows = rows[:limit]
         nxt = encode_cursor(rows[-1]["captured_at"], rows[-1]["id"]) if more and rows else None
-        return ShotPage([decode_row(r) for r in rows], nxt)  # type: ignore[misc]
+        return ShotPage([decode_one(r) for r in rows], nxt)
 
     def shot_edits(self, shot_id: int) -> list[dict[str, Any]]:
         """The field-level edit history of a shot (relabel, delete, accept, ...), oldest first."""

@@ -15,11 +15,13 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from capture.store.base import StoreBase
+from capture.store.base import Repository
 from rig.errors import NotFound
 
 
-class SnapshotsMixin(StoreBase):
+class Snapshots(Repository):
+    """Recorded snapshots, their groups and shots, and the split memory across versions."""
+
     def snapshot_ids(self) -> list[str]:
         """Every recorded snapshot id, oldest first."""
         return [r["id"] for r in self.query("SELECT id FROM snapshots ORDER BY id")]

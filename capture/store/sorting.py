@@ -4,7 +4,7 @@ Why in the dataset store: a decision log that survives power cuts is the sorter'
 (which model put which part in which bin), and the review queue is how uncertain crops become
 new labelled shots for the next snapshot, so both belong next to the shots they feed.
 
-Why decisions are written in batches (:meth:`SortingMixin.add_decisions`): the sorter classifies
+Why decisions are written in batches (:meth:`Sorting.add_decisions`): the sorter classifies
 a part in about a millisecond on a PC, while one ``synchronous=FULL`` commit costs about as
 much; a writer thread therefore commits whatever has queued up in one transaction (group
 commit), with every crop file durable before the row that names it, as for shots.
@@ -25,10 +25,11 @@ from typing import Any
 from PIL import Image
 
 from capture.store.audit import MANAGED_DIRS, REFERENCED_FILE_QUERIES
-from capture.store.base import StoreBase
-from capture.store.records import ShotRecord, normalise_time, to_json
+from capture.store.base import Repository, StoreBase
+from capture.store.file_store import FileStore
+from capture.store.records import ShotRecord, lastrowid, normalise_time, to_json
 from capture.store.sorting_schema import DECISION_REASONS, REVIEW_STATES
-from rig.errors import NotFound, QueryError, RunStateError, StoreError
+from rig.errors import NotFound, QueryError, StoreError
 
 CROP_DIR = "sorter"
 MAX_LIST = 1000
@@ -44,7 +45,7 @@ if _CROP_QUERY not in REFERENCED_FILE_QUERIES:
 
 @dataclass
 class DecisionRecord:
-    """One sorting decision as the sorter hands it to :meth:`SortingMixin.add_decisions`.
+    """One sorting decision as the sorter hands it to :meth:`Sorting.add_decisions`.
 
     ``crop_jpeg`` (the part's crop, as captured) is stored when given; ``review`` puts the
     decision in the review queue, which needs the crop.  ``bbox`` is the part's box in the
@@ -77,7 +78,13 @@ class DecisionRecord:
             raise StoreError(f"decision bin {self.bin} must be between 0 and 255")
 
 
-class SortingMixin(StoreBase):
+class Sorting(Repository):
+    """The decision log and the review queue's items (answers go through the label queue)."""
+
+    def __init__(self, base: StoreBase, files: FileStore) -> None:
+        super().__init__(base)
+        self.files = files
+
     # --- decisions -------------------------------------------------------------------------------
 
     def add_decision(self, record: DecisionRecord) -> int:
@@ -95,10 +102,14 @@ class SortingMixin(StoreBase):
         for record in records:
             record.validate()
         paths = [self._crop_path(r) if r.crop_jpeg is not None else None for r in records]
-        jobs = [(p, r.crop_jpeg) for p, r in zip(paths, records, strict=True) if p is not None]
+        jobs = [
+            (p, r.crop_jpeg)
+            for p, r in zip(paths, records, strict=True)
+            if p is not None and r.crop_jpeg is not None
+        ]
         if jobs:
             # NOTE: the store's batched write path: every crop durable before any row names it
-            self.write_files(jobs, workers=workers)  # type: ignore[attr-defined]
+            self.files.write_files(jobs, workers=workers)
         ids: list[int] = []
         with self.transaction() as conn:
             for record, path in zip(records, paths, strict=True):
@@ -123,7 +134,7 @@ class SortingMixin(StoreBase):
                         record.latency_ms,
                     ),
                 )
-                decision_id = int(cur.lastrowid)  # type: ignore[arg-type]
+                decision_id = lastrowid(cur)
                 ids.append(decision_id)
                 if record.review:
                     conn.execute(
@@ -148,7 +159,8 @@ class SortingMixin(StoreBase):
         """Decisions, newest first; page with ``before_id`` (the last id of the previous page)."""
         if not 1 <= int(limit) <= MAX_LIST:
             raise QueryError(f"limit {limit} must be between 1 and {MAX_LIST}")
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for column, value in (("label", label), ("model_id", model_id)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -213,31 +225,12 @@ class SortingMixin(StoreBase):
         counts.update({r["state"]: r["n"] for r in rows})
         return counts
 
-    def label_review_item(self, item_id: int, label: str, who: str) -> int:
-        """Give an open review item its true label; it becomes a sorter-sourced shot (its id).
-
-        The crop is copied (durably) to ``images/sorter/`` first, so the shot owns its file and
-        deleting the shot later never takes a decision's crop with it; then the shot row, its
-        fresh instance and the item's new state commit in one transaction, recorded as the
-        labelling station's accept.
-        """
-        label = (label or "").strip()
-        if not label:
-            raise QueryError("the label is empty: give the part's label, e.g. brick-2x4-red")
-        if not who:
-            raise QueryError("say who labels the item: it is recorded")
-        self._open_item(item_id)
-        # NOTE: through the labelling station's queue, so it is one undoable action and an item
-        # whose shot an undo deleted gets that same shot back (capture.store.label_queue).
-        qid = self.queue_id_of_review_item(item_id)  # type: ignore[attr-defined]
-        answer = self.label_accept([qid], who, label)  # type: ignore[attr-defined]
-        return int(answer["items"][0]["shot_id"])
-
     def review_shot_record(self, item: dict[str, Any], label: str) -> ShotRecord:
         """The shot a review item becomes, its file (a copy of the crop) already durable.
 
         The caller commits the row (with the catalogue entries it needs) in its own transaction:
-        :meth:`label_review_item`, or the labelling station, which records the action with it.
+        :meth:`LabelQueue.label_review_item` or the labelling station, which records the action
+        with it.
         """
         item_id = int(item["id"])
         data = self._read_crop(item["crop_path"])
@@ -249,7 +242,7 @@ class SortingMixin(StoreBase):
                 f"the crop of review item {item_id} is not a readable JPEG ({exc}): discard it"
             ) from None
         box = item.get("crop_bbox") or [0, 0, width, height]
-        stored = self._write_file(f"images/sorter/{int(item_id):08d}.jpg", data, sync_dir=True)  # type: ignore[attr-defined]
+        stored = self.files.write_file(f"images/sorter/{int(item_id):08d}.jpg", data)
         record = ShotRecord(
             label=label,
             instance_id=f"sorter-{int(item_id):08d}",
@@ -269,23 +262,6 @@ class SortingMixin(StoreBase):
         )
         record.validate()
         return record
-
-    def discard_review_item(self, item_id: int, who: str) -> None:
-        """Drop an open review item (a blurred crop, two parts at once); the crop is kept."""
-        if not who:
-            raise StoreError("say who discards the item: it is recorded")
-        self._open_item(item_id)
-        qid = self.queue_id_of_review_item(item_id)  # type: ignore[attr-defined]
-        self.label_discard([qid], who)  # type: ignore[attr-defined]
-
-    def _open_item(self, item_id: int) -> dict[str, Any]:
-        item = self.get_review_item(item_id)
-        if item["state"] != "open":
-            raise RunStateError(
-                f"review item {item_id} is already {item['state']}; only open items can be"
-                " labelled or discarded"
-            )
-        return item
 
     def _read_crop(self, relpath: str) -> bytes:
         try:

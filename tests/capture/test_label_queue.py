@@ -44,7 +44,7 @@ def fill(store: DatasetStore) -> list[int]:
             label=label, instance_id=f"i{i}", path="", sha256="0" * 64, size=0,
             run_id=run_id, shot_index=i,
         )  # fmt: skip
-        shots.append(store.save_shot(f"images/{run_id}/{i}.jpg", jpeg(), record))
+        shots.append(store.save_shots([(f"images/{run_id}/{i}.jpg", jpeg(), record)])[0])
     store.enqueue_shots([(s, [("b", 0.9), ("a", 0.1)], None) for s in shots])
     return [i["id"] for i in store.label_queue("p", limit=10)["items"]]
 

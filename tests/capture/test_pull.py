@@ -398,7 +398,7 @@ def store_shots(store: Any, first: int, count: int) -> None:
             pose="up",
             angle_cmd=float(n),
         )
-        store.save_shot(f"images/{run_id}/{n:06d}.jpg", jpeg(value=n % 250), record)
+        store.save_shots([(f"images/{run_id}/{n:06d}.jpg", jpeg(value=n % 250), record)])
 
 
 def test_snapshots_made_by_the_rig_pull_incrementally(server: Any, tmp_path: Path) -> None:
@@ -454,7 +454,7 @@ def test_a_folder_snapshot_with_an_empty_class_and_zero_byte_files_pulls_complet
         pose="up",
         angle_cmd=0.0,
     )
-    tap.store.save_shot(f"images/{run_id}/000000.jpg", jpeg(value=7), record)
+    tap.store.save_shots([(f"images/{run_id}/000000.jpg", jpeg(value=7), record)])
     rules = SplitRules(train=0.5, val=0.25, test=0.25, group_by="session", allow_empty=True)
     manifest = create_snapshot(tap.store, tap.settings, SnapshotFilter(), rules, formats=["folder"])
     empties = [f for f in manifest["files"] if f["size"] == 0 and f["format"] == "folder"]

@@ -245,7 +245,7 @@ if where == "mid-write":
 else:
     def record(self, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
-    snaps.SnapshotsMixin.record_snapshot = record
+    snaps.Snapshots.record_snapshot = record
 with DatasetStore.open(Path(sys.argv[1])) as store:
     create_snapshot(store, Settings(), SnapshotFilter(), SplitRules())
 """
@@ -341,7 +341,7 @@ def test_sorter_shots_without_background_mask_or_box_go_into_every_format(
                 size=0,
                 source="sorter",
             )
-            s.save_shot(f"images/sorter/{n:06d}.jpg", image, record)
+            s.save_shots([(f"images/sorter/{n:06d}.jpg", image, record)])
         m = create_snapshot(s, Settings(), SnapshotFilter(sources=("sorter",)), SplitRules())
         root = snapshot_dir(s.data_dir, m["id"])
     assert m["counts"]["total"] == 4 and m["filter"]["sources"] == ["sorter"]

@@ -127,7 +127,7 @@ def test_the_snapshot_report_flags_a_shot_stored_twice_in_different_splits(
                 shot_index=n,
                 background_id=1,
             )
-            store.save_shot(f"images/{run}/{n:06d}.jpg", data, record)
+            store.save_shots([(f"images/{run}/{n:06d}.jpg", data, record)])
         m = create_snapshot(store, Settings(), SnapshotFilter(), SplitRules(seed=SEED))
         root = snapshot_dir(store.data_dir, m["id"])
         report = json.loads((root / "report.json").read_text())

@@ -356,7 +356,7 @@ def test_a_delete_interrupted_before_the_move_is_finished_at_start_up(
 ) -> None:
     run_id = store.create_run("r", "", "{}", 1)
     shot_id = shot(store, run_id, 0)
-    monkeypatch.setattr(type(store), "_trash_files", lambda self, s: None)  # the crash
+    monkeypatch.setattr(store.shots, "_trash_files", lambda s: None)  # the crash
     store.delete_shot(shot_id, "bob")
     monkeypatch.undo()
     assert store.check().ok, "a deleted row whose file is still in place is not a problem"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from capture.store import DatasetStore, ShotRecord
+from capture.store import DatasetStore, ShotFiles, ShotRecord
 from capture.store.files import FileSystem, is_temp_name
 from rig.errors import StoreError
 
@@ -70,7 +70,7 @@ def _shots(run_id: int, n: int, **fields: object) -> list[tuple[str, bytes, Shot
     ]
 
 
-def test_save_shot_writes_fsyncs_renames_fsyncs_the_dir_and_only_then_commits(
+def test_a_one_file_shot_writes_fsyncs_renames_fsyncs_the_dir_and_only_then_commits(
     tmp_path: Path,
 ) -> None:
     log: list[str] = []
@@ -88,16 +88,17 @@ def test_save_shot_writes_fsyncs_renames_fsyncs_the_dir_and_only_then_commits(
         record = ShotRecord(
             label="3001", instance_id="a", run_id=run_id, shot_index=0, path="", sha256="", size=0
         )
-        store.save_shot(f"images/{run_id}/000000.jpg", b"jpeg bytes", record)
+        store.save_shots([(f"images/{run_id}/000000.jpg", b"jpeg bytes", record)])
         store.db.conn.set_trace_callback(None)
         assert store.done_shot_indices(run_id) == {0}
 
     # NOTE: INSERTs for the part, instance and background precede the shot's; only order matters.
     compact = [entry for i, entry in enumerate(log) if entry != "INSERT" or log[i - 1] != "INSERT"]
+    synced = "syncfs" if FileSystem().can_sync_filesystem() else "fsync file"
     assert compact == [
         "open temp",
         "write",
-        "fsync file",
+        synced,
         "rename",
         "fsync dir",
         "BEGIN",
@@ -236,3 +237,110 @@ def test_a_batch_naming_one_path_twice_is_refused_before_anything_is_written(
             store.save_shots(batch)
         assert not (tmp_path / "images").exists()
         assert store.done_shot_indices(run_id) == set()
+
+
+def _writer_shots(run_id: int, first: int, n: int) -> list[ShotFiles]:
+    """Shots as the capture writer hands them over: image, mask and thumbnail each."""
+    out = []
+    for i in range(first, first + n):
+        stem = f"{run_id}/{i:06d}"
+        record = ShotRecord(
+            label="3001", instance_id="a", run_id=run_id, shot_index=i, path="", sha256="", size=0
+        )
+        out.append(
+            ShotFiles(
+                record,
+                (f"images/{stem}.jpg", b"jpeg %d" % i),
+                mask=(f"masks/{stem}.png", b"mask %d" % i),
+                thumb=(f"thumbs/{stem}.jpg", b"thumb %d" % i),
+            )
+        )
+    return out
+
+
+def _make_folders(root: Path, run_id: int) -> None:
+    """The run's folders exist already (creating one fsyncs its parent, which is not the point)."""
+    for top in ("images", "masks", "thumbs"):
+        (root / top / str(run_id)).mkdir(parents=True)
+
+
+def _trace(store: DatasetStore, log: list[str]) -> None:
+    store.db.conn.set_trace_callback(
+        lambda sql: (
+            log.append(sql.split()[0].upper())
+            if sql.split()[0].upper() in ("BEGIN", "INSERT", "COMMIT")
+            else None
+        )
+    )
+
+
+@pytest.mark.skipif(not FileSystem().can_sync_filesystem(), reason="no syncfs (Linux >= 5.8)")
+def test_a_writer_shot_makes_its_three_files_durable_and_named_before_its_row_commits(
+    tmp_path: Path,
+) -> None:
+    log: list[str] = []
+    with DatasetStore.open(tmp_path) as store:
+        run_id = store.create_run("r", "", "{}", 1)
+        _make_folders(tmp_path, run_id)
+        store.fs = LoggingFS(log)
+        _trace(store, log)
+        [shot_id] = store.save_shots(_writer_shots(run_id, 0, 1))
+        store.db.conn.set_trace_callback(None)
+        row = store.get_shot(shot_id)
+        assert (row["path"], row["mask_path"], row["thumb_path"]) == (
+            f"images/{run_id}/000000.jpg",
+            f"masks/{run_id}/000000.png",
+            f"thumbs/{run_id}/000000.jpg",
+        )
+        assert (tmp_path / row["thumb_path"]).read_bytes() == b"thumb 0"
+        assert store.check().ok
+    compact = [e for i, e in enumerate(log) if e != "INSERT" or log[i - 1] != "INSERT"]
+    assert compact == [
+        *["open temp", "write"] * 3,
+        "syncfs",
+        *["rename"] * 3,
+        *["fsync dir"] * 3,
+        "BEGIN",
+        "INSERT",
+        "COMMIT",
+    ]
+
+
+@pytest.mark.parametrize("fs_class", [LoggingFS, LoggingNoSyncfsFS])
+def test_a_stream_of_batches_commits_each_batch_only_after_its_names_are_durable(
+    tmp_path: Path, fs_class: type[LoggingFS]
+) -> None:
+    """Batch 1's folders are synced by batch 2's sync (or explicitly), THEN batch 1 commits."""
+    if fs_class is LoggingFS and not FileSystem().can_sync_filesystem():
+        pytest.skip("no syncfs (Linux >= 5.8)")
+    log: list[str] = []
+    with DatasetStore.open(tmp_path) as store:
+        run_id = store.create_run("r", "", "{}", 6)
+        _make_folders(tmp_path, run_id)
+        store.fs = fs_class(log)
+        _trace(store, log)
+        batches = store.shot_batches()
+        assert batches.add(_writer_shots(run_id, 0, 3)) == []
+        assert batches.pending == 3 and store.done_shot_indices(run_id) == set()
+        first = batches.add(_writer_shots(run_id, 3, 3))
+        assert len(first) == 3 and store.done_shot_indices(run_id) == {0, 1, 2}
+        second = batches.flush()
+        assert len(second) == 3 and batches.pending == 0 and batches.flush() == []
+        store.db.conn.set_trace_callback(None)
+        assert store.done_shot_indices(run_id) == set(range(6))
+        assert store.get_run(run_id)["shots_done"] == 6
+        assert store.check().ok
+    begins = [i for i, e in enumerate(log) if e == "BEGIN"]
+    renames = [i for i, e in enumerate(log) if e == "rename"]
+    assert len(begins) == 2 and len(renames) == 18
+    # Batch 1: its 9 renames, then a sync that covers their folders, then its rows.
+    sync = "syncfs" if fs_class is LoggingFS else "fsync dir"
+    synced_after_renames = [i for i, e in enumerate(log) if e == sync and renames[8] < i]
+    assert synced_after_renames and synced_after_renames[0] < begins[0]
+    # Batch 2 (flushed): its renames, each folder fsynced, then its rows.
+    dir_syncs = [i for i, e in enumerate(log) if e == "fsync dir"]
+    assert max(renames) < dir_syncs[-1] < begins[1]
+    assert log[-1] == "COMMIT"
+    if fs_class is LoggingFS:
+        # NOTE: one file-system sync per batch; the folder fsyncs only for the last batch.
+        assert log.count("syncfs") == 2 and log.count("fsync dir") == 3

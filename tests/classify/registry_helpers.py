@@ -122,7 +122,7 @@ def add_colour_shots(store: Any, instances: int = 10, per_instance: int = 2) -> 
                     bbox_w=24,
                     bbox_h=20,
                 )
-                store.save_shot(f"images/{run_id}/{index:06d}.jpg", _jpeg(img), record)
+                store.save_shots([(f"images/{run_id}/{index:06d}.jpg", _jpeg(img), record)])
                 index += 1
 
 

@@ -82,7 +82,9 @@ def seed(store: Any) -> None:
             bbox_w=300,
             bbox_h=200,
         )
-        shot_id = store.save_shot(f"images/{run_id}/{i:06d}.jpg", encoded(img, "JPEG"), record)
+        shot_id = store.save_shots(
+            [(f"images/{run_id}/{i:06d}.jpg", encoded(img, "JPEG"), record)]
+        )[0]
         top = [(LABELS[2], 0.5 + margin / 2), (LABELS[0], 0.5 - margin / 2)]
         predictions.append((shot_id, top, None))
     store.enqueue_shots(predictions)

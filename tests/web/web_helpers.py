@@ -204,6 +204,8 @@ def add_shots(store: Any, labels: list[str], backgrounds: list[int], per: int = 
                     angle_cmd=float(index * 10),
                     mask_path=mask.path,
                 )
-                ids.append(store.save_shot(f"images/{run_id}/{index:06d}.jpg", jpeg(), record))
+                ids.append(
+                    store.save_shots([(f"images/{run_id}/{index:06d}.jpg", jpeg(), record)])[0]
+                )
                 index += 1
     return ids
