@@ -9,8 +9,10 @@ is a fresh instance (``feed-<seed>-<n>``), so its colour and size jitter and whe
 (a few millimetres off centre, a few degrees of yaw) are new each time; its pose is drawn from
 the poses the part can take and its angle from the full turn.  ``unknown_rate`` of the drops
 are catalogue parts flagged ``unknown`` (never trained on), or the ``unknown`` parts given, so
-the review path is exercised.  :attr:`SimFeeder.drops` is the drop log: the truth a benchmark
-joins to the sorter's decisions by drop order (product code never sees it).
+the review path is exercised.  :attr:`SimFeeder.drops` is the drop log, and
+:meth:`SimFeeder.drop` finds a drop by its id (the instance, ``feed-<seed>-<n>``): the truth a
+test or benchmark joins to the sorter's decisions.  The sorter never sees it; it only records
+the drop id its camera (:meth:`FeederCamera.preview_tagged`) gives with each frame.
 
 A dropped part does not land still: for ``settle_s`` it slides round towards its resting angle,
 so the sorter must wait for it to stop.  When the platform has been empty for ``gap_s`` the next
@@ -26,8 +28,9 @@ Example::
 
     feeder = SimFeeder(settings, SimClock(0), seed=1)
     actuator = SimActuator(feeder.world, clock=feeder.clock)
-    sorter = Sorter(feeder.camera, actuator, store, settings, feeder.clock, truth=feeder.truth)
-    sorter.run_parts(100)
+    sorter = Sorter(feeder.camera, actuator, store, settings, feeder.clock)
+    decisions = sorter.run_parts(100)
+    truths = [feeder.drop(d.drop_id).label for d in decisions]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classify.rules import needs_sizes
+from rig.camera_types import Exposure, Frame
 from rig.config import CameraConfig, Settings
 from rig.errors import CameraError
 from rig.sim.camera import SimCamera
@@ -67,6 +71,11 @@ class Drop:
     pose: str
     angle: float
     t: float
+
+    @property
+    def id(self) -> str:
+        """The drop id the camera tags its frames with (the part's instance id, unique)."""
+        return self.instance
 
 
 class SimFeeder:
@@ -109,6 +118,7 @@ class SimFeeder:
         self._empty_since = self.clock.now()
         self._hold = 0
         self.drops: list[Drop] = []
+        self._by_id: dict[str, Drop] = {}
         self.world = SimWorld(self._angle, lambda: 1.0, seed=seed, clock=self.clock)
         self.world.install_sheet(sheet)
         size = preview_size or settings.camera.preview_size
@@ -134,6 +144,13 @@ class SimFeeder:
         """The label of the part on the platform now (the simulator knows), or None."""
         part = self.world.part
         return None if part is None else part.label
+
+    def drop(self, drop_id: str | None) -> Drop:
+        """The drop log's entry for ``drop_id`` (KeyError for an id this feeder never dropped)."""
+        with self._lock:
+            if drop_id is None or drop_id not in self._by_id:
+                raise KeyError(f"drop {drop_id!r} is not in this feeder's drop log")
+            return self._by_id[drop_id]
 
     def resume(self) -> None:
         """The stream starts again after a pause: wait ``gap_s`` before the next drop.
@@ -182,6 +199,7 @@ class SimFeeder:
         self.world.load_part(drop.label, drop.instance, drop.pose)
         self._drop = drop
         self.drops.append(drop)
+        self._by_id[drop.id] = drop
 
     def clear_platform(self) -> None:
         """The operator takes whatever is on the platform away (after a stuck part)."""
@@ -214,6 +232,15 @@ class FeederCamera:
             self._failures.extend([text] * int(n))
 
     def preview(self) -> np.ndarray:
+        return self.preview_tagged()[0]
+
+    def preview_tagged(self) -> tuple[np.ndarray, str | None]:
+        """A preview frame and the id of the drop on the platform when it was drawn.
+
+        NOTE: the id is read just before the frame is drawn; should the actuator remove the
+        part in between, the frame shows the platform empty and is never sorted, so the id
+        of every sorted frame is that of the part it shows.
+        """
         clock = self.feeder.clock
         if self._last is None or clock.now() - self._last > IDLE_RESUME_S:
             self.feeder.resume()
@@ -223,9 +250,10 @@ class FeederCamera:
             if self._failures:
                 raise CameraError(self._failures.pop(0))
         self.feeder.tick()
-        return self.inner.preview()
+        part = self.feeder.world.part
+        return self.inner.preview(), None if part is None else part.instance
 
-    def capture(self):  # type: ignore[no-untyped-def]
+    def capture(self) -> Frame:
         return self.inner.capture()
 
     def open(self) -> None:
@@ -234,14 +262,14 @@ class FeederCamera:
     def close(self) -> None:
         self.inner.close()
 
-    def meter_and_lock(self):  # type: ignore[no-untyped-def]
+    def meter_and_lock(self) -> Exposure:
         return self.inner.meter_and_lock()
 
     def unlock(self) -> None:
         self.inner.unlock()
 
     @property
-    def locked(self):  # type: ignore[no-untyped-def]
+    def locked(self) -> Exposure | None:
         return self.inner.locked
 
     def __enter__(self) -> FeederCamera:

@@ -115,10 +115,10 @@ def sort_locally(
         stack.enter_context(DataFolderLock(settings.data.dir, "sort"))
         store = DatasetStore.open(settings.data.dir, thumbnail_px=settings.data.thumbnail_px)
         stack.callback(store.close)
-        camera, world, clock, truth = _platform(settings, seed, stack)
+        camera, world, clock = _platform(settings, seed, stack)
         actuator = open_actuator(settings, world=world)
         stack.callback(actuator.close)
-        sorter = Sorter(camera, actuator, store, settings, clock, truth=truth)
+        sorter = Sorter(camera, actuator, store, settings, clock)
         stack.callback(sorter.close)
         classifier, model_id = ModelRegistry(store, settings, None).load_active()
         sorter.set_classifier(classifier, model_id)
@@ -143,18 +143,18 @@ def sort_locally(
 
 
 def _platform(settings: Settings, seed: int, stack: contextlib.ExitStack) -> tuple[Any, ...]:
-    """The camera that looks at the platform (and the simulator's world, clock and truth)."""
+    """The camera that looks at the platform (and the simulator's world and clock)."""
     if settings.sim:
         from classify.feeder_sim import SimFeeder
 
         feeder = SimFeeder(settings, seed=seed)
         stack.callback(feeder.camera.close)
-        return feeder.camera, feeder.world, feeder.clock, feeder.truth
+        return feeder.camera, feeder.world, feeder.clock
     from rig.camera import open_camera
 
     camera = open_camera(settings.camera)
     stack.callback(camera.close)
-    return camera, None, None, None
+    return camera, None, None
 
 
 def _sort_loop(sorter: Any, parts: int) -> int:

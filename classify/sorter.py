@@ -17,9 +17,20 @@ error, or a decision log that cannot write latch at once.  Latched, the sorter i
 state: it takes no frames and fires nothing.  Each fault is an incident in the store (so it
 survives a restart and shows on the page) and stays until :meth:`Sorter.acknowledge`.
 
-Threads: :meth:`start` runs the loop in a thread; tests drive it without one through
-:meth:`step` and :meth:`run_parts`.  :meth:`set_classifier` swaps the model while it runs; each
-decision is made and logged with one consistent (classifier, model id) pair.
+Threads: :meth:`start` runs the loop as a one-slot pipeline (:mod:`classify.sort_pipeline`):
+a front thread grabs each frame, runs the presence test and the phases above and, for a part
+due to be sorted, crops and preprocesses it (:meth:`_look`), while the back thread (``sorter``)
+runs the model on the previous part, chooses its bin, fires and logs (:meth:`_sort`).  The
+front is never more than one part ahead, so decisions keep their frames' order; the back
+checks the stop flag and the latched fault before it takes a part and again right before it
+fires, so a halt or a fault fires nothing, even for a part already prepared.  Tests drive the
+same two halves without threads, one after the other, through :meth:`step` and
+:meth:`run_parts`.  :meth:`set_classifier` swaps the model while it runs; each decision is made
+and logged with one consistent (classifier, model id) pair.
+
+A simulated camera (:class:`classify.sorter_types.DropTaggedCamera`) tells which drop each
+frame shows; the decision records that ``drop_id``, so tests and benchmarks join decisions to
+the simulator's drop log.  The sorter itself never knows what a part really is.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -40,6 +51,18 @@ from classify.decide import choose_bin
 from classify.decision_log import DecisionLog
 from classify.preprocess import crop_square, square_region
 from classify.presence import PresenceDetector, median_frame
+from classify.runtime import Prediction
+from classify.sort_pipeline import FrontThread, OneSlot
+from classify.sorter_types import (
+    Box,
+    DropTaggedCamera,
+    FrameClassifier,
+    LoopClock,
+    PreparingClassifier,
+    PreviewCamera,
+    SortActuator,
+    SorterStore,
+)
 from rig.camera import check_frame
 from rig.config import Settings
 from rig.errors import CameraError, FaultLatched, RigError, RunStateError
@@ -70,46 +93,64 @@ class SortDecision:
     bbox: tuple[int, int, int, int]
     latency_ms: float
     at: str
-    truth: str | None = None
+    #: The simulated feeder's drop this frame showed (None on a real camera): the key a test
+    #: joins on to the simulator's drop log.
+    drop_id: str | None = None
     #: The rule that decided (classify.decide): no_model, open_set, margin, confidence, ...
     rule: str = "mapped"
     open_set_score: float | None = None
 
 
+@dataclass(frozen=True)
+class SortJob:
+    """A part due to be sorted, as the front half hands it to the back half.
+
+    ``prepared`` is the model's input, made by ``classifier`` (the model active when the frame
+    was looked at); the back half uses it only if that model is still the active one.
+    ``error`` is why preparing failed (the back half latches a model fault in order).
+    """
+
+    frame: np.ndarray
+    bbox: Box
+    t_in: float
+    drop_id: str | None
+    classifier: FrameClassifier | None = None
+    prepared: np.ndarray | None = None
+    error: Exception | None = None
+
+
 class Sorter:
     """The sorting loop over ``camera`` (its preview stream), ``actuator`` and ``store``.
 
-    ``clock`` (a :class:`~rig.sim.clock.SimClock`) times the loop in simulation; ``truth`` is
-    the simulator's oracle of the part's real label, recorded with each decision for tests.
+    ``clock`` (a :class:`~rig.sim.clock.SimClock`) times the loop in simulation.
     """
 
     def __init__(
         self,
-        camera: Any,
-        actuator: Any,
-        store: Any,
+        camera: PreviewCamera,
+        actuator: SortActuator,
+        store: SorterStore,
         settings: Settings,
-        clock: Any = None,
-        *,
-        truth: Callable[[], str | None] | None = None,
+        clock: LoopClock | None = None,
     ) -> None:
         self.camera = camera
+        self._tagged = isinstance(camera, DropTaggedCamera)
         self.actuator = actuator
         self.store = store
         self.settings = settings
         self.cfg = settings.sorter
         self._now: Callable[[], float] = clock.now if clock is not None else time.monotonic
         self._sleep: Callable[[float], None] = clock.sleep if clock is not None else time.sleep
-        self._truth = truth
         self._lock = threading.RLock()
         self._model_lock = threading.Lock()
-        self._classifier: Any = None
+        self._classifier: FrameClassifier | None = None
         self._model_id: str | None = None
         self._presence: PresenceDetector | None = None
         self.colour_matrix: list[list[float]] | None = None
         self._log = DecisionLog(store)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._slot: OneSlot[SortJob] = OneSlot()
         self._halted = False
         self._phase = "empty"
         self._since = 0.0
@@ -131,7 +172,7 @@ class Sorter:
 
     # --- the model -------------------------------------------------------------------------------
 
-    def set_classifier(self, classifier: Any, model_id: str | None) -> None:
+    def set_classifier(self, classifier: FrameClassifier | None, model_id: str | None) -> None:
         """Swap the model (None: no model, every part goes to review); safe while running."""
         with self._model_lock:
             self._classifier, self._model_id = classifier, model_id
@@ -210,11 +251,15 @@ class Sorter:
         self._halted = True
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the loop after the current frame and commit every logged decision."""
+        """Stop the loop after the current frame and commit every logged decision.
+
+        A part already prepared but not yet classified is dropped, never fired at.
+        """
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        self._slot.clear()
         self._log.flush()
 
     def close(self) -> None:
@@ -227,11 +272,35 @@ class Sorter:
         return self._log.flush(timeout)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            if self.incident is not None:
-                self._stop.wait(0.05)
-                continue
-            self.step()
+        """The back half: take each prepared part in order, classify, fire and log it."""
+        self._slot.clear()
+        front = FrontThread(self._produce, self._slot, self._stop, self._faulted)
+        front.start()
+        try:
+            while not self._stop.is_set():
+                job = self._slot.take()
+                # NOTE: a part prepared before a halt or a fault is dropped here, unfired.
+                if job is None or self._stop.is_set() or self.incident is not None:
+                    continue
+                try:
+                    self._sort(job)
+                except Exception as exc:
+                    self._latch("internal", f"the sorter stopped on an unexpected error: {exc!r}")
+        finally:
+            front.join()
+            self._slot.clear()
+
+    def _faulted(self) -> bool:
+        return self.incident is not None
+
+    def _produce(self) -> SortJob | None:
+        """The front half, on its own thread: the next frame, looked at (never raises)."""
+        try:
+            taken = self._frame()
+            return None if taken is None else self._look(*taken)
+        except Exception as exc:
+            self._latch("internal", f"the sorter stopped on an unexpected error: {exc!r}")
+            return None
 
     # --- stepping --------------------------------------------------------------------------------
 
@@ -241,8 +310,8 @@ class Sorter:
         if self.incident is not None:
             return None
         try:
-            frame = self._frame()
-            return None if frame is None else self.process(frame)
+            taken = self._frame()
+            return None if taken is None else self.process(*taken)
         except Exception as exc:
             self._latch("internal", f"the sorter stopped on an unexpected error: {exc!r}")
             return None
@@ -261,12 +330,21 @@ class Sorter:
                 out.append(decision)
         return out
 
-    def _frame(self) -> np.ndarray | None:
-        """The next preview frame; transient camera errors are retried, then latched."""
+    def _grab(self) -> tuple[np.ndarray, str | None]:
+        """One preview frame and, from a simulated camera, the drop it shows."""
+        camera = self.camera
+        if self._tagged and isinstance(camera, DropTaggedCamera):
+            image, drop_id = camera.preview_tagged()
+        else:
+            image, drop_id = camera.preview(), None
+        return check_frame(image, "sorter frame"), drop_id
+
+    def _frame(self) -> tuple[np.ndarray, str | None] | None:
+        """The next preview frame and its drop id; camera errors are retried, then latched."""
         errors: list[str] = []
         for _ in range(CAMERA_RETRIES + 1):
             try:
-                frame = check_frame(self.camera.preview(), "sorter frame")
+                frame = self._grab()
             except (CameraError, OSError) as exc:
                 errors.append(str(exc))
                 self.counts["camera_errors"] += 1
@@ -284,8 +362,18 @@ class Sorter:
         )
         return None
 
-    def process(self, frame: np.ndarray) -> SortDecision | None:
-        """Advance the loop by one frame (the bench calls this directly on a frame stream)."""
+    def process(self, frame: np.ndarray, drop_id: str | None = None) -> SortDecision | None:
+        """Advance the loop by one frame, both halves in turn (tests and the serial bench)."""
+        job = self._look(frame, drop_id)
+        return None if job is None else self._sort(job)
+
+    def _look(self, frame: np.ndarray, drop_id: str | None = None) -> SortJob | None:
+        """The front half: presence and phases; for a part due to be sorted, its prepared crop.
+
+        The part counts as ``leaving`` from here on: the frames the front looks at while the
+        back classifies it must not sort it again.  Should it not be fired at (a halt, a fault),
+        the stop or the fault resets the phase anyway.
+        """
         t_in = time.perf_counter()
         if self._log.error is not None:
             self._latch("log", f"decisions cannot be logged: {self._log.error}")
@@ -311,10 +399,23 @@ class Sorter:
                 return None
             self._check_stuck(now)
             return None
-        if self._still >= self.cfg.stable_frames:
-            return self._sort(frame, seen.bbox, t_in)  # type: ignore[arg-type]
+        if self._still >= self.cfg.stable_frames and seen.bbox is not None:
+            self._phase = "leaving"
+            return self._job(frame, seen.bbox, t_in, drop_id)
         self._check_stuck(now)
         return None
+
+    def _job(self, frame: np.ndarray, bbox: Box, t_in: float, drop_id: str | None) -> SortJob:
+        """The part's job, its crop prepared for the active model when the model allows."""
+        with self._model_lock:
+            classifier = self._classifier
+        if not isinstance(classifier, PreparingClassifier):
+            return SortJob(frame, bbox, t_in, drop_id, classifier)
+        try:
+            prepared = classifier.prepare(frame, bbox, self.colour_matrix)
+        except Exception as exc:
+            return SortJob(frame, bbox, t_in, drop_id, classifier, error=exc)
+        return SortJob(frame, bbox, t_in, drop_id, classifier, prepared)
 
     def _check_stuck(self, now: float) -> None:
         if now - self._since > self.cfg.stuck_after_s:
@@ -325,17 +426,28 @@ class Sorter:
                 " then acknowledge",
             )
 
-    def _sort(
-        self, frame: np.ndarray, bbox: tuple[int, int, int, int], t_in: float
-    ) -> SortDecision | None:
+    def _predict(self, classifier: FrameClassifier, job: SortJob) -> Prediction:
+        """The model's answer for the job, from its prepared crop when that fits the model."""
+        if job.classifier is classifier:
+            if job.error is not None:
+                raise job.error
+            if job.prepared is not None:
+                # NOTE: only a PreparingClassifier prepares a crop (_job); no isinstance here,
+                # on the path between the model's answer and the actuator.
+                return cast(PreparingClassifier, classifier).predict_prepared(job.prepared, TOP_K)
+        return classifier.predict(
+            job.frame, bbox=job.bbox, colour_matrix=self.colour_matrix, top_k=TOP_K
+        )
+
+    def _sort(self, job: SortJob) -> SortDecision | None:
+        """The back half: classify, choose the bin, fire, and hand the decision to the log."""
+        frame, bbox, t_in = job.frame, job.bbox, job.t_in
         with self._model_lock:
             classifier, model_id = self._classifier, self._model_id
         prediction = None
         if classifier is not None:
             try:
-                prediction = classifier.predict(
-                    frame, bbox=bbox, colour_matrix=self.colour_matrix, top_k=TOP_K
-                )
+                prediction = self._predict(classifier, job)
             except Exception as exc:
                 self._latch(
                     "model",
@@ -346,9 +458,10 @@ class Sorter:
         label = None if prediction is None else prediction.label
         confidence = 0.0 if prediction is None else float(prediction.confidence)
         choice = choose_bin(prediction, self.settings)
-        truth = self._truth() if self._truth is not None else None
-        if self._halted:
-            return None  # NOTE: an e-stop is stopping the loop: push nothing, log nothing
+        if self._halted or self.incident is not None:
+            # NOTE: an e-stop is stopping the loop, or the front half latched a fault while
+            # the model ran: push nothing, log nothing.
+            return None
         try:
             self.actuator.fire(choice.bin)
         except Exception as exc:
@@ -359,12 +472,11 @@ class Sorter:
             )
             return None
         latency_ms = (time.perf_counter() - t_in) * 1000.0
-        self._phase = "leaving"
         top_k = [] if prediction is None else [(str(k), float(v)) for k, v in prediction.top_k]
         score = None if prediction is None else getattr(prediction, "open_set_score", None)
         decision = SortDecision(
-            label, confidence, top_k, choice.bin, choice.reason, model_id, tuple(bbox),
-            latency_ms, utc_now(), truth, choice.rule, score,
+            label, confidence, top_k, choice.bin, choice.reason, model_id, bbox,
+            latency_ms, utc_now(), job.drop_id, choice.rule, score,
         )  # fmt: skip
         self._log_decision(decision, frame, choice.review)
         return decision
@@ -390,7 +502,7 @@ class Sorter:
             bbox=d.bbox,
             crop_bbox=crop_box,
             colour_matrix=self.colour_matrix if keep else None,
-            truth=d.truth,
+            drop_id=d.drop_id,
             latency_ms=round(d.latency_ms, 3),
             at=d.at,
         )

@@ -89,7 +89,8 @@ def _build_sorter(settings: Settings, store: Any, rig: Any) -> tuple[Any, Any]:
 
     NOTE: the simulated turntable never gets new parts by itself, so ``--sim`` sorts on the
     simulated feeder (classify/feeder_sim.py) instead: parts drop, the sim actuator removes
-    them, and every decision is logged with the simulator's truth.
+    them, and every decision records the drop id of the frame it was made on (the feeder's drop
+    log holds the truth).
     """
     from classify.actuator import ActuatorGate, open_actuator
     from classify.sorter import Sorter
@@ -98,13 +99,13 @@ def _build_sorter(settings: Settings, store: Any, rig: Any) -> tuple[Any, Any]:
         from classify.feeder_sim import SimFeeder
 
         feeder = SimFeeder(settings)
-        camera, world, clock, truth = feeder.camera, feeder.world, feeder.clock, feeder.truth
+        camera, world, clock = feeder.camera, feeder.world, feeder.clock
     else:
-        camera, world, clock, truth = rig.camera, None, None, None
+        camera, world, clock = rig.camera, None, None
     # NOTE: gated, so the e-stop can disable firing from the event loop without waiting.
     actuator = ActuatorGate(open_actuator(settings, world=world))
     try:
-        return Sorter(camera, actuator, store, settings, clock, truth=truth), actuator
+        return Sorter(camera, actuator, store, settings, clock), actuator
     except BaseException:
         actuator.close()
         raise

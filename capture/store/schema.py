@@ -23,7 +23,7 @@ from capture.store.label_schema import v_label_station
 from capture.store.measure_schema import v_measurements
 from capture.store.models_schema import v_models
 from capture.store.snapshot_schema import v_snapshots
-from capture.store.sorting_schema import v_sorting
+from capture.store.sorting_schema import v_decision_drops, v_sorting
 from rig.errors import StoreError
 
 #: A run's states; the same strings as capture.runs.state.RunState.
@@ -175,6 +175,7 @@ def _v1_core(db: Database) -> None:
 MIGRATIONS: list[Migration] = [_v1_core, v_models, v_snapshots, v_sorting, v_imports]
 MIGRATIONS.append(v_label_station)
 MIGRATIONS.append(v_measurements)
+MIGRATIONS.append(v_decision_drops)
 
 
 def schema_version(db: Database) -> int:

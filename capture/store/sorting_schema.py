@@ -53,3 +53,13 @@ def v_sorting(db: Database) -> None:
     # and break the one-transaction-per-migration rule.
     for sql in statements:
         db.conn.execute(sql)
+
+
+def v_decision_drops(db: Database) -> None:
+    """Decisions record the simulated feeder's drop id instead of the simulator's truth.
+
+    Why: ground truth lives in the simulator's drop log, joined by drop id, never in product
+    code (contracts, "Models and edits").  The old ``truth`` column stays, so rows written
+    before this migration still read; nothing writes it any more.
+    """
+    db.conn.execute("ALTER TABLE decisions ADD COLUMN drop_id TEXT")

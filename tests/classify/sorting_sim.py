@@ -77,6 +77,10 @@ class SortingRig:
         self.sorter.close()
         self.store.close()
 
+    def truth(self, drop_id: str | None) -> str:
+        """What the part of a decision (its ``drop_id``) really was: the feeder's drop log."""
+        return self.feeder.drop(drop_id).label
+
 
 def make_rig(
     data_dir: Path,
@@ -95,7 +99,7 @@ def make_rig(
     )
     actuator = SimActuator(feeder.world, clock=clock)
     store = DatasetStore.open(data_dir)
-    sorter = Sorter(feeder.camera, actuator, store, settings, clock, truth=feeder.truth)
+    sorter = Sorter(feeder.camera, actuator, store, settings, clock)
     oracle = OracleClassifier(feeder)
     if model:
         sorter.set_classifier(oracle, "model-0001")

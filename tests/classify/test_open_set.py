@@ -366,9 +366,10 @@ def test_open_set_rejects_reach_the_review_queue_and_the_status_counts_them(tmp_
         rig.sorter.set_classifier(Scored(rig.feeder), "model-0001")
         decisions = rig.sorter.run_parts(40)
         assert rig.sorter.flush(60)
-        unknown = [d for d in decisions if d.truth not in KNOWN]
+        truth = {d.drop_id: rig.truth(d.drop_id) for d in decisions}  # the feeder's drop log
+        unknown = [d for d in decisions if truth[d.drop_id] not in KNOWN]
         assert unknown and all(d.rule == "open_set" and d.reason == "uncertain" for d in unknown)
-        assert all(d.rule == "mapped" for d in decisions if d.truth in KNOWN)
+        assert all(d.rule == "mapped" for d in decisions if truth[d.drop_id] in KNOWN)
         queued = rig.store.query("SELECT decision_id FROM review_items", ())
         assert len(queued) == len(unknown)
         status = rig.sorter.status()

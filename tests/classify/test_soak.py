@@ -62,9 +62,10 @@ def test_ten_thousand_parts_with_faults(tmp_path: Path) -> None:
         rss_end = rss_kib()
         elapsed = time.perf_counter() - started
 
-        rows = rig.store.query("SELECT truth FROM decisions ORDER BY id")
+        rows = rig.store.query("SELECT drop_id FROM decisions ORDER BY id")
         assert len(rows) == PARTS == len(rig.actuator.firings)
-        assert [r["truth"] for r in rows] == [f[2] for f in rig.actuator.firings]
+        truths = [rig.truth(r["drop_id"]) for r in rows]  # joined on the feeder's drop log
+        assert truths == [f[2] for f in rig.actuator.firings]
         assert sorter.status()["counts"]["decisions"] == PARTS
         kinds = [k for _, k in latched]
         assert kinds.count("sorter_camera") == 4 and kinds.count("sorter_stuck") == 1

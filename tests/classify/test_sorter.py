@@ -31,13 +31,14 @@ def test_every_part_gets_exactly_one_decision_and_one_firing_to_its_bin(tmp_path
         assert [f[2] for f in firings] == [d.label for d in drops]
         for firing, decision in zip(firings, decisions, strict=True):
             truth = firing[2]
-            assert decision.truth == truth and decision.bin == firing[1]
+            assert rig.truth(decision.drop_id) == truth and decision.bin == firing[1]
             expected = BINS[truth] if truth in KNOWN else rig.settings.actuator.review_bin
             assert firing[1] == expected, (truth, decision)
         assert rig.oracle.calls == 40  # classified once each, not once per frame
         rows = rig.store.list_decisions(limit=100)
         assert len(rows) == 40
-        assert [r["truth"] for r in reversed(rows)] == [d.label for d in drops]
+        assert [r["drop_id"] for r in reversed(rows)] == [d.id for d in drops]
+        assert all(r["truth"] is None for r in rows)  # the old column: product code has no truth
         assert all(r["model_id"] == "model-0001" for r in rows)
         assert any(d.label not in KNOWN for d in drops), "the feeder dropped no unknown part"
         assert rig.store.check().ok, rig.store.check().problems()
@@ -51,7 +52,7 @@ def test_uncertain_parts_reach_the_review_queue_with_their_crop(tmp_path: Path) 
         decisions = rig.sorter.run_parts(30)
         rig.sorter.flush()
         uncertain = [d for d in decisions if d.reason == "uncertain"]
-        assert uncertain and all(d.truth not in KNOWN for d in uncertain)
+        assert uncertain and all(rig.truth(d.drop_id) not in KNOWN for d in uncertain)
         assert all(d.bin == rig.settings.actuator.review_bin for d in uncertain)
         queue = rig.store.review_queue(limit=100)
         assert len(queue) == len(uncertain)
@@ -186,7 +187,7 @@ def test_status_reports_what_the_page_shows(tmp_path: Path) -> None:
         assert status["reference"] and status["colour_corrected"]
         assert status["counts"]["decisions"] == 3 and status["logged"] == 3
         assert sum(status["counts"]["by_bin"].values()) == 3
-        assert status["last_decision"]["truth"] == rig.actuator.firings[-1][2]
+        assert rig.truth(status["last_decision"]["drop_id"]) == rig.actuator.firings[-1][2]
         assert status["incident"] is None
     finally:
         rig.close()
@@ -274,10 +275,10 @@ def test_a_real_tflite_model_sorts_through_the_loop(tmp_path: Path) -> None:
         decisions = rig.sorter.run_parts(10)
         rig.sorter.flush()
         assert len(decisions) == 10 == len(rig.actuator.firings)
-        assert {d.truth for d in decisions} == set(labels)
+        assert {rig.truth(d.drop_id) for d in decisions} == set(labels)
         for d in decisions:
-            assert d.label == d.truth and d.reason == "confident", d
-            assert d.bin == BINS[d.truth]
+            assert d.label == rig.truth(d.drop_id) and d.reason == "confident", d
+            assert d.bin == BINS[d.label]
         rows = rig.store.list_decisions()
         assert {r["model_id"] for r in rows} == {"model-0007"}
         assert all(len(r["top_k"]) == 2 for r in rows)

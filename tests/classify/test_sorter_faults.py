@@ -24,7 +24,7 @@ def _one_decision_per_part(rig) -> None:
     rig.sorter.flush()
     rows = rig.store.list_decisions(limit=1000)
     assert len(rows) == len(rig.actuator.firings)
-    assert [r["truth"] for r in reversed(rows)] == [f[2] for f in rig.actuator.firings]
+    assert [rig.truth(r["drop_id"]) for r in reversed(rows)] == [f[2] for f in rig.actuator.firings]
 
 
 def test_a_transient_camera_error_is_retried_and_recorded(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_a_stuck_part_latches_and_recovers_once_removed(tmp_path: Path) -> None:
         status = rig.sorter.status()
         assert status["state"] == "faulted" and status["incident"]["kind"] == "sorter_stuck"
         assert "stuck_after_s = 5 s" in status["incident"]["message"]
-        assert rig.feeder.truth() == stuck.truth  # still on the platform
+        assert rig.feeder.truth() == rig.truth(stuck.drop_id)  # still on the platform
         rig.feeder.clear_platform()
         rig.sorter.acknowledge()
         assert len(rig.sorter.run_parts(3)) == 3
@@ -104,7 +104,7 @@ def test_an_actuator_error_latches_and_the_part_is_sorted_after_acknowledging(
         assert waiting is not None
         rig.sorter.acknowledge()
         (decision,) = rig.sorter.run_parts(1)
-        assert decision.truth == waiting
+        assert rig.truth(decision.drop_id) == waiting
         assert len(rig.actuator.firings) == 3
         _one_decision_per_part(rig)
     finally:
@@ -176,7 +176,7 @@ def test_an_unexpected_error_latches_an_internal_fault(
     rig = make_rig(tmp_path)
     try:
         rig.sorter.run_parts(1)
-        monkeypatch.setattr(rig.sorter, "process", lambda frame: 1 / 0)
+        monkeypatch.setattr(rig.sorter, "process", lambda *frame: 1 / 0)
         assert rig.sorter.step() is None
         assert rig.sorter.status()["incident"]["kind"] == "sorter_internal"
         assert "ZeroDivisionError" in rig.sorter.status()["incident"]["message"]

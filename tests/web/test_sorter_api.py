@@ -44,7 +44,9 @@ def test_start_sorts_parts_and_stop_leaves_every_decision_logged(client):
     # NOTE: stop() flushes the log: every decision the loop made is durably in the store.
     assert len(decisions) == made == stopped["decisions"]["total"]
     assert {d["reason"] for d in decisions} == {"no_model"} and {d["bin"] for d in decisions} == {0}
-    assert all(d["truth"] for d in decisions)
+    # NOTE: the truth is the simulated feeder's drop log, joined by each decision's drop id.
+    feeder = client.app.state.sorter.camera.feeder
+    assert all(feeder.drop(d["drop_id"]).label for d in decisions)
     assert client.get("/api/review", headers=VIEW).json()["counts"]["open"] == made
 
 
