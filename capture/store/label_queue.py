@@ -207,7 +207,6 @@ class LabelQueue(Repository):
             else:
                 raise NotFound(f"label queue item {queue_id} does not exist")
 
-    # --- actions ---------------------------------------------------------------------------------
     # --- the review page's answers ---------------------------------------------------------------
 
     def label_review_item(self, item_id: int, label: str, who: str) -> int:
@@ -244,6 +243,7 @@ class LabelQueue(Repository):
                 " labelled or discarded"
             )
 
+    # --- actions ---------------------------------------------------------------------------------
 
     def label_accept(
         self, ids: Sequence[int], who: str, label: str | None = None

@@ -24,15 +24,15 @@ from capture.store.records import (
     decode_cursor,
     decode_one,
     encode_cursor,
+    lastrowid,
     normalise_time,
     to_json,
-    lastrowid,
     utc_now,
 )
 from capture.store.runs import ensure_catalogue
+from capture.store.shot_batches import ShotBatches, ShotFiles, ShotItem
 from rig.errors import NotFound, QueryError, StoreError
 
-from capture.store.shot_batches import ShotBatches, ShotFiles, ShotItem
 __all__ = ["MAX_PAGE", "TRASH_DIR", "ShotFiles", "ShotItem", "Shots"]
 
 MAX_PAGE = 1000
