@@ -170,7 +170,7 @@ def output_indices(model_path: Path, num_classes: int) -> tuple[int, int | None]
     if len(outs) == 1:
         return 0, None
     if len(outs) > 2:
-        from classify.export_heads import keras_order
+        from classify.tflite_outputs import keras_order
 
         positions = keras_order(model_path)  # a multi-head model: by the converter's names
         return positions[0], positions[1]
@@ -196,7 +196,9 @@ def plain_pairs(split: Any) -> Iterator[tuple[np.ndarray, int]]:
         yield plain, int(cls)
 
 
-def head_outputs(model_path: Path, crops: Sequence[np.ndarray], indices: tuple[int, int | None]):  # type: ignore[no-untyped-def]
+def head_outputs(
+    model_path: Path, crops: Sequence[np.ndarray], indices: tuple[int, int | None]
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``(probabilities, features or None)`` of an exported model over prepared crops, as the
     runtime on the Pi dequantizes them."""
     from classify.runtime import find_interpreter
@@ -270,6 +272,8 @@ def write_model_card(
         pairs = list(itertools.islice(plain_pairs(train), MAX_PROTOTYPE_SHOTS))
         crops = [c for c, _ in pairs]
         _, train_features = head_outputs(model_path, crops, (probs_index, feature_index))
+        if train_features is None:
+            raise ModelError(f"the exported model has no feature output {feature_index}")
         classes = np.asarray([k for _, k in pairs], np.int64)
         protos, whitening = fit_prototypes(train_features, classes, len(labels))
         rule = OpenSet("prototype_distance", 0.0, calibrated, feature_index, protos, whitening)

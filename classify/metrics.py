@@ -14,7 +14,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
-def confusion(truth: Sequence[int], predicted: Sequence[int], num_classes: int) -> np.ndarray:
+def confusion(
+    truth: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, num_classes: int
+) -> np.ndarray:
     """Counts with rows = true class, columns = predicted class."""
     matrix = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(matrix, (np.asarray(truth, int), np.asarray(predicted, int)), 1)

@@ -58,7 +58,7 @@ def publish_model(
     paths = model_files(model_dir)
     store = store or ObjectStore.connect(root.bucket, transfer)
     objects_prefix = root.key(OBJECTS)
-    files = []
+    files: list[dict[str, Any]] = []
     for path in paths:
         data = path.read_bytes()
         files.append({"path": path.name, "format": "model",

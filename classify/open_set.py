@@ -263,7 +263,9 @@ def _batch(features: np.ndarray | None) -> np.ndarray | None:
     return None if features is None else np.asarray(features, np.float64).reshape(1, -1)
 
 
-def mahalanobis_min(features: np.ndarray, prototypes: np.ndarray, whitening: np.ndarray):  # type: ignore[no-untyped-def]
+def mahalanobis_min(
+    features: np.ndarray, prototypes: np.ndarray, whitening: np.ndarray
+) -> np.ndarray:
     """Per row: the whitened distance to the nearest prototype, divided by sqrt(rank)."""
     projected = features @ whitening  # n x r
     centres = prototypes @ whitening  # k x r
@@ -292,7 +294,7 @@ def fit_prototypes(
     return protos, whitening
 
 
-def calibrate_threshold(scores: Sequence[float], acceptance: float) -> float:
+def calibrate_threshold(scores: Sequence[float] | np.ndarray, acceptance: float) -> float:
     """The score at the ``acceptance`` quantile of known parts (so that share is accepted)."""
     if not 0.5 <= acceptance < 1.0:
         raise ModelError(f"known acceptance must be in [0.5, 1) (got {acceptance})")

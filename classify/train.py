@@ -212,7 +212,7 @@ def fit(
         }
         if isinstance(val, StreamSplit) and len(val):
             loss, acc = model.evaluate(val.evaluation(opts.batch), verbose=0)
-        elif _size(val):
+        elif not isinstance(val, StreamSplit) and _size(val):
             loss, acc = model.evaluate(val.crops, val.classes, batch_size=opts.batch, verbose=0)
         if _size(val):
             row.update(val_loss=round(float(loss), 4), val_accuracy=round(float(acc), 4))
@@ -346,7 +346,7 @@ def train(
             prepare_split(splits[n], opts.size, for_training=n == "train", sorter_px=opts.sorter_px)
             for n in SPLIT_NAMES
         )
-    if role is not None:
+    if role is not None and worker_strategy is not None:
         from classify.train_workers import shared_class_weights
 
         weights, total_train = shared_class_weights(snap, train_set.classes, labels)

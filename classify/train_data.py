@@ -150,13 +150,13 @@ class Snapshot:
         except (OSError, tarfile.TarError) as exc:
             raise StoreError(f"cannot read the shard {where}: {exc}") from None
         for key, parts in members.items():
-            ext = next((e for e in IMAGE_EXTS if e in parts), None)
-            if ext is None:
+            image_ext = next((e for e in IMAGE_EXTS if e in parts), None)
+            if image_ext is None:
                 continue
             record = json.loads(parts["json"]) if "json" in parts else {}
             if "label" not in record and "cls" in parts:
                 record["label"] = self.labels[int(parts["cls"])]
-            yield self._sample(key, record, parts[ext], parts.get("mask.png"))
+            yield self._sample(key, record, parts[image_ext], parts.get("mask.png"))
 
     def _from_folder(self, split: str) -> Iterator[Sample]:
         folder = self.root / "folder" / split

@@ -112,7 +112,7 @@ def open_training_data(
     specs: list[str] | list[Path] | str | Path, transfer: TransferSettings | None = None
 ) -> Snapshot:
     """Open one or several datasets: snapshot folders and ``s3://.../<rig.id>/snap-NNNN``."""
-    items = [specs] if isinstance(specs, str | Path) else list(specs)
+    items: list[str | Path] = [specs] if isinstance(specs, str | Path) else list(specs)
     if not items:
         raise StoreError("no dataset given: pass --dataset at least once")
     parts: list[Snapshot] = []

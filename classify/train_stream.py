@@ -134,8 +134,8 @@ def _index_shard(snap: Snapshot, path: Path) -> Iterator[ShotRef]:
     except (OSError, tarfile.TarError, ValueError) as exc:
         raise StoreError(f"cannot read the shard {path}: {exc}") from None
     for key, parts in members.items():
-        ext = next((e for e in IMAGE_EXTS if e in parts), None)
-        if ext is None:
+        image_ext = next((e for e in IMAGE_EXTS if e in parts), None)
+        if image_ext is None:
             continue
         record = records.get(key, {})
         yield ShotRef(
@@ -143,7 +143,7 @@ def _index_shard(snap: Snapshot, path: Path) -> Iterator[ShotRef]:
             _class_of(snap, key, record),
             record_bbox(record),
             record_matrix(record),
-            parts[ext],
+            parts[image_ext],
             parts.get("mask.png"),
         )
 

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rig.errors import StoreError
+
 log = logging.getLogger("web.estop")
 
 REASON = "emergency stop"
@@ -136,6 +138,8 @@ class EmergencyStop:
         done["actuator_safe"] = bool(wait_idle(JOIN_TIMEOUT_S)) if wait_idle else gate is None
         store = getattr(state, "store", None)
         try:
+            if store is None:
+                raise StoreError("no dataset store is open")
             store.latch_fault(f"emergency stop pressed by {who}")
             done["fault_latched"] = True
         except Exception as exc:

@@ -86,13 +86,13 @@ def queue(
 def counts(store: StoreDep, who: ViewerAuth) -> dict[str, int]:
     """Items per state and your undo/redo depth: the page polls it for others' work."""
     store.sync_label_queue()
-    return store.label_counts(who.name)  # type: ignore[no-any-return]
+    return store.label_counts(who.name)
 
 
 @router.get("/items/{queue_id}")
 def item(queue_id: QueueId, store: StoreDep, who: ViewerAuth) -> dict[str, Any]:
     """One queue item as the station shows it."""
-    return store.label_item(queue_id)  # type: ignore[no-any-return]
+    return store.label_item(queue_id)
 
 
 def _file(store: Any, queue_id: int, which: str, media: str) -> FileResponse:
@@ -126,25 +126,25 @@ def mask(queue_id: QueueId, store: StoreDep, who: ViewerAuth) -> FileResponse:
 def accept(body: AcceptBody, store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
     """Accept items (with one label, or each its own or its top-1); one undoable action."""
     label = None if body.label is None else checked_label(store, body.label, body.confirm_new)
-    return store.label_accept(body.ids, who.name, label)  # type: ignore[no-any-return]
+    return store.label_accept(body.ids, who.name, label)
 
 
 @router.post("/discard")
 def discard(body: DiscardBody, store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
     """Discard items (a shot to the trash, a review item dropped); one undoable action."""
-    return store.label_discard(body.ids, who.name)  # type: ignore[no-any-return]
+    return store.label_discard(body.ids, who.name)
 
 
 @router.post("/undo")
 def undo(store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
     """Take back your latest action exactly (409 if nothing to undo, or an item changed)."""
-    return store.label_undo(who.name)  # type: ignore[no-any-return]
+    return store.label_undo(who.name)
 
 
 @router.post("/redo")
 def redo(store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
     """Do your most recently undone action again (409 if none, or an item changed)."""
-    return store.label_redo(who.name)  # type: ignore[no-any-return]
+    return store.label_redo(who.name)
 
 
 @router.put("/cursor", status_code=204)
