@@ -15,7 +15,6 @@ like the label's (the same known-part acceptance), so the sorter can tell when t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -33,32 +32,12 @@ from classify.open_set import (
     calibrate_threshold,
     read_card,
 )
+from classify.tflite_outputs import keras_order
 from classify.train_heads import AttributeHead
 from rig.errors import ModelError
 
-_INDEX = re.compile(r":(\d+)$")
 #: Keras outputs of a deployable multi-head model before the attribute heads.
 FIRST_HEAD_OUTPUT = 2
-
-
-def keras_order(model_path: Path) -> list[int]:
-    """``positions[k]``: where Keras output ``k`` is in the TFLite model's output list."""
-    from classify.runtime import find_interpreter
-
-    _, interpreter_class = find_interpreter()
-    outs = interpreter_class(model_path=str(model_path)).get_output_details()
-    found = [_INDEX.search(str(o.get("name", ""))) for o in outs]
-    keys = [int(m.group(1)) for m in found if m is not None]
-    if len(keys) != len(outs) or sorted(keys) != list(range(len(outs))):
-        names = [str(o.get("name", "")) for o in outs]
-        raise ModelError(
-            f"{Path(model_path).name}: cannot tell its outputs apart by name ({names}); "
-            "export it with this version of partrig"
-        )
-    positions = [0] * len(outs)
-    for position, k in enumerate(keys):
-        positions[k] = position
-    return positions
 
 
 def head_scores(
