@@ -46,6 +46,7 @@ from capture.snapshots.formats.folder import FolderWriter
 from capture.snapshots.formats.webdataset import WebDatasetWriter
 from capture.snapshots.report import ReportBuilder, render_markdown
 from capture.snapshots.splits import SPLITS, Group, SplitRules, assign_splits, refuse_empty_splits
+from capture.store.catalogue import ExportAttributes
 from capture.store.files import ensure_dir, fsync_dir, os_error
 from capture.store.measure_schema import measurement_fields
 from capture.store.records import decode_row, utc_now
@@ -259,15 +260,21 @@ def _next_id(store: Any, root: Path) -> str:
 
 
 def _writers(
-    settings: Any, tmp: Path, formats: list[str], classes: list[str]
+    settings: Any,
+    tmp: Path,
+    formats: list[str],
+    classes: list[str],
+    attrs: ExportAttributes | None = None,
 ) -> list[FormatWriter]:
     dirs = [class_dir_name(i, c) for i, c in enumerate(classes)]
+    names = attrs.names if attrs is not None else []
+    per_class = [attrs.of_label(c) for c in classes] if attrs is not None and names else None
     makers: dict[str, Callable[[], FormatWriter]] = {
         "webdataset": lambda: WebDatasetWriter(tmp, settings.snapshot.shard_bytes),
         "folder": lambda: FolderWriter(tmp, dirs),
         # NOTE: no snapshot id inside the formats' files: unchanged content must give equal bytes.
-        "coco": lambda: CocoWriter(tmp, classes, "partrig dataset snapshot"),
-        "csv": lambda: CsvWriter(tmp),
+        "coco": lambda: CocoWriter(tmp, classes, "partrig dataset snapshot", per_class),
+        "csv": lambda: CsvWriter(tmp, names),
     }
     return [makers[f]() for f in formats]
 
@@ -287,12 +294,15 @@ def _write(
 ) -> dict[str, Any]:
     dropped = notes["dropped"]
     index = {c: i for i, c in enumerate(classes)}
-    writers = _writers(settings, tmp, formats, classes)
+    # NOTE: the catalogue's attributes travel with each class and shot (capture.store.catalogue)
+    db = getattr(store, "db", None)
+    attrs = ExportAttributes(db.conn) if db is not None else None
+    writers = _writers(settings, tmp, formats, classes, attrs)
     report = ReportBuilder(classes)
     total, done = sum(len(v) for v in by_split.values()), 0
     for split in SPLITS:
         for row in full_rows(store, by_split[split]):
-            sample = _sample(store, row, split, index[row["label"]])
+            sample = _sample(store, row, split, index[row["label"]], attrs)
             for writer in writers:
                 writer.add(sample)
             report.add(sample)
@@ -329,7 +339,7 @@ def _write(
         "software_version": software_version(),
         "filter": flt.as_dict(),
         "rules": rules_dict,
-        "classes": [{"index": i, "label": c} for i, c in enumerate(classes)],
+        "classes": [_class_entry(i, c, attrs) for i, c in enumerate(classes)],
         "counts": {
             "total": sum(len(v) for v in by_split.values()),
             "by_split": {s: len(by_split[s]) for s in SPLITS},
@@ -344,10 +354,26 @@ def _write(
     return manifest
 
 
-def _sample(store: Any, row: dict[str, Any], split: str, class_index: int) -> Sample:
+def _class_entry(index: int, label: str, attrs: ExportAttributes | None) -> dict[str, Any]:
+    """A manifest class; with its catalogue ``attributes`` when the catalogue has any."""
+    entry: dict[str, Any] = {"index": index, "label": label}
+    if attrs is not None and attrs.names:
+        entry["attributes"] = attrs.of_label(label)
+    return entry
+
+
+def _sample(
+    store: Any,
+    row: dict[str, Any],
+    split: str,
+    class_index: int,
+    attrs: ExportAttributes | None = None,
+) -> Sample:
     shot = decode_row(row) or {}
     # NOTE: sizes in millimetres (shot_measurements) travel with the shot into every format.
     shot.update(measurement_fields(getattr(store, "db", None), int(shot["id"])))
+    if attrs is not None and attrs.names:
+        shot["attributes"] = attrs.of_shot(int(shot["id"]))
     image_path = store.path_of(shot["path"])
     try:
         image = image_path.read_bytes()

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from capture.store.records import utc_now
+from capture.store.records import lastrowid, utc_now
 from rig.errors import NotFound, QueryError, RunStateError
 
 AttrValue = str | float
@@ -394,7 +394,7 @@ class Catalogue:
                 " '[]', ?)",
                 (who, now),
             )
-            action_id = int(cur.lastrowid)  # type: ignore[arg-type]
+            action_id = lastrowid(cur)
             conn.execute(
                 "UPDATE label_actions SET state = 'dropped' WHERE who = ? AND state = 'undone'",
                 (who,),

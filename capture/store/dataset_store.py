@@ -13,7 +13,7 @@ keep working unchanged, one line each, while callers move to the repositories.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,8 @@ class DatasetStore(StoreBase):
         *,
         source: str | None = None,
         include_deleted: bool = False,
+        attributes: Mapping[str, object] | None = None,
+        **size_bounds: float | None,
     ) -> ShotPage:
         return self.shots.query_shots(
             label,
@@ -171,6 +173,8 @@ class DatasetStore(StoreBase):
             cursor,
             source=source,
             include_deleted=include_deleted,
+            attributes=attributes,
+            **size_bounds,
         )
 
     def shot_edits(self, shot_id: int) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from capture.plans.schema import UNLABELLED
 from capture.store.base import Repository, StoreBase
+from capture.store.catalogue import replay_attributes
 from capture.store.files import move_durably
 from capture.store.records import ShotRecord, lastrowid, to_json, utc_now
 from capture.store.runs import ensure_catalogue
@@ -360,6 +361,11 @@ class LabelQueue(Repository):
             what = "undo" if state == "done" else "redo"
             raise RunStateError(f"nothing to {what}: you have no {state} labelling action")
         action = rows[0]
+        if action["kind"] == "set_attribute":
+            # NOTE: an attribute edit (capture.store.catalogue) shares the person's history
+            with self.transaction() as conn:
+                shots = replay_attributes(conn, action, side=side, new_state=new_state, who=who)
+            return dict(self._answer(int(action["id"]), [], who), shots=shots)
         detail = json.loads(action["detail"])
         other = "after" if side == "before" else "before"
         for entry in detail:

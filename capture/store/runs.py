@@ -51,14 +51,19 @@ class Runs(Repository):
     def upsert_part(
         self, label: str, name: str | None = None, meta: dict[str, Any] | None = None
     ) -> None:
-        """Create or update a part class (its label is the class name the model learns)."""
+        """Create or update a part class (its label is the class name the model learns).
+
+        ``meta`` (the part's catalogue attributes, :mod:`capture.store.catalogue`) of None keeps
+        the stored ones: a capture run registers every plan part and must not reset them.
+        """
         if not label or not label.strip():
             raise StoreError("part label is empty: give the part number, e.g. 3001")
+        given = None if meta is None else to_json(meta)
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO parts(label, name, meta) VALUES (?, ?, ?) ON CONFLICT(label) DO UPDATE"
-                " SET name = excluded.name, meta = excluded.meta",
-                (label, name or label, to_json(meta or {})),
+                " SET name = excluded.name, meta = COALESCE(?, parts.meta)",
+                (label, name or label, given or "{}", given),
             )
 
     def upsert_instance(self, instance_id: str, label: str, source: str = "capture") -> None:

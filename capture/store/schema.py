@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from sqlite_utils import Database
 
+from capture.store.catalogue_schema import v_catalogue
 from capture.store.imports_schema import v_imports
 from capture.store.label_schema import v_label_station
 from capture.store.measure_schema import v_measurements
@@ -176,6 +177,7 @@ MIGRATIONS: list[Migration] = [_v1_core, v_models, v_snapshots, v_sorting, v_imp
 MIGRATIONS.append(v_label_station)
 MIGRATIONS.append(v_measurements)
 MIGRATIONS.append(v_decision_drops)
+MIGRATIONS.append(v_catalogue)
 
 
 def schema_version(db: Database) -> int:

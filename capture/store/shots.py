@@ -12,12 +12,14 @@ import dataclasses
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from capture.store.base import Repository, StoreBase
+from capture.store.catalogue import attribute_filter_sql
 from capture.store.file_store import TRASH_DIR, WRITE_WORKERS, FileStore
 from capture.store.files import move_durably
+from capture.store.measure_schema import size_filter_sql
 from capture.store.records import (
     ShotPage,
     ShotRecord,
@@ -197,12 +199,25 @@ class Shots(Repository):
         *,
         source: str | None = None,
         include_deleted: bool = False,
+        attributes: Mapping[str, object] | None = None,
+        **size_bounds: float | None,
     ) -> ShotPage:
-        """One page of shots, newest first (captured_at desc, id desc), and the next cursor."""
+        """One page of shots, newest first (captured_at desc, id desc), and the next cursor.
+
+        ``attributes`` keeps shots whose attribute (the part's, or the shot's override) equals
+        each value; ``size_bounds`` (``min_length_mm``, ``max_width_mm``, ...) keeps measured
+        shots within them (:func:`capture.store.measure_schema.size_filter_sql`).
+        """
         if not 1 <= int(limit) <= MAX_PAGE:
             raise QueryError(f"limit {limit} must be between 1 and {MAX_PAGE}")
         where: list[str] = [] if include_deleted else ["deleted_at IS NULL"]
         params: list[Any] = []
+        for clauses, values in (
+            size_filter_sql(size_bounds),
+            attribute_filter_sql(attributes or {}),
+        ):
+            where += clauses
+            params += values
         for column, value in (
             ("label", label),
             ("background_id", background),

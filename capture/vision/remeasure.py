@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from capture.store.measure_schema import measurement_row, record_measurement
-from capture.store.records import utc_now
+from capture.store.records import lastrowid, utc_now
 from capture.vision.measure import ShotMeasurer
 from rig.errors import QueryError, StoreError
 
@@ -160,7 +160,7 @@ class Remeasure:
                 "INSERT INTO measure_jobs(scope, started_at, total, who) VALUES (?, ?, ?, ?)",
                 (scope, utc_now(), total, who),
             )
-            return RemeasureReport(int(cur.lastrowid), total, 0)  # type: ignore[arg-type]
+            return RemeasureReport(lastrowid(cur), total, 0)
 
     def _batch(self, rows: list[dict[str, Any]], report: RemeasureReport) -> None:
         """Measure the rows (slow, outside any transaction), then store them in one."""

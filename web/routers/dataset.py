@@ -16,13 +16,18 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from rig.errors import NotFound
+from capture.store.catalogue import Catalogue
+from capture.store.measure_schema import measurements_for
+from rig.errors import NotFound, QueryError
 from web.deps import Label, OperatorAuth, StoreDep, ViewerAuth
+from web.routers.catalogue import router as catalogue_routes
 
 #: Ids are SQLite integers: bounded so a huge number is a 422, not an overflow.
 ShotId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 router = APIRouter(prefix="/api/dataset", tags=["dataset"])
+# NOTE: the catalogue's routes first: GET /shots/{id}/{kind} below would take .../attributes.
+router.include_router(catalogue_routes)
 
 
 class RelabelBody(BaseModel):
@@ -53,8 +58,17 @@ def shots(
     instance: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 48,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    attr: Annotated[list[str] | None, Query(max_length=8)] = None,
+    min_length_mm: Annotated[float | None, Query(ge=0, le=10_000)] = None,
+    max_length_mm: Annotated[float | None, Query(ge=0, le=10_000)] = None,
+    min_width_mm: Annotated[float | None, Query(ge=0, le=10_000)] = None,
+    max_width_mm: Annotated[float | None, Query(ge=0, le=10_000)] = None,
 ) -> dict[str, Any]:
-    """A page of shots, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+    """A page of shots, newest first; pass ``next_cursor`` back as ``cursor`` for the next.
+
+    ``attr=name=value`` (repeatable) keeps shots whose attribute (the part's, or the shot's own
+    override) equals the value; the size bounds keep measured shots within them (millimetres).
+    """
     page = store.query_shots(
         label=label or None,
         background=background,
@@ -62,15 +76,37 @@ def shots(
         instance=instance or None,
         limit=limit,
         cursor=cursor or None,
+        attributes=attribute_query(attr or []),
+        min_length_mm=min_length_mm,
+        max_length_mm=max_length_mm,
+        min_width_mm=min_width_mm,
+        max_width_mm=max_width_mm,
     )
     return {"items": page.items, "next_cursor": page.next_cursor}
 
 
+def attribute_query(pairs: list[str]) -> dict[str, str]:
+    """``["colour=red", "category=screw"]`` as a dict; a pair without ``=`` is a 422."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip() or len(pair) > 250:
+            raise QueryError(f"attr {pair[:60]!r}: give name=value, e.g. attr=colour=red")
+        out[name.strip()] = value
+    return out
+
+
 @router.get("/shots/{shot_id}")
 def shot(shot_id: ShotId, store: StoreDep, who: ViewerAuth) -> dict[str, Any]:
-    """All of a shot's metadata and its edit history."""
+    """All of a shot's metadata, its size in millimetres, its attributes and its edit history."""
     row = store.get_shot(shot_id)
-    return dict(row, edits=store.shot_edits(shot_id))
+    return dict(row, edits=store.shot_edits(shot_id), **shot_extras(store, shot_id))
+
+
+def shot_extras(store: Any, shot_id: int) -> dict[str, Any]:
+    """The shot's measurement (``None`` when never measured) and attributes, for its page."""
+    measured = measurements_for(store.db, [shot_id]).get(shot_id)
+    return {"measurement": measured, "attributes": Catalogue(store).shot_attributes(shot_id)}
 
 
 @router.get(

@@ -31,7 +31,12 @@ Object.assign(partrig, (() => {
   function datasetPage() {
     let cursor = null;
     const form = $("#filters");
-    const query = () => { const p = new URLSearchParams(); for (const [k, v] of new FormData(form)) if (v) p.set(k, v); return p; };
+    const query = () => {
+      const p = new URLSearchParams(), f = new FormData(form);
+      for (const [k, v] of f) if (v && !k.startsWith("attr_")) p.set(k, v);
+      if (f.get("attr_name") && f.get("attr_value")) p.append("attr", `${f.get("attr_name")}=${f.get("attr_value")}`);
+      return p;
+    };
     const load = act(async (append) => {
       const p = query(); p.set("limit", "48"); if (append && cursor) p.set("cursor", cursor);
       const page = await api("GET", "/api/dataset/shots?" + p);
@@ -45,6 +50,11 @@ Object.assign(partrig, (() => {
       const fill = (name, keys) => { const sel = form.elements[name]; keys.filter((k) => k !== "none").forEach((k) => sel.add(new Option(k, k))); };
       fill("label", Object.keys(stats.by_label)); fill("background", Object.keys(stats.by_background));
       fill("run", Object.keys(stats.by_run)); fill("instance", Object.keys(stats.by_instance));
+    })();
+    poll(async () => {
+      const cat = await api("GET", "/api/dataset/catalogue");
+      const sel = form.elements.attr_name;
+      cat.attribute_names.forEach((n) => sel.add(new Option(n.replace(/_/g, " "), n)));
     })();
     form.addEventListener("submit", (e) => { e.preventDefault(); load(false); });
     $("#more").addEventListener("click", () => load(true));
@@ -61,10 +71,13 @@ Object.assign(partrig, (() => {
       $("#shot-image").src = `/api/dataset/shots/${id}/image`;
       const mask = $("#shot-mask");
       if (s.mask_path) mask.src = `/api/dataset/shots/${id}/mask`; else mask.hidden = true;
-      $("#meta").innerHTML = Object.entries(s).filter(([k]) => k !== "edits").map(([k, v]) => `<tr><th>${esc(k.replace(/_/g, " "))}</th><td>${esc(metaValue(k, v))}</td></tr>`).join("");
-      $("#edits").innerHTML = s.edits.map((e) => `<li>${esc(fmtTime(e.at))}: ${esc(e.action)} ${esc(e.old ?? "")} → ${esc(e.new ?? "")} by ${esc(e.who)}</li>`).join("") || "<li class='muted'>none</li>";
+      $("#sizes").innerHTML = partrig.sizeHtml(s.measurement);
+      $("#meta").innerHTML = Object.entries(s).filter(([k]) => !["edits", "measurement", "attributes"].includes(k)).map(([k, v]) => `<tr><th>${esc(k.replace(/_/g, " "))}</th><td>${esc(metaValue(k, v))}</td></tr>`).join("");
+      $("#edits").innerHTML = s.edits.map((e) => `<li>${esc(fmtTime(e.at))}: ${esc(e.action)}${e.action === "set_attribute" ? " " + esc(e.field) : ""} ${esc(e.old ?? "")} → ${esc(e.new ?? "")} by ${esc(e.who)}</li>`).join("") || "<li class='muted'>none</li>";
+      return s;
     });
-    show();
+    const attrs = partrig.attributesPanel($("#attributes"), {shot: () => id, after: () => show(), undo: true});
+    show().then((s) => s && attrs(s.attributes));
     $("#show-mask").addEventListener("change", (e) => { $("#shot-mask").style.display = e.target.checked ? "" : "none"; });
     $("#relabel").addEventListener("click", act(async () => {
       const label = $("#new-label").value.trim();

@@ -42,6 +42,7 @@ partrig.labelPage = function labelPage() {
       if (i >= 0) items[i] = it; else items.unshift(it);
     }
     if (ans.counts) showCounts(ans.counts);
+    if (ans.shots && ans.shots.includes(items[pos]?.shot_id)) showAttributes();
     const it = items[pos];
     if (!grid && it && (ans.items || []).some((x) => x.id === it.id)) renderSide(it);
     return ans;
@@ -135,7 +136,17 @@ partrig.labelPage = function labelPage() {
     $("#choices").innerHTML = it.top_k.slice(0, 9).map(([l, p], i) =>
       `<li><button type="button" class="choice" data-label="${esc(l)}"><kbd>${i + 1}</kbd> ${esc(l)} <span class="muted">${(100 * p).toFixed(0)} %</span></button></li>`).join("") ||
       '<li class="muted">No suggestions: type the label.</li>';
+    showAttributes();
   }
+  // NOTE: an attribute edit is one action of this person's history like an accept, so it is
+  // sent in order with them and recorded locally (with no item change) to keep undo aligned.
+  const attrShot = () => { const it = items[pos]; return it && it.shot_id && it.state !== "discarded" ? it.shot_id : null; };
+  const renderAttrs = partrig.attributesPanel($("#attr-box"), {
+    shot: attrShot,
+    post: (url, body) => { record([], () => {}); return send("POST", url, body); },
+  });
+  function showAttributes() { if ($("#label-attrs").open) renderAttrs().catch((e) => flash(e.message)); }
+  $("#label-attrs").addEventListener("toggle", showAttributes);
   function nextOpen(from) {
     for (let i = from + 1; i < items.length; i++) if (items[i].state === "open") return i;
     for (let i = 0; i <= from && i < items.length; i++) if (items[i].state === "open") return i;

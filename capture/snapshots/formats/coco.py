@@ -64,14 +64,24 @@ class _SplitFile:
 class CocoWriter:
     name = NAME
 
-    def __init__(self, root: Path, classes: list[str], description: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        classes: list[str],
+        description: str,
+        attributes: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.root = root
         self.directory = root / NAME
         self.directory.mkdir(parents=True, exist_ok=True)
-        categories = [
+        categories: list[dict[str, Any]] = [
             {"id": i + 1, "name": label, "supercategory": "part", "class_index": i}
             for i, label in enumerate(classes)
         ]
+        # NOTE: each category carries its part's catalogue attributes (capture.store.catalogue)
+        if attributes is not None:
+            for category, attrs in zip(categories, attributes, strict=True):
+                category["attributes"] = attrs
         self._head = _dumps(
             {"info": {"description": description}, "licenses": [], "categories": categories}
         )[:-1]
@@ -129,6 +139,8 @@ def _annotation(sample: Sample, image_id: int) -> dict[str, Any] | None:
     for key in ("area_mm2", "length_mm", "width_mm", "shaft_length_mm"):
         if sample.shot.get(key) is not None:
             out[key] = sample.shot[key]
+    if "attributes" in sample.shot:
+        out["attributes"] = sample.shot["attributes"]
     return out
 
 

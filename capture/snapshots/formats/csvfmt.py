@@ -49,10 +49,12 @@ COLUMNS = (
 class CsvWriter:
     name = NAME
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, attributes: list[str] | None = None) -> None:
         self.root = root
+        # NOTE: one ``attr_<name>`` column per catalogue attribute (capture.store.catalogue)
+        self.attributes = list(attributes or [])
         self._file = HashingFile(root / NAME / "shots.csv")
-        self._write_row(COLUMNS)
+        self._write_row((*COLUMNS, *(f"attr_{n}" for n in self.attributes)))
 
     def _write_row(self, values: tuple[object, ...]) -> None:
         buf = io.StringIO()
@@ -70,7 +72,9 @@ class CsvWriter:
             "file_name": f"folder/{sample.split}/{sample.file_name}",
             "has_mask": int(sample.mask is not None),
         }
-        self._write_row(tuple("" if values[c] is None else values[c] for c in COLUMNS))
+        own = shot.get("attributes") or {}
+        cells = [values[c] for c in COLUMNS] + [own.get(n) for n in self.attributes]
+        self._write_row(tuple("" if v is None else v for v in cells))
 
     def close(self) -> list[WrittenFile]:
         return [self._file.written(self.root, NAME)]

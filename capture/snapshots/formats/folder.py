@@ -72,6 +72,9 @@ class FolderWriter:
         # row has the same keys so loaders infer one schema.
         for key in ("measure_status", "length_mm", "width_mm", "area_mm2", "shaft_length_mm"):
             row[key] = sample.shot.get(key)
+        # NOTE: the catalogue's attributes, every name on every row (capture.store.catalogue)
+        if "attributes" in sample.shot:
+            row["attributes"] = sample.shot["attributes"]
         line = json.dumps(row, sort_keys=True, separators=(",", ":")) + "\n"
         self._metadata[sample.split].write(line.encode())
 
