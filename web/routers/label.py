@@ -17,12 +17,11 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from capture.imports.sources import normalise_label
-from rig.errors import NotFound, RunStateError
+from rig.errors import NotFound
 from web.deps import OperatorAuth, StoreDep, ViewerAuth
+from web.labels import checked_label, label_choices
 from web.routers.models import get_registry
 from web.routers.pages import _page
-from web.routers.review import label_choices
 
 router = APIRouter(prefix="/api/label", tags=["label"])
 page_router = APIRouter(include_in_schema=False)
@@ -55,20 +54,6 @@ class CursorBody(BaseModel):
 
 class PrelabelBody(BaseModel):
     run_id: int = Field(ge=1, le=2**63 - 1, description="the bag run whose shots to pre-label")
-
-
-def checked_label(store: Any, raw: str, confirm_new: bool) -> str:
-    """A catalogue label as given; anything else normalised, and new ones only when confirmed."""
-    known = set(label_choices(store))
-    if raw in known:
-        return raw
-    label = normalise_label(raw, "label")
-    if label not in known and not confirm_new:
-        raise RunStateError(
-            f"'{label}' is not in the parts catalogue: confirm to add it as a new part, or "
-            "choose an existing label"
-        )
-    return label
 
 
 @router.get("/queue")

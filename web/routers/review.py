@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from rig.errors import NotFound, RunStateError
 from web.deps import Label, OperatorAuth, StoreDep, ViewerAuth
+from web.labels import checked_label, label_choices
 
 router = APIRouter(prefix="/api/review", tags=["review"])
 
@@ -30,14 +31,6 @@ class LabelBody(BaseModel):
     confirm_new: bool = Field(
         default=False, description="yes, add a label outside the parts catalogue as a new part"
     )
-
-
-def label_choices(store: Any) -> list[str]:
-    """The one-click labels: the active model's classes, then every other known part."""
-    active = store.active_model()
-    labels = list(active["labels"]) if active else []
-    labels += [p["label"] for p in store.list_parts() if p["label"] not in labels]
-    return labels
 
 
 def _require_open(store: Any, item_id: int) -> None:
@@ -88,8 +81,6 @@ def label(item_id: ItemId, body: LabelBody, store: StoreDep, who: OperatorAuth) 
     The same undoable action as the labelling station's accept; the label goes through the one
     normaliser, and one outside the catalogue needs ``confirm_new`` (409 otherwise).
     """
-    from web.routers.label import checked_label
-
     _require_open(store, item_id)
     name = checked_label(store, body.label, body.confirm_new)
     shot_id = store.label_review_item(item_id, name, who.name)
