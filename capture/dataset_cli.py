@@ -183,3 +183,7 @@ _register_publish_commands(dataset_app)
 from capture.imports.cli import register as _register_import_commands  # noqa: E402
 
 _register_import_commands(dataset_app)
+
+from capture.catalogue.cli import register as _register_catalogue_commands  # noqa: E402
+
+_register_catalogue_commands(dataset_app)

@@ -256,3 +256,31 @@ def test_every_snapshot_format_carries_the_attributes_and_the_sizes(tmp_path):
     for split in ds.values():
         for row in split:
             assert row["attributes"] == want(row["shot_id"], row["label"])
+
+
+def test_the_cli_imports_a_parts_list_names_bad_cells_and_re_measures(tmp_path):
+    from typer.testing import CliRunner
+
+    from capture.dataset_cli import dataset_app
+
+    data = tmp_path / "data"
+    DatasetStore.open(data).close()
+    good, bad = tmp_path / "parts.csv", tmp_path / "bad.csv"
+    good.write_text(PARTS_CSV)
+    bad.write_text("label,colour\nx,red\n,blue\n")
+    runner = CliRunner()
+    done = runner.invoke(dataset_app, ["catalogue", "import", str(good), "--data", str(data)])
+    assert done.exit_code == 0, done.output
+    assert "2 part(s) imported" in done.output and "brick-2x4-red" in done.output
+    refused = runner.invoke(dataset_app, ["catalogue", "import", str(bad), "--data", str(data)])
+    assert refused.exit_code == 2 and "row 3, column label" in refused.output
+    out = runner.invoke(dataset_app, ["catalogue", "export", "--data", str(data)])
+    assert out.exit_code == 0 and out.output.startswith(
+        "label,name,category,colour,nominal_length_mm,thread\n"
+    )
+    shown = runner.invoke(dataset_app, ["catalogue", "show", "--data", str(data)])
+    assert shown.exit_code == 0 and "m4-screw" in shown.output
+    unclear = runner.invoke(dataset_app, ["measure", "--data", str(data)])
+    assert unclear.exit_code == 2 and "--run ID for one run, or --all" in unclear.output
+    measured = runner.invoke(dataset_app, ["measure", "--all", "--data", str(data)])
+    assert measured.exit_code == 0 and "0 measured" in measured.output
