@@ -39,7 +39,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -53,6 +53,7 @@ from classify.preprocess import crop_square, square_region
 from classify.presence import PresenceDetector, median_frame
 from classify.runtime import Prediction
 from classify.sort_pipeline import FrontThread, OneSlot
+from classify.sorter_rules import SorterRules
 from classify.sorter_types import (
     Box,
     DropTaggedCamera,
@@ -99,6 +100,8 @@ class SortDecision:
     #: The rule that decided (classify.decide): no_model, open_set, margin, confidence, ...
     rule: str = "mapped"
     open_set_score: float | None = None
+    #: The sorting rule that picked the bin or sent the part to review (classify.rules).
+    fired: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class SortJob:
     classifier: FrameClassifier | None = None
     prepared: np.ndarray | None = None
     error: Exception | None = None
+    #: The part's measured sizes when a sorting rule measures (classify.sorter_rules).
+    sizes: dict[str, float | None] | None = None
 
 
 class Sorter:
@@ -146,6 +151,7 @@ class Sorter:
         self._classifier: FrameClassifier | None = None
         self._model_id: str | None = None
         self._presence: PresenceDetector | None = None
+        self.sort_rules = SorterRules(settings)
         self.colour_matrix: list[list[float]] | None = None
         self._log = DecisionLog(store)
         self._thread: threading.Thread | None = None
@@ -200,6 +206,7 @@ class Sorter:
             matrix = colour_matrix_from_reference(reference)
             self.colour_matrix = None if matrix is None else np.asarray(matrix).tolist()
             self._phase = "empty"
+        self.sort_rules.take_reference(self.camera)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -231,6 +238,8 @@ class Sorter:
                 raise FaultLatched(str(rig_fault.get("reason") or "rig fault"))
             if self._classifier_missing() and not collect_for_review:
                 raise RunStateError(NO_MODEL)
+            with self._model_lock:
+                self.sort_rules.check(self._classifier)
             self._collect_for_review = bool(collect_for_review)
             if self._presence is None:
                 self.take_reference()
@@ -401,7 +410,8 @@ class Sorter:
             return None
         if self._still >= self.cfg.stable_frames and seen.bbox is not None:
             self._phase = "leaving"
-            return self._job(frame, seen.bbox, t_in, drop_id)
+            job = self._job(frame, seen.bbox, t_in, drop_id)
+            return replace(job, sizes=self.sort_rules.measure(self.camera))
         self._check_stuck(now)
         return None
 
@@ -457,7 +467,7 @@ class Sorter:
                 return None
         label = None if prediction is None else prediction.label
         confidence = 0.0 if prediction is None else float(prediction.confidence)
-        choice = choose_bin(prediction, self.settings)
+        choice = choose_bin(prediction, self.settings, job.sizes)
         if self._halted or self.incident is not None:
             # NOTE: an e-stop is stopping the loop, or the front half latched a fault while
             # the model ran: push nothing, log nothing.
@@ -476,8 +486,9 @@ class Sorter:
         score = None if prediction is None else getattr(prediction, "open_set_score", None)
         decision = SortDecision(
             label, confidence, top_k, choice.bin, choice.reason, model_id, bbox,
-            latency_ms, utc_now(), job.drop_id, choice.rule, score,
+            latency_ms, utc_now(), job.drop_id, choice.rule, score, choice.fired,
         )  # fmt: skip
+        self.sort_rules.record(choice, label, job.sizes)
         self._log_decision(decision, frame, choice.review)
         return decision
 
@@ -604,6 +615,7 @@ class Sorter:
             "logged": self._log.committed,
             "last_decision": None if last is None else asdict(last),
             "incident": incident,
+            "rules": self.sort_rules.status(classifier),
         }
 
 
