@@ -63,7 +63,9 @@ class DecisionRecord:
     bbox: tuple[int, int, int, int] | None = None
     crop_bbox: tuple[int, int, int, int] | None = None
     colour_matrix: Any = None
-    truth: str | None = None
+    #: The simulated feeder's drop the decision was made on (None on a real rig); tests and
+    #: benchmarks join it to the simulator's drop log.  Old rows keep their ``truth`` column.
+    drop_id: str | None = None
     latency_ms: float | None = None
     at: str | None = None
 
@@ -116,7 +118,7 @@ class Sorting(Repository):
                 at = normalise_time(record.at)
                 cur = conn.execute(
                     "INSERT INTO decisions(at, label, confidence, top_k, bin, reason, model_id,"
-                    " crop_path, bbox, crop_bbox, colour_matrix, truth, latency_ms)"
+                    " crop_path, bbox, crop_bbox, colour_matrix, drop_id, latency_ms)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         at,
@@ -130,7 +132,7 @@ class Sorting(Repository):
                         _box_json(record.bbox),
                         _box_json(record.crop_bbox),
                         to_json(record.colour_matrix),
-                        record.truth,
+                        record.drop_id,
                         record.latency_ms,
                     ),
                 )
