@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 
-from rig.errors import GcodeError, RigError
+from rig.errors import ConfigError, GcodeError, RigError
 
 if TYPE_CHECKING:
     from rig.config import Settings
@@ -103,7 +103,7 @@ def demo(
 
     try:
         settings = apply_sim(load_settings(config))
-        settings.simulator.firmware = firmware  # type: ignore[assignment]
+        settings.simulator.firmware = _sim_firmware(firmware)
         settings.simulator.time_scale = 1.0
         if data is not None:
             settings.data.dir = data
@@ -229,6 +229,15 @@ def rig_status(
     """Open the rig; print link, firmware, angle, lights and fault (--json: as JSON)."""
     _with_rig(config, sim, lambda rig: None, command="status",
               remote=("GET", "/api/rig/status", None), as_json=as_json)  # fmt: skip
+
+
+def _sim_firmware(name: str) -> Literal["partrig", "marlin"]:
+    """``--firmware`` as the simulator's dialect, or ConfigError naming the choices."""
+    if name == "partrig":
+        return "partrig"
+    if name == "marlin":
+        return "marlin"
+    raise ConfigError(f"--firmware must be partrig or marlin (got {name!r})")
 
 
 def _rotate_mode(mode: str | None) -> Mode | None:

@@ -21,7 +21,7 @@ import errno
 import logging
 import os
 import time
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from rig.errors import LinkError, RigBusy
 
@@ -149,14 +149,26 @@ def _clear_hupcl(port: object) -> None:
         log.debug("cannot clear HUPCL: %s", exc)
 
 
+@runtime_checkable
+class DtrPort(Protocol):
+    """A port whose DTR line can be driven (pyserial's ``Serial``; not every test double)."""
+
+    dtr: bool
+
+
 def pulse_dtr(port: object, seconds: float = 0.1) -> None:
     """Reset the board by pulsing DTR, as the Arduino IDE does; LinkError if the port can't."""
+    if not isinstance(port, DtrPort):
+        raise LinkError(
+            "the serial port is closed or has no DTR line, so the board was not reset: press "
+            "its reset button or power-cycle it, then clear the fault again"
+        )
     try:
-        port.dtr = False  # type: ignore[attr-defined]
+        port.dtr = False
         time.sleep(seconds)
-        port.dtr = True  # type: ignore[attr-defined]
+        port.dtr = True
         time.sleep(seconds)
-        port.dtr = False  # type: ignore[attr-defined]
+        port.dtr = False
     except (OSError, AttributeError, ValueError) as exc:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOTTY, errno.EINVAL):
             raise LinkError(
