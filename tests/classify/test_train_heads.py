@@ -136,3 +136,25 @@ def test_the_single_head_model_is_unchanged() -> None:
     clf = Classifier.from_dir(t.model_dir, num_threads=1)
     img, bbox, _, matrix = render(LABELS[0], 0, np.random.default_rng(1))
     assert clf.predict(img, bbox=bbox, colour_matrix=matrix).heads == {}
+
+
+def test_train_command_passes_heads_and_refuses_a_list_without_the_label(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import classify.train as train_mod
+    from web.cli import app
+
+    runner = CliRunner()
+    args = ["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "m")]
+    bad = runner.invoke(app, [*args, "--heads", "colour"], terminal_width=200)
+    assert bad.exit_code == 2 and "must include 'label'" in bad.output
+    seen = {}
+
+    def fake_train(snapshot, out, opts, log=print):
+        seen["heads"] = opts.heads
+        return {"snapshot": "snap-0008", "float_accuracy": None, "int8_accuracy": None}
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    ok = runner.invoke(app, [*args, "--heads", "colour,label"], terminal_width=200)
+    assert ok.exit_code == 0, ok.output
+    assert seen["heads"] == ("label", "colour")
