@@ -29,11 +29,14 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rig.errors import ConfigError, LinkError
 from rig.sim.clock import SimClock
 from rig.sim.marlin import SimFirmware
+
+if TYPE_CHECKING:
+    from rig.config import Settings
 
 CONTROL_SUFFIX = ".ctl"
 
@@ -72,7 +75,7 @@ class TimedFirmware(SimFirmware):
 class BoardProcess:
     """The board and its control socket; :meth:`serve_forever` until ``quit`` or a signal."""
 
-    def __init__(self, settings: Any, link: Path) -> None:
+    def __init__(self, settings: Settings, link: Path) -> None:
         sim = settings.simulator
         if sim.time_scale == 0:
             raise ConfigError(
@@ -148,7 +151,7 @@ class RemoteBoard:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
-        self._stream: Any = None
+        self._stream: socket.SocketIO | None = None
 
     @property
     def port(self) -> str:
@@ -170,10 +173,9 @@ class RemoteBoard:
         with self._lock:
             for attempt in (1, 2):
                 try:
-                    if self._stream is None:
-                        self._connect()
-                    self._stream.write(what.encode() + b"\n")
-                    line = self._stream.readline()
+                    stream = self._stream if self._stream is not None else self._connect()
+                    stream.write(what.encode() + b"\n")
+                    line = stream.readline()
                     if not line:
                         raise OSError("the board closed its control socket")
                     return dict(json.loads(line))
@@ -187,11 +189,13 @@ class RemoteBoard:
                         ) from exc
         raise AssertionError("unreachable")
 
-    def _connect(self) -> None:
+    def _connect(self) -> socket.SocketIO:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout_s)
         sock.connect(str(control_path(self.link)))
-        self._sock, self._stream = sock, sock.makefile("rwb", buffering=0)
+        stream = sock.makefile("rwb", buffering=0)
+        self._sock, self._stream = sock, stream
+        return stream
 
     def _drop(self) -> None:
         for thing in (self._stream, self._sock):
