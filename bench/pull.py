@@ -8,15 +8,19 @@ Prints one JSON object as its last line:
   by :func:`capture.pull.client.pull` with ``--workers`` parallel downloads: every file streamed to
   ``.part``, sha256-checked, fsynced, renamed.  ``partrig_behind_nginx_MBps`` is the same pull
   through the shipped nginx site (web/nginx_conf.py, ``web.accel_redirect`` set): partrig checks
-  the key, the rate and the manifest, nginx sends the bytes (docs/deployment.md).  Best of
-  ``--repeat`` runs into an empty folder, alternating with the nginx runs so that load from
-  other processes hits all sides alike.
+  the key, the rate and the manifest, nginx sends the bytes (docs/deployment.md).  Each side
+  runs ``--repeat`` times into an empty folder, alternating (partrig, nginx, partrig behind
+  nginx, nginx, ...) so that load from other processes hits all sides alike, and every figure
+  is the MEDIAN of its runs, never the best; ``runs_s`` lists every run and ``loadavg_1m`` the
+  machine's load average before and after.
 - ``nginx_MBps``: plain nginx (``sendfile on``) serving the same shard folder, fetched by one
   curl process per file with the same parallelism, then every file fsynced, so both sides stop
   the clock when the bytes are durable.  ``nginx_nosync_MBps`` is the same without the fsyncs.
   ``nginx_verified_MBps`` adds a sha256 check of every file (what partrig's client does before
   it renames one), and ``ratio_verified`` compares against that.
-- ``ratio`` = partrig / nginx (goal >= 0.9).
+- ``ratio`` = partrig / nginx; ``ratio_verified`` = partrig / nginx + sha256 (the headline,
+  goal >= 0.9); ``ratio_behind_nginx`` = partrig behind nginx / nginx (goal >= 0.9), and
+  ``ratio_behind_nginx_verified`` the same against nginx + sha256.
 - ``incremental_bytes_ratio``: on the folder format (content-addressed), a snapshot and a newer
   one with 1 % new shots are pulled into one folder; bytes fetched for the second / its size
   (goal <= 0.02).
@@ -28,12 +32,14 @@ snapshots) follow the on-disk contract and are written once under bench/out/pull
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -57,6 +63,14 @@ KEY = "bench-trainer-key-0123456789"
 SHARDS_ID, OLD_ID, NEW_ID = "snap-0001", "snap-0002", "snap-0003"
 SHOT_BYTES = 400_000
 FOLDER_SHOTS, FOLDER_SHOT_BYTES = 1000, 100_000
+#: The timed sides, in the JSON's names, and what each measures.
+SIDES = {
+    "direct": "partrig client <- partrig serve",
+    "front": "partrig client <- nginx (X-Accel-Redirect) <- partrig serve",
+    "nosync": "curl <- nginx, fetched",
+    "nginx": "curl <- nginx, fetched + fsynced",
+    "verified": "curl <- nginx, fetched + fsynced + sha256-checked",
+}
 
 
 def write_manifest(folder: Path, snapshot_id: str, entries: list[dict[str, Any]], tag: str) -> None:
@@ -221,6 +235,15 @@ def start_partrig(data: Path, tmp: Path, accel: str = "") -> tuple[subprocess.Po
     return proc, url
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def start_nginx(
     root: Path, tmp: Path, workers: int, front: str | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -280,12 +303,16 @@ def curl_all(
     return fetched, durable, verified
 
 
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-gb", type=float, default=2.0, help="size of the shard snapshot")
     ap.add_argument("--shard-mb", type=int, default=128, help="target shard size")
     ap.add_argument("--workers", type=int, default=8, help="parallel downloads, both sides")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per side; the best counts")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per side; the median counts")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "pull")
     args = ap.parse_args()
 
@@ -293,15 +320,19 @@ def main() -> None:
     make_shards(data, args.size_gb, args.shard_mb)
     make_folder(data, OLD_ID, FOLDER_SHOTS)
     make_folder(data, NEW_ID, FOLDER_SHOTS + FOLDER_SHOTS // 100)
+    # NOTE: one `partrig serve` owns a data folder (rig/owner.py), so the server behind nginx
+    # gets a folder of its own whose snapshots/ is the same directory.
+    front_data = args.out.resolve() / "data-front"
+    front_data.mkdir(exist_ok=True)
+    if not (front_data / "snapshots").exists():
+        (front_data / "snapshots").symlink_to(data / "snapshots", target_is_directory=True)
     shards_dir = data / "snapshots" / SHARDS_ID
     manifest = json.loads((shards_dir / "manifest.json").read_text(encoding="utf-8"))
     files = [f for f in manifest["files"] if f["format"] == "webdataset"]
     total = sum(f["size"] for f in files)
 
     work = args.out.resolve() / "work"
-    partrig_s: list[float] = []
-    nginx_s: list[float] = []
-    nginx_nosync_s: list[float] = []
+    times: dict[str, list[float]] = {k: [] for k in SIDES}
 
     def fresh() -> None:
         # NOTE: start each run with an empty folder and no dirty pages from the previous one,
@@ -309,54 +340,43 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         os.sync()
 
-    direct_s: list[float] = []
-    nginx_verified_s: list[float] = []
-    with tempfile.TemporaryDirectory(dir=args.out) as tmp_s:
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(dir=args.out) as tmp_s, contextlib.ExitStack() as procs:
         tmp = Path(tmp_s)
-        server, url = start_partrig(data, tmp)
-        accel_server, accel_url = start_partrig(data, tmp, accel=ACCEL_PREFIX)
-        front, front_url = start_nginx(
-            data, tmp, args.workers, front=accel_url.removeprefix("http://")
+
+        def started(proc_url: tuple[subprocess.Popen[bytes], str]) -> str:
+            procs.callback(stop, proc_url[0])
+            return proc_url[1]
+
+        url = started(start_partrig(data, tmp))
+        accel_url = started(start_partrig(front_data, tmp, accel=ACCEL_PREFIX))
+        front_url = started(
+            start_nginx(front_data, tmp, args.workers, front=accel_url.removeprefix("http://"))
         )
-        nginx, nurl = start_nginx(shards_dir, tmp, args.workers)
-        try:
-            # NOTE: runs alternate between the sides, so a burst of load on this shared
-            # machine hits them alike.
-            for _ in range(args.repeat):
-                for target, times in ((front_url, partrig_s), (url, direct_s)):
-                    fresh()
-                    r = pull(target, SHARDS_ID, work, key=KEY, workers=args.workers, progress=False)
-                    assert r.bytes_fetched == r.bytes_total >= total, r
-                    times.append(r.seconds)
+        nurl = started(start_nginx(shards_dir, tmp, args.workers))
+        # NOTE: runs alternate between the sides (partrig, nginx, partrig behind nginx, ...),
+        # so a burst of load on this shared machine hits them alike; the median of each side
+        # is reported, never the best.
+        for _ in range(args.repeat):
+            for target, side in ((url, "direct"), (front_url, "front")):
+                fresh()
+                r = pull(target, SHARDS_ID, work, key=KEY, workers=args.workers, progress=False)
+                assert r.bytes_fetched == r.bytes_total >= total, r
+                times[side].append(r.seconds)
                 fresh()
                 fetched, durable, verified = curl_all(nurl, files, work, args.workers)
-                nginx_nosync_s.append(fetched)
-                nginx_s.append(durable)
-                nginx_verified_s.append(verified)
-            fresh()
-            pull(url, OLD_ID, work, key=KEY, fmt="folder", workers=args.workers, progress=False)
-            inc = pull(
-                url, NEW_ID, work, key=KEY, fmt="folder", workers=args.workers, progress=False
-            )
-        finally:
-            for proc in (front, accel_server, server, nginx):
-                proc.terminate()
-                proc.wait(10)
+                times["nosync"].append(fetched)
+                times["nginx"].append(durable)
+                times["verified"].append(verified)
+        fresh()
+        pull(url, OLD_ID, work, key=KEY, fmt="folder", workers=args.workers, progress=False)
+        inc = pull(url, NEW_ID, work, key=KEY, fmt="folder", workers=args.workers, progress=False)
     shutil.rmtree(work, ignore_errors=True)
+    load_after = os.getloadavg()
 
-    mbps = {
-        k: total / min(v) / 1e6
-        for k, v in (
-            ("partrig", partrig_s),
-            ("direct", direct_s),
-            ("nginx", nginx_s),
-            ("nosync", nginx_nosync_s),
-            ("verified", nginx_verified_s),
-        )
-    }
-    print(f"partrig behind nginx (s): {[round(s, 2) for s in partrig_s]}", file=sys.stderr)
-    print(f"partrig serving alone (s): {[round(s, 2) for s in direct_s]}", file=sys.stderr)
-    print(f"nginx+curl runs (s, durable): {[round(s, 2) for s in nginx_s]}", file=sys.stderr)
+    mbps = {side: total / median(v) / 1e6 for side, v in times.items()}
+    for side, what in SIDES.items():
+        print(f"{what} (s): {[round(s, 2) for s in times[side]]}", file=sys.stderr)
     print(
         json.dumps(
             {
@@ -364,17 +384,22 @@ def main() -> None:
                 "bytes": total,
                 "files": len(files),
                 "workers": args.workers,
+                "runs": args.repeat,
+                "statistic": "median",
                 "partrig_MBps": round(mbps["direct"], 1),
                 "nginx_MBps": round(mbps["nginx"], 1),
                 "ratio": round(mbps["direct"] / mbps["nginx"], 3),
-                "partrig_behind_nginx_MBps": round(mbps["partrig"], 1),
-                "ratio_behind_nginx": round(mbps["partrig"] / mbps["nginx"], 3),
+                "partrig_behind_nginx_MBps": round(mbps["front"], 1),
+                "ratio_behind_nginx": round(mbps["front"] / mbps["nginx"], 3),
+                "ratio_behind_nginx_verified": round(mbps["front"] / mbps["verified"], 3),
                 "nginx_nosync_MBps": round(mbps["nosync"], 1),
                 "ratio_nosync": round(mbps["direct"] / mbps["nosync"], 3),
                 "nginx_verified_MBps": round(mbps["verified"], 1),
                 "ratio_verified": round(mbps["direct"] / mbps["verified"], 3),
                 "incremental_bytes": inc.bytes_fetched,
                 "incremental_bytes_ratio": round(inc.bytes_fetched / inc.bytes_total, 4),
+                "runs_s": {side: [round(s, 3) for s in v] for side, v in times.items()},
+                "loadavg_1m": [round(load_before[0], 2), round(load_after[0], 2)],
             }
         )
     )

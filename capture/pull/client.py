@@ -40,6 +40,7 @@ import httpx
 
 from capture.pull.objects import (
     PART_SUFFIX,
+    NewNames,
     ObjectStore,
     disk_error,
     finish_part,
@@ -50,6 +51,7 @@ from capture.pull.objects import (
     safe_relpath,
 )
 from capture.pull.transport import BUFFER_BYTES, FileStreams, TransferFailed, read_into
+from capture.pull.writebehind import WriteBehind
 from rig.errors import AccessDenied, ChecksumMismatch, DiskFull, NotFound, PullError
 
 FORMATS = ("webdataset", "folder", "coco", "csv")
@@ -140,6 +142,7 @@ class _Puller:
         self.workers = max(1, workers)
         self.retries = retries
         self.objects = ObjectStore(dest)
+        self.names = NewNames()
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.result = PullResult(snapshot_id, self.root)
@@ -207,7 +210,7 @@ class _Puller:
                 if digest.hexdigest() == job.sha256:
                     if not part.exists():
                         _create_empty(part)  # NOTE: a zero-byte file: nothing to download
-                    finish_part(part, final)
+                    finish_part(part, final, self.names)
                     break
                 part.unlink(missing_ok=True)
                 digest, have = hashlib.sha256(), 0
@@ -279,6 +282,7 @@ class _Puller:
             except OSError as exc:
                 raise disk_error(exc, part.parent, job.size - have) from None
             with f:
+                behind = WriteBehind(f.fileno(), have)
                 while n := read_into(r, buffer):
                     if self.stop.is_set():
                         raise _Cancelled
@@ -289,6 +293,7 @@ class _Puller:
                         raise disk_error(exc, part.parent, job.size - have) from None
                     digest.update(chunk)
                     have += n
+                    behind.wrote(have)
                     with self.lock:
                         self.result.bytes_fetched += n
                     if self.bar is not None:
@@ -309,7 +314,9 @@ class _Puller:
                 shutil.copyfile(source, part)
             except OSError as exc:
                 raise disk_error(exc, final.parent, job.size) from None
-            finish_part(part, final)
+            finish_part(part, final, self.names)
+        else:
+            self.names.add(final.parent)
 
     # --- what is already here ---------------------------------------------------------------------
 
@@ -327,7 +334,7 @@ class _Puller:
                     self.place_copy(source, self.root / rel, job)
             return "skipped" if len(present) == len(job.paths) else "reused"
         first = self.root / job.paths[0]
-        if self.objects.reuse(job.sha256, job.size, first):
+        if self.objects.reuse(job.sha256, job.size, first, self.names):
             for rel in job.paths[1:]:
                 self.place_copy(first, self.root / rel, job)
             return "reused"
@@ -397,6 +404,8 @@ def pull(
         with _progress_bar(progress, f"{snapshot_id} {fmt}", needed) as (bar, task):
             p.bar, p.task = bar, task
             _run_all(p, todo)
+        # NOTE: every new name made durable before the manifest says the pull is complete.
+        p.names.sync()
         _write_manifest(p.root, raw)
     result.seconds = time.monotonic() - started
     return result

@@ -473,3 +473,33 @@ def test_a_folder_snapshot_with_an_empty_class_and_zero_byte_files_pulls_complet
     assert not any(p.endswith(KEEP_FILE) for p in fetched)
     again = pull(url, manifest["id"], dest, key=TRAINER_KEY, fmt="folder", progress=False)
     assert again.bytes_fetched == 0 and again.skipped_files == again.files
+
+
+def test_each_folder_is_fsynced_once_after_its_files_and_before_the_manifest(
+    server: Any, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from capture.pull import objects
+
+    url, _tap = server
+    manifest = snapshot(data, folder_shots=24)
+    root = tmp_path / "dest" / SNAP
+    synced: list[tuple[Path, bool, list[str]]] = []
+    real_fsync_dir = objects.fsync_dir
+
+    def recording_fsync_dir(directory: Path) -> None:
+        # NOTE: what the folder holds when it is synced: no name may still be a .part.
+        names = sorted(p.name for p in directory.iterdir())
+        synced.append((directory, (root / "manifest.json").exists(), names))
+        real_fsync_dir(directory)
+
+    monkeypatch.setattr(objects, "fsync_dir", recording_fsync_dir)
+    result = pull(url, SNAP, tmp_path / "dest", key=TRAINER_KEY, fmt="folder", progress=False)
+    assert_verified(result.root, manifest, "folder")
+    folders = {(root / f["path"]).parent for f in manifest["files"] if f["format"] == "folder"}
+    assert len(folders) >= 3
+    # Every folder that received names is synced exactly once, before the manifest exists; the
+    # snapshot's own folder once more when the manifest itself is renamed into place.
+    before = [d for d, manifest_there, _ in synced if not manifest_there]
+    assert sorted(before) == sorted(set(before)) and folders <= set(before)
+    assert [d for d, there, _ in synced if there] == [root]
+    assert not [n for _, _, names in synced[:-1] for n in names if n.endswith(".part")]
