@@ -50,6 +50,17 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._+-]*$"
 NAME_HINT = "letters, digits, space, '.', '_', '+' and '-', starting with a letter or digit"
 
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME_PATTERN)]
+#: A catalogue attribute (capture.store.catalogue checks the same; not imported here, since
+#: the store imports this module): lower case, digits and ``_``; a word or a finite number.
+AttributeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+#: Catalogue columns, not attributes (the same list as capture.store.catalogue.RESERVED).
+RESERVED_ATTRIBUTES = frozenset(
+    {"label", "name", "instance", "instance_id", "split", "id", "shot_id"}
+)
+AttributeValue = (
+    Annotated[str, Field(min_length=1, max_length=200)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+)
 
 
 class _Strict(BaseModel):
@@ -75,6 +86,22 @@ class PartEntry(_Strict):
     poses: list[Name] | None = Field(
         None, description="pose names for this part only (override the plan's poses)"
     )
+    attributes: dict[AttributeName, AttributeValue] | None = Field(
+        None,
+        max_length=32,
+        description="the part's catalogue attributes, e.g. {category = 'screw', thread = 'M4',"
+        " nominal_length_mm = 10}; merged over the catalogue's when the run starts",
+    )
+
+    @model_validator(mode="after")
+    def _attribute_names(self) -> PartEntry:
+        reserved = sorted(set(self.attributes or {}) & RESERVED_ATTRIBUTES)
+        if reserved:
+            raise ValueError(
+                f"attributes: {', '.join(reserved)} is a catalogue column, not an attribute;"
+                " choose another name"
+            )
+        return self
 
 
 class Pose(_Strict):
@@ -148,6 +175,15 @@ class Plan(_Strict):
 
 
 # --- validation helpers ----------------------------------------------------------------------
+
+
+def plan_attributes(plan: Plan) -> dict[str, dict[str, str | float]]:
+    """Each label's catalogue attributes as the plan gives them (entries of one label merged)."""
+    out: dict[str, dict[str, str | float]] = {}
+    for part in plan.parts:
+        if part.attributes:
+            out.setdefault(part.label, {}).update(part.attributes)
+    return out
 
 
 def _unique(field: str, values: list[Any], what: str) -> None:

@@ -55,6 +55,22 @@ class Aborted(Exception):
     """Raised inside the engine thread when the operator aborted the run."""
 
 
+def _catalogue_from_plan(store: RunStore, plan: Plan) -> None:
+    """The plan's part attributes merged over the catalogue's (docs/datasets.md); the rest of a
+    part's catalogue entry (its name, attributes the plan does not give) stays."""
+    from capture.plans.schema import plan_attributes
+    from capture.store.catalogue import check_attributes
+
+    given = plan_attributes(plan)
+    if not given:
+        return
+    parts = {p["label"]: p for p in store.list_parts()}
+    for label, attrs in given.items():
+        known = parts.get(label) or {}
+        merged = {**(known.get("meta") or {}), **check_attributes(attrs)}
+        store.upsert_part(label, name=known.get("name") or label, meta=merged)
+
+
 def _plan_json(plan: Any) -> str:
     dump = getattr(plan, "model_dump_json", None)
     return dump() if dump is not None else json.dumps(plan, default=str)
@@ -136,6 +152,7 @@ class CaptureRun:
         tools = kw.get("tools")
         total = len(tools.expand(plan) if tools is not None else expand(plan))
         run_id = store.create_run(name or plan.name, plan_toml, _plan_json(plan), total)
+        _catalogue_from_plan(store, plan)
         return cls(store, rig, run_id, plan, state=S.PENDING, **kw)
 
     @classmethod

@@ -284,3 +284,44 @@ def test_the_cli_imports_a_parts_list_names_bad_cells_and_re_measures(tmp_path):
     assert unclear.exit_code == 2 and "--run ID for one run, or --all" in unclear.output
     measured = runner.invoke(dataset_app, ["measure", "--all", "--data", str(data)])
     assert measured.exit_code == 0 and "0 measured" in measured.output
+
+
+def test_a_plan_s_attributes_join_the_catalogue_and_a_run_keeps_the_rest(tmp_path):
+    import threading
+
+    from capture.runs.run import CaptureRun
+    from capture.runs.state import RunState
+    from rig.config import apply_sim, parse_settings
+    from rig.errors import PlanError
+    from rig.rig import open_rig
+
+    data = tmp_path / "data"
+    settings = apply_sim(parse_settings({
+        "camera": {"driver": "sim", "still_size": [320, 240]},
+        "simulator": {"time_scale": 0}, "data": {"dir": str(data)},
+    }))  # fmt: skip
+    plan = """
+name = "attrs"
+backgrounds = [1]
+angles_per_rev = 1
+lights = [1.0]
+settle_s = 0.1
+parts = [{ label = "brick-2x4-red", instance = "a", attributes = { colour = "red", studs = 8 } }]
+"""
+    store = DatasetStore.open(data)
+    Catalogue(store).set_part("brick-2x4-red", {"category": "brick", "colour": "pink"}, name="2x4")
+    with open_rig(settings) as rig:
+        run = CaptureRun.create(store, rig, plan, settings=settings, sleep=lambda s: None)
+        run.subscribe(lambda e: e.kind == "state" and e.data["state"] == "awaiting_operator"
+                      and threading.Thread(target=run.answer_prompt).start())  # fmt: skip
+        run.start()
+        assert run.wait(120) is RunState.COMPLETED, run.reason
+    # the plan's colour wins, its new attribute is added, the catalogue's category and name stay
+    assert attributes_for_label(store.db.conn, "brick-2x4-red") == {
+        "category": "brick", "colour": "red", "studs": 8.0,
+    }  # fmt: skip
+    assert catalogue(store.db.conn)["brick-2x4-red"]["name"] == "2x4"
+    bad = plan.replace("studs = 8", "label = 'x'")
+    with pytest.raises(PlanError, match="catalogue column"):
+        CaptureRun.create(store, None, bad, settings=settings)  # type: ignore[arg-type]
+    store.close()
