@@ -7,10 +7,11 @@ writing while the motor moves keeps the rig's time per shot at the physical floo
 filling the memory with 36 MB frames.
 
 The order for each shot is the crash-safety contract: the image, its mask and its thumbnail are
-made durable first (the store writes a temporary file, fsyncs, renames and fsyncs the directory),
-and only then is the shot's row committed, in one transaction.  File names are deterministic per
-run and shot index, so a shot re-captured after a crash overwrites its own leftovers instead of
-leaving orphans.
+made durable first (the store writes temporary files, syncs them, renames them and syncs their
+folders), and only then is the shot's row committed, in one transaction; the store's durable
+batched path (:class:`capture.store.shot_batches.ShotBatches`) does all of it, and
+bench/store.py measures that same path.  File names are deterministic per run and shot index,
+so a shot re-captured after a crash overwrites its own leftovers instead of leaving orphans.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +30,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from capture.runs.ports import ShotSink, ShotStream
+from capture.store.records import ShotRecord
+from capture.store.shot_batches import ShotFiles
 from rig.errors import StoreError
 
 log = logging.getLogger("capture.runs.run")
@@ -122,24 +127,39 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+@dataclass
+class _Prepared:
+    """A shot encoded and measured, on its way through the store's batches."""
+
+    job: ShotJob
+    files: ShotFiles
+    measured: tuple[str, dict[str, Any] | None] | None
+
+
 class ShotWriter:
     """A thread that turns :class:`ShotJob` objects into durable files and committed shot rows.
 
     ``put`` blocks while two frames are waiting (back-pressure) and raises the writer's error once
     it has failed, so the engine stops capturing at the next shot.  ``close`` drains what is
     queued and returns the error, if any.
+
+    Each shot goes through the store's one durable batched path (``store.shot_batches()``):
+    its three files are written, synced and renamed; when another frame is already waiting the
+    writer goes on to it, and that shot's sync also makes the previous shot's names durable
+    before its row commits (one file-system sync per shot instead of two); when none is waiting
+    the writer finishes the shot at once (folder sync, then the row).
     """
 
     def __init__(
         self,
-        store: Any,
+        store: ShotSink,
         *,
         image_format: str,
         jpeg_quality: int,
         thumbnail_px: int,
         mask_fn: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, Any]],
-        record_factory: Callable[..., Any],
-        on_stored: Callable[[ShotJob, Any], None] | None = None,
+        record_factory: Callable[..., ShotRecord],
+        on_stored: Callable[[ShotJob, int], None] | None = None,
         phase_hook: PhaseHook | None = None,
         queue_size: int = 2,
         measure_fn: MeasureFn | None = None,
@@ -194,43 +214,58 @@ class ShotWriter:
 
     def _loop(self) -> None:
         _lower_priority()
+        stream = self.store.shot_batches()
+        waiting: deque[_Prepared] = deque()
         while True:
             job = self._queue.get()
             if job is None:
-                return
+                break
             if self.error is not None:
                 continue  # NOTE: after a failure, queued frames cannot be stored; drop them.
             t0 = time.perf_counter()
             try:
-                record = self.write(job)
+                shot = self._prepare(job)
+                # NOTE: ids come back oldest first: the previous shot's (or, from a store that
+                # commits at once, this one's).
+                waiting.append(shot)
+                self._committed(waiting, stream.add([shot.files]))
+                self._phase("written", int(job.spec.index))
+                if self._queue.empty():
+                    self._committed(waiting, stream.flush())
             except BaseException as exc:
                 log.error("run %s: shot %s not stored: %s", job.run_id, job.spec.index, exc)
                 self.error = exc
+                self._rescue(stream, waiting)
                 continue
             self.busy_s += time.perf_counter() - t0
-            self.written += 1
-            if self._on_stored is not None:
-                self._on_stored(job, record)
+        try:
+            self._committed(waiting, stream.flush())
+        except BaseException as exc:
+            log.error("run: the last shots were not stored: %s", exc)
+            self.error = self.error or exc
 
-    def write(self, job: ShotJob) -> Any:
-        """Store one shot: files durable first, then the row in one transaction."""
-        spec = job.spec
-        idx = int(spec.index)
+    def _rescue(self, stream: ShotStream, waiting: deque[_Prepared]) -> None:
+        """After a failure, commit the shot whose files are already durable, if that works."""
+        try:
+            self._committed(waiting, stream.flush())
+        except BaseException as exc:
+            log.error("run: %d stored file set(s) left without a row: %s", len(waiting), exc)
+
+    def _prepare(self, job: ShotJob) -> _Prepared:
+        """Encode the image, mask, thumbnail and measurement; the shot's files and row."""
+        idx = int(job.spec.index)
         self._phase("encode", idx)
         data = encode_image(job.image, self.image_format, self.jpeg_quality)
         self._phase("encoded", idx)
         img_path, mask_path, thumb_path = shot_paths(job.run_id, idx, self.image_format)
-        stored = self.store.write_file(img_path, data)
-        self._phase("written", idx)
         mask, bbox = self._mask_fn(job.image, job.segment.reference)
-        self.store.write_file(mask_path, encode_mask(mask))
-        self.store.write_file(thumb_path, make_thumbnail(job.image, self.thumbnail_px))
         h, w = job.image.shape[:2]
+        # NOTE: path, sha256 and size are filled in by the store once the image is durable.
         record = self._record_factory(
             job=job,
-            path=stored.path,
-            sha256=stored.sha256,
-            size=stored.size,
+            path=img_path,
+            sha256="",
+            size=0,
             width=w,
             height=h,
             format=self.image_format,
@@ -238,25 +273,42 @@ class ShotWriter:
             bbox=tuple(int(v) for v in bbox) if bbox is not None else None,
             thumb_path=thumb_path,
         )
-        shot_id = self.store.add_shot(record)
-        self._phase("recorded", idx)
-        if self._measure_fn is not None:
-            self._measure(shot_id, job, mask)
-        return shot_id
+        files = ShotFiles(
+            record,
+            (img_path, data),
+            mask=(mask_path, encode_mask(mask)),
+            thumb=(thumb_path, make_thumbnail(job.image, self.thumbnail_px)),
+        )
+        return _Prepared(job, files, self._measure(job, mask))
 
-    def _measure(self, shot_id: int, job: ShotJob, mask: np.ndarray) -> None:
-        """Record the shot's size in millimetres (``shot_measurements``) after its row.
+    def _committed(self, waiting: deque[_Prepared], ids: list[int]) -> None:
+        """The oldest waiting shots got these ids: record their sizes, tell the engine."""
+        for shot_id in ids:
+            shot = waiting.popleft()
+            self.written += 1
+            self._phase("recorded", int(shot.job.spec.index))
+            if shot.measured is not None:
+                self._record_measurement(shot_id, *shot.measured)
+            if self._on_stored is not None:
+                self._on_stored(shot.job, shot_id)
+
+    def _measure(self, job: ShotJob, mask: np.ndarray) -> tuple[str, dict[str, Any] | None] | None:
+        """The shot's size in millimetres, or None when not measured."""
+        if self._measure_fn is None:
+            return None
+        try:
+            return self._measure_fn(job.image, job.segment.reference, mask)
+        except (ValueError, cv2.error) as exc:
+            log.warning("run %s: shot %s not measured: %s", job.run_id, job.spec.index, exc)
+            return None
+
+    def _record_measurement(self, shot_id: int, status: str, sizes: dict[str, Any] | None) -> None:
+        """Record the shot's size (``shot_measurements``) after its row.
 
         NOTE: its own transaction, after the shot's: a crash between leaves a shot with no
         measurement row ("never measured"), distinct from a flagged ``marker_missing``.
         """
         from capture.store.measure_schema import measurement_row, record_measurement
 
-        assert self._measure_fn is not None
-        try:
-            status, sizes = self._measure_fn(job.image, job.segment.reference, mask)
-        except (ValueError, cv2.error) as exc:
-            log.warning("run %s: shot %s not measured: %s", job.run_id, job.spec.index, exc)
-            return
         with self.store.transaction() as conn:
             record_measurement(conn, measurement_row(shot_id, status, sizes, utc_now()))

@@ -9,6 +9,7 @@ fails the type check instead of a run at its first shot.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,17 +18,25 @@ if TYPE_CHECKING:
     import sqlite3
 
     from capture.store.files import StoredFile
-    from capture.store.records import ShotRecord
+    from capture.store.shot_batches import ShotFiles
+
+
+class ShotStream(Protocol):
+    """A writer's stream of durable shot batches (:class:`capture.store.ShotBatches`)."""
+
+    def add(self, items: Sequence[ShotFiles]) -> list[int]: ...
+
+    def flush(self) -> list[int]: ...
 
 
 class ShotSink(Protocol):
-    """Where the shot writer puts a shot: its files durable first, then its row."""
+    """Where the shot writer puts shots (files durable first, then rows) and references."""
 
     data_dir: Path
 
     def write_file(self, relpath: str, data: bytes) -> StoredFile: ...
 
-    def add_shot(self, record: ShotRecord) -> int: ...
+    def shot_batches(self) -> ShotStream: ...
 
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
 

@@ -3,7 +3,7 @@
 A subprocess runs ``partrig capture`` in local mode on the simulated rig.  The test kills it 30
 times (seeded): 18 at random moments in the shot stream, and 12 landed deterministically in
 each phase of the write path — mid-encode, mid-write (the temporary file written but not yet
-fsynced or renamed), just after the rename, and mid-commit (the shot's INSERT done, COMMIT not).
+synced or renamed), just after the rename, and mid-commit (the shot's INSERT done, COMMIT not).
 The child's hooks (installed by ``CHILD`` before any partrig import) pause the process in the
 chosen phase and drop a marker file, so the kill lands there.  After every kill the capture is
 restarted with ``--resume``.  In the end every planned shot is stored exactly once,
@@ -67,19 +67,21 @@ if PHASE == "encode":
 
     cv2.imencode = imencode
 elif PHASE == "write":
-    for name in ("fsync", "fdatasync"):
-        _real = getattr(os, name)
+    # NOTE: after the image's temporary file is written, before it is synced (one syncfs for
+    # the batch, or an fsync per file) or renamed.
+    _write = os.write
 
-        def synced(fd, _real=_real):
-            try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                target = ""
-            if is_shot_image(target) and os.path.isfile(target):
-                reached("write")
-            return _real(fd)
+    def written(fd, data):
+        out = _write(fd, data)
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if is_shot_image(target) and target.endswith(".partrig-tmp"):
+            reached("write")
+        return out
 
-        setattr(os, name, synced)
+    os.write = written
 elif PHASE == "renamed":
     for name in ("replace", "rename"):
         _real = getattr(os, name)

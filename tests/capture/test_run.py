@@ -7,6 +7,7 @@ rig and the real store.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from capture.runs.run import CaptureRun
 from capture.runs.state import RunState, check_transition
 from capture.runs.tools import CaptureTools
 from capture.store.records import ShotRecord
+from capture.store.shot_batches import ShotFiles
 from rig.camera_types import Exposure, Frame
 from rig.errors import CameraError, DiskFull, FaultLatched, MotionError, RunStateError
 
@@ -100,6 +102,9 @@ class FakeStore:
             self.shots[key] = record
             return len(self.shots)
 
+    def shot_batches(self) -> FakeBatches:
+        return FakeBatches(self)
+
     def add_reference(self, run_id, sheet, *, path, sha256, colour_matrix, exposure):
         self.refs[(run_id, sheet)] = {"path": path, "colour_matrix": colour_matrix}
 
@@ -114,6 +119,29 @@ class FakeStore:
 
     def add_incident(self, kind: str, message: str, run_id=None) -> None:
         self.incidents.append((kind, message))
+
+
+class FakeBatches:
+    """The store's batched path, each batch committed at once: files first, then the rows."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+
+    def add(self, items: list[ShotFiles]) -> list[int]:
+        ids = []
+        for item in items:
+            stored = self.store.write_file(*item.image)
+            for extra in (item.mask, item.thumb):
+                if extra is not None:
+                    self.store.write_file(*extra)
+            record = dataclasses.replace(
+                item.record, path=stored.path, sha256=stored.sha256, size=stored.size
+            )
+            ids.append(self.store.add_shot(record))
+        return ids
+
+    def flush(self) -> list[int]:
+        return []
 
 
 class FakeWorld:
