@@ -129,11 +129,6 @@ class GcodeLink(LinkRecovery, LinkHandshake):
         with self._cond:
             self._listeners.append(fn)
 
-    def remove_listener(self, fn: Callable[[LinkEvent], None]) -> None:
-        with self._cond:
-            if fn in self._listeners:
-                self._listeners.remove(fn)
-
     def open(self) -> FirmwareInfo:
         """Open the port (DTR best effort) and handshake (``M110 N0``, ``M115``; later
         handshakes number from a fresh base, see :mod:`rig.link_handshake`).
