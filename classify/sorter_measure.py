@@ -37,6 +37,10 @@ class StillCamera(Protocol):
     def capture(self) -> Frame: ...
 
 
+#: Two stills of a part at rest agree at least this well (mask IoU).
+STILL_IOU = 0.9
+
+
 @dataclass(frozen=True)
 class PartSize:
     """One part's measurement: ``status`` is ``measured``, ``marker_missing`` or ``no_part``."""
@@ -75,14 +79,25 @@ class PlatformMeasurer:
         return self._reference is not None
 
     def measure(self, camera: StillCamera) -> PartSize:
-        """Take a still of the part now on the platform and measure it."""
+        """Take two stills of the part now on the platform and measure the second.
+
+        Why two: a part still turning when the loop judged it at rest (its stillness is judged
+        on the coarse preview) is smeared and mis-measured on a still; a wrong size puts it in
+        a wrong bin, which is worse than review.  Masks that disagree (IoU below
+        :data:`STILL_IOU`) mean it moved: ``moving``, unmeasured.
+        """
         reference = self._reference
         if reference is None:
             return PartSize("no_reference", {})
+        first = check_frame(camera.capture().image, "measuring still")
         still = check_frame(camera.capture().image, "measuring still")
-        if still.shape != reference.shape:
+        if still.shape != reference.shape or first.shape != reference.shape:
             return PartSize("no_reference", {})
+        before, _ = mask_and_box(first, reference)
         mask, _ = mask_and_box(still, reference)
+        union = int(np.count_nonzero(before | mask))
+        if union and np.count_nonzero(before & mask) / union < STILL_IOU:
+            return PartSize("moving", {})
         status, found = self._measure(still, reference, mask)
         if found is None:
             return PartSize(status, {})

@@ -106,16 +106,19 @@ def test_rules_the_model_cannot_serve_stop_the_sorter_from_starting(tmp_path) ->
 
 
 class BlankCamera:
-    """A still camera over a platform with no printed sheet (no marker), or a failing one."""
+    """A still camera over a platform with no printed sheet (no marker), or a failing one, or
+    one whose part moves between stills (``step`` pixels a still)."""
 
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
+    def __init__(self, fail: bool = False, step: int = 0) -> None:
+        self.fail, self.step, self.stills = fail, step, 0
 
     def capture(self) -> Frame:
         if self.fail:
             raise CameraError("simulated still failure")
         image = np.full((240, 320, 3), 200, np.uint8)
-        image[100:120, 100:160] = 60  # a part, but nothing to measure it against
+        x = 100 + self.step * self.stills
+        self.stills += 1
+        image[100:120, x : x + 60] = 60  # a part, but nothing to measure it against
         return Frame(image, 0.0, 1000, 1.0, (1.0, 1.0))
 
 
@@ -130,6 +133,7 @@ def test_without_a_marker_or_with_a_failing_still_the_part_goes_to_review(tmp_pa
     assert sizes == {} and rules.last_size.status == "marker_missing"
     choice = choose_bin(ScrewClassifier().predict(None), settings, sizes)
     assert (choice.bin, choice.rule, choice.fired) == (0, "unmeasured", "M4x10")
+    assert rules.measure(BlankCamera(step=12)) == {} and rules.last_size.status == "moving"
     assert rules.measure(BlankCamera(fail=True)) == {}
     assert rules.last_size.status.startswith("camera_error")
     # a camera with no stills at all (preview only) measures nothing either
