@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
@@ -64,6 +65,7 @@ from classify.sorter_types import (
     SortActuator,
     SorterStore,
 )
+from classify.sorter_view import RECENT_DECISIONS, SeenFrame
 from rig.camera import check_frame
 from rig.config import Settings
 from rig.errors import CameraError, FaultLatched, RigError, RunStateError
@@ -174,6 +176,9 @@ class Sorter:
             "faults": 0,
         }
         self.last_decision: SortDecision | None = None
+        #: The last frame looked at, and the last decisions with their frames (feeder view).
+        self.seen: SeenFrame | None = None
+        self.recent: deque[SeenFrame] = deque(maxlen=RECENT_DECISIONS)
         self.incident: dict[str, Any] | None = self._latched_incident()
 
     # --- the model -------------------------------------------------------------------------------
@@ -392,6 +397,7 @@ class Sorter:
         self.counts["frames"] += 1
         now = self._now()
         seen = self._presence.look(frame)
+        self.seen = SeenFrame(self.counts["frames"], frame, seen.bbox if seen.present else None)
         if self._phase == "empty":
             if not seen.present:
                 return None
@@ -526,6 +532,7 @@ class Sorter:
             counts["by_bin"][key] = counts["by_bin"].get(key, 0) + 1
             counts["by_rule"][d.rule] = counts["by_rule"].get(d.rule, 0) + 1
             self.last_decision = d
+            self.recent.append(SeenFrame(self._decided, frame, d.bbox, d))
 
     # --- faults ----------------------------------------------------------------------------------
 

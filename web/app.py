@@ -87,6 +87,9 @@ def create_app(
             state.runs.close()
             if state.preview is not None:
                 state.preview.close()
+            feeder_hub = getattr(state, "feeder_preview", None)
+            if feeder_hub is not None:
+                feeder_hub.close()
             for thing in reversed(opened):
                 try:
                     thing.close()
@@ -126,6 +129,11 @@ def create_app(
     from web.routers import label as label_router
 
     app.include_router(label_router.router)
+    from web.routers import feeder as feeder_router
+    from web.routers import port as port_router
+
+    app.include_router(feeder_router.router)
+    app.include_router(port_router.router)
     app.include_router(label_router.page_router)
     pages.install_not_found(app)
 

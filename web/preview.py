@@ -82,16 +82,20 @@ class PreviewHub:
         next_at = time.monotonic()
         while not self._stop.is_set():
             try:
-                jpeg = encode_preview(self.camera.preview())
+                rgb = self.camera.preview()
+                # NOTE: a source that is not a camera (the sorter's feeder view) answers None
+                # when it has no new frame: nothing is encoded or published then.
+                jpeg = None if rgb is None else encode_preview(rgb)
             except Exception as exc:  # NOTE: a camera hiccup must not kill every viewer's stream
                 self.last_error = str(exc)
                 log.warning("preview frame failed: %s", exc)
                 self._stop.wait(0.5)
                 continue
-            with self._lock:
-                self._frame = jpeg
-                self._seq += 1
-                self.encoded += 1
+            if jpeg is not None:
+                with self._lock:
+                    self._frame = jpeg
+                    self._seq += 1
+                    self.encoded += 1
             next_at += self.interval
             delay = next_at - time.monotonic()
             if delay < 0:

@@ -72,12 +72,24 @@ Object.assign(partrig, (() => {
       if (atEnd) box.scrollTop = box.scrollHeight;
     });
     const refreshPort = poll(async () => {
-      const s = await api("GET", "/api/rig/status");
-      $("#port-path").textContent = s.port || "–";
-      $("#port-link").textContent = s.link + (s.simulated ? " (simulated board)" : "");
+      const [s, p] = await Promise.all([api("GET", "/api/rig/status"), api("GET", "/api/rig/port")]);
+      $("#port-path").textContent = p.port || "–";
+      $("#port-baud-now").textContent = p.baud || "–";
+      $("#port-link").textContent = p.link + (s.simulated ? " (simulated board)" : "");
+      $("#port-link").dataset.link = p.link;
       const fw = s.firmware || {};
-      $("#port-firmware").textContent = [fw.name, fw.version, fw.dialect && `(${fw.dialect})`].filter(Boolean).join(" ") || "–";
+      $("#port-firmware").textContent = p.link === "ready" ? [fw.name, fw.version, fw.dialect && `(${fw.dialect})`].filter(Boolean).join(" ") || "–" : "–";
       $("#port-resets").textContent = s.resets ?? "–";
+      $("#port-fault").hidden = !s.fault; $("#port-fault").textContent = s.fault ? plainReason(s.fault) : "";
+      const choice = $("#port-choice");
+      if (document.activeElement !== choice) {
+        const keep = choice.value || p.port;
+        choice.innerHTML = p.candidates.map((c) => `<option value="${esc(c.device)}">${esc(c.device)}${c.description ? " — " + esc(c.description) : ""}${c.in_use ? " (in use)" : ""}</option>`).join("");
+        choice.value = p.candidates.some((c) => c.device === keep) ? keep : p.port;
+      }
+      const baud = $("#port-baud");
+      if (!baud.options.length) { baud.innerHTML = p.bauds.map((b) => `<option>${b}</option>`).join(""); baud.value = String(p.baud); }
+      $("#port-disconnect").disabled = p.link === "closed";
     });
     refreshLog(); refreshPort();
     setInterval(refreshLog, 1000); setInterval(refreshPort, 3000);
@@ -96,11 +108,23 @@ Object.assign(partrig, (() => {
       e.target.value = back ? history[history.length - back] : "";
       e.preventDefault();
     });
-    $("#reconnect").addEventListener("click", act(async () => {
-      if (!confirm("Close and reopen the serial port? The turntable's position will have to be confirmed again.")) return;
-      $("#reconnect").disabled = true;
-      try { await api("POST", "/api/terminal/reconnect"); } finally { $("#reconnect").disabled = false; await refreshPort(); await refreshLog(); }
-    }));
+    const portAction = (ask, body, url = "/api/rig/port/connect") => act(async () => {
+      const question = ask();
+      if (!question || !confirm(question)) return;
+      const buttons = document.querySelectorAll("#port-card button");
+      buttons.forEach((b) => { b.disabled = true; });
+      try { await api("POST", url, body && body()); } finally { buttons.forEach((b) => { b.disabled = false; }); await refreshPort(); await refreshLog(); }
+    });
+    const chosen = () => $("#port-other").value.trim() || $("#port-choice").value;
+    $("#port-connect").addEventListener("click", portAction(
+      () => chosen() && `Connect to ${chosen()} at ${$("#port-baud").value} baud? The present port is closed first, and the turntable's position will have to be confirmed again.`,
+      () => ({port: chosen(), baud: Number($("#port-baud").value)})));
+    $("#port-form").addEventListener("submit", (e) => { e.preventDefault(); $("#port-connect").click(); });
+    $("#reconnect").addEventListener("click", portAction(
+      () => `Close and reopen ${$("#port-path").textContent}? The turntable's position will have to be confirmed again.`,
+      () => ({port: $("#port-path").textContent, baud: Number($("#port-baud-now").textContent)})));
+    $("#port-disconnect").addEventListener("click", portAction(
+      () => "Disconnect the board? Nothing moves until a port is connected again and zero confirmed.", null, "/api/rig/port/disconnect"));
   }
 
   // --- settings and the camera ---------------------------------------------------------------

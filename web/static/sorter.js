@@ -34,8 +34,46 @@ Object.assign(partrig, (() => {
     const inc = await api("GET", "/api/sorter/incidents?limit=20");
     $("#incident-table tbody").innerHTML = inc.map((i) => `<tr><td>${i.id}</td><td>${esc(fmtTime(i.at))}</td><td>${esc(String(i.kind).replace(/^sorter_/, "").replace(/_/g, " "))}</td><td>${esc(plainReason(i.message))}</td><td>${esc(i.acknowledged_by ?? "open")}</td></tr>`).join("");
   }
+  // --- the feeder view: the sorter's own frames, never a second grab of its camera ----------
+  let shownNewest = null;
+  function showFeeder(f) {
+    const part = $("#feeder-part");
+    part.textContent = f.state !== "running" ? "not sorting" : f.part_in_view ? (f.phase === "leaving" ? "part sorted, leaving" : "part in view") : "platform empty";
+    part.dataset.inView = String(Boolean(f.part_in_view));
+    $("#feeder-view").hidden = !f.frame; $("#feeder-none").hidden = Boolean(f.frame);
+    $("#feeder-bins").innerHTML = fmtCounts(Object.fromEntries(Object.entries(f.by_bin || {}).map(([b, n]) => [`bin ${b}`, n])));
+    const newest = f.recent.length ? f.recent[0].number : null;
+    if (newest === shownNewest) return;
+    shownNewest = newest;
+    $("#feeder-recent").innerHTML = f.recent.map((d) => `<li data-number="${d.number}"><img src="${esc(d.crop)}" alt="part ${d.number}" loading="lazy">` +
+      `${esc(d.label ?? "to review")} → <strong>bin ${d.bin}</strong><br><span class="muted">${Number(d.confidence).toFixed(2)} · ${esc(String(d.reason).replace(/_/g, " "))}</span></li>`).join("") ||
+      "<li class='muted'>No part sorted since start-up.</li>";
+  }
+  function feederStream() {
+    const img = $("#feeder-view");
+    // NOTE: the stream is dropped while the tab is hidden, so the server encodes nothing for it.
+    const start = async () => {
+      if (document.hidden) return;
+      const t = await api("GET", "/api/rig/preview-token");
+      img.src = `/api/sorter/feeder/stream.mjpg?token=${encodeURIComponent(t.token)}`;
+    };
+    document.addEventListener("visibilitychange", () => { if (document.hidden) img.removeAttribute("src"); else start().catch(() => {}); });
+    img.addEventListener("error", () => { if (img.getAttribute("src")) setTimeout(() => start().catch(() => {}), 3000); });
+    start().catch(() => {});
+  }
   function sorterPage() {
     let last = null;
+    if ($("#feeder")) {
+      const feeder = poll(async () => {
+        let f;
+        try { f = await api("GET", "/api/sorter/feeder"); } catch (e) {
+          if (e.status !== 503) throw e;  // no sorter on this rig: say so in place, not as an error banner
+          $("#feeder-none").textContent = e.message; $("#feeder-none").hidden = false; $("#feeder-view").hidden = true; return;
+        }
+        showFeeder(f);
+      });
+      feeder(); setInterval(feeder, 1000); feederStream();
+    }
     const refresh = poll(async () => { last = await api("GET", "/api/sorter/status"); showSorter(last); await loadSorterTables(); });
     refresh(); setInterval(refresh, 1500);
     $("#collect-for-review").addEventListener("change", () => { if (last) showSorter(last); });
