@@ -16,11 +16,27 @@ most one classified frame ahead of the back, so
 
 Frames that need no decision (an empty platform, a part still moving) never enter the slot;
 the front handles them itself while the back is busy, so they cost the loop nothing.
+
+Why the back may stand in for the front (:meth:`FrontThread.next_item`): on a loaded machine
+(this project's 2 cores are shared) a thread that was woken may wait milliseconds for a core,
+so a back that always waited for the front would wait for the scheduler.  When the slot is
+empty and the front is not in the middle of a frame, the back looks at the next frame itself,
+as the loop did before the pipeline.  One lock lets one thread at a time look at frames, and
+the front hands its part over while it holds that lock, so the order stays that of the frames.
+
+Why the front may wait before it grabs (:meth:`FrontThread.hold_s`): with a camera that always
+has a frame ready, a frame grabbed as soon as the slot empties would then wait in the slot
+for most of a model run, and that wait counts in the decision's latency (frame in to actuator
+fired).  So the front starts a cycle only when the back's current part is expected to end
+within the front's own cycle time (both as moving averages), plus a margin.  A real camera
+that delivers a frame every 33 ms makes the front's cycle longer than a model run, and the
+front never waits.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -28,6 +44,11 @@ T = TypeVar("T")
 
 #: How often a waiting thread looks at the stop flag (seconds); a put or take wakes it at once.
 POLL_S = 0.05
+#: Weight of the newest cycle in the front's moving average of its cycle time.
+EWMA_WEIGHT = 0.2
+#: The front starts this much earlier than its average cycle needs (seconds, and share of it).
+MARGIN_S = 0.0002
+MARGIN_SHARE = 0.25
 
 
 class OneSlot(Generic[T]):
@@ -100,12 +121,19 @@ class FrontThread(Generic[T]):
         stop: threading.Event,
         paused: Callable[[], bool],
         *,
+        back_left_s: Callable[[], float] | None = None,
         name: str = "sorter-frames",
     ) -> None:
         self._produce = produce
         self._slot = slot
         self._stop = stop
         self._paused = paused
+        self._back_left_s = back_left_s
+        #: Held while a thread looks at a frame and hands its part over: one at a time, in order.
+        self._making = threading.Lock()
+        #: Moving average of the front's cycle: from its first frame after a hand-over to the
+        #: next hand-over (the frames without a part included).
+        self.cycle_s = 0.0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -118,13 +146,56 @@ class FrontThread(Generic[T]):
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    def hold_s(self) -> float:
+        """How long to wait before starting the next cycle so that it ends as the back frees."""
+        if self._back_left_s is None or self.cycle_s <= 0.0:
+            return 0.0
+        left = self._back_left_s()
+        return max(0.0, left - self.cycle_s * (1.0 + MARGIN_SHARE) - MARGIN_S)
+
     def _run(self) -> None:
+        started: float | None = None
         while not self._stop.is_set():
             if self._paused():
+                started = None
                 self._stop.wait(POLL_S)
                 continue
             if not self._slot.wait_empty(self._stop):
                 return
-            item = self._produce()
-            if item is not None and not self._slot.put(item, self._stop):
-                return
+            if started is None:
+                hold = self.hold_s()
+                if hold > 0.0 and self._stop.wait(min(hold, POLL_S)):
+                    return
+                started = time.perf_counter()
+            with self._making:
+                if self._slot.full:
+                    continue  # NOTE: only this thread fills the slot, and it was empty; be safe
+                item = self._produce()
+                if item is None:
+                    continue
+                took = time.perf_counter() - started
+                weight = EWMA_WEIGHT if self.cycle_s > 0.0 else 1.0
+                self.cycle_s = weight * took + (1.0 - weight) * self.cycle_s
+                started = None
+                # NOTE: the slot is empty and only this thread fills it: this put never waits.
+                if not self._slot.put(item, self._stop):
+                    return
+
+    def next_item(self, timeout: float = POLL_S) -> T | None:
+        """The back's next part: the one the front prepared or, when the front is not busy
+        with a frame, one the back prepares itself from the next frame (None: nothing yet)."""
+        item = self._slot.take(0.0)
+        if item is not None:
+            return item
+        if not self._making.acquire(timeout=timeout):
+            return self._slot.take(0.0)
+        try:
+            item = self._slot.take(0.0)
+            if item is not None or self._stop.is_set():
+                return item
+            if self._paused():
+                self._stop.wait(POLL_S)
+                return None
+            return self._produce()
+        finally:
+            self._making.release()

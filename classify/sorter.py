@@ -159,6 +159,9 @@ class Sorter:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._slot: OneSlot[SortJob] = OneSlot()
+        #: When the back took its current part (None: idle), and its moving average per part.
+        self._back_since: float | None = None
+        self._back_s = 0.0
         self._halted = False
         self._phase = "empty"
         self._since = 0.0
@@ -286,23 +289,37 @@ class Sorter:
         return self._log.flush(timeout)
 
     def _run(self) -> None:
-        """The back half: take each prepared part in order, classify, fire and log it."""
+        """The back half: take each prepared part in order (or prepare it, when the front is
+        not at work on a frame), classify, fire and log it."""
         self._slot.clear()
-        front = FrontThread(self._produce, self._slot, self._stop, self._faulted)
+        front = FrontThread(
+            self._produce, self._slot, self._stop, self._faulted, back_left_s=self._back_left_s
+        )
         front.start()
         try:
             while not self._stop.is_set():
-                job = self._slot.take()
+                job = front.next_item()
                 # NOTE: a part prepared before a halt or a fault is dropped here, unfired.
                 if job is None or self._stop.is_set() or self.incident is not None:
                     continue
+                self._back_since = since = time.perf_counter()
                 try:
                     self._sort(job)
                 except Exception as exc:
                     self._latch("internal", f"the sorter stopped on an unexpected error: {exc!r}")
+                took = time.perf_counter() - since
+                self._back_s = took if self._back_s <= 0.0 else 0.2 * took + 0.8 * self._back_s
+                self._back_since = None
         finally:
             front.join()
             self._slot.clear()
+
+    def _back_left_s(self) -> float:
+        """How much longer the back is expected to work on its current part (0 when idle)."""
+        since = self._back_since
+        if since is None:
+            return 0.0
+        return max(0.0, since + self._back_s - time.perf_counter())
 
     def _faulted(self) -> bool:
         return self.incident is not None
