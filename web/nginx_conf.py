@@ -28,17 +28,24 @@ def site_config(
     snapshots_dir: str = "/opt/partrig/data/snapshots",
     prefix: str = ACCEL_PREFIX,
 ) -> str:
-    """An nginx ``server`` block: proxy to partrig, serve snapshot files by internal redirect."""
+    """An nginx ``upstream`` and ``server`` block (both belong in the ``http`` context): proxy to
+    partrig over kept-alive connections, serve snapshot files by internal redirect."""
     return f"""\
 # partrig behind nginx: written by `python -m web.nginx_conf`; see docs/deployment.md.
 # partrig.toml must say:  [web] accel_redirect = "{prefix}"
+upstream partrig_app {{
+    server {upstream};
+    keepalive 16;                          # reused connections: a pull asks once per file
+}}
+
 server {{
     listen {listen};
     client_max_body_size 512m;             # model uploads (POST /api/models)
 
     location / {{
-        proxy_pass http://{upstream};
+        proxy_pass http://partrig_app;
         proxy_http_version 1.1;
+        proxy_set_header Connection "";    # keep the upstream connection open
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $remote_addr;
         proxy_buffering off;               # server-sent events and the MJPEG preview
