@@ -54,9 +54,13 @@ DEMO_ARGS ?=
 demo: $(DEMO_STAMP)
 	$(BIN)/partrig serve --demo $(DATA) $(DEMO_ARGS)
 
+# Types (mypy) and the import contracts (lint-imports: layers, no circles) are checked before
+# the tests and fail the build; configuration in pyproject.toml, docs/architecture.md.
 test: sysdeps venv firmware
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -m "not long" -p no:cacheprovider
 
 # Firmware-in-the-loop tests and the link benchmark against another firmware ELF, e.g. stock
@@ -76,6 +80,8 @@ bench: sysdeps venv firmware
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: venv
 	$(BIN)/ruff format .
