@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -22,19 +21,29 @@ from fastapi.staticfiles import StaticFiles
 from rig.config import Settings
 from web import errors
 from web.middleware import Guard
+from web.paths import WEB_DIR
 from web.preview import PreviewHub
 from web.routers.auth import LoginGate
 from web.run_registry import RunRegistry
 from web.security import SessionStore, Signer, session_secret
 from web.sorting import open_sorting
 
+if TYPE_CHECKING:
+    from capture.store import DatasetStore
+    from rig.owner import DataFolderLock
+    from rig.rig_types import Rig
+
 log = logging.getLogger("web")
 
-WEB_DIR = Path(__file__).resolve().parent
+__all__ = ["WEB_DIR", "create_app"]
 
 
 def create_app(
-    settings: Settings, *, rig: Any = None, store: Any = None, owner: Any = None
+    settings: Settings,
+    *,
+    rig: Rig | None = None,
+    store: DatasetStore | None = None,
+    owner: DataFolderLock | None = None,
 ) -> FastAPI:
     """The app for ``settings``; a given ``rig``/``store`` is used (and not closed) as is.
 
@@ -45,7 +54,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        opened: list[Any] = []
+        opened: list[DataFolderLock | DatasetStore | Rig] = []
         state = app.state
         state.settings = settings
         state.owner = owner
@@ -53,16 +62,18 @@ def create_app(
             from rig.owner import DataFolderLock, client_url
 
             url = client_url(settings.web.host, settings.web.port)
-            state.owner = DataFolderLock(settings.data.dir, "serve", url=url).acquire()
-            opened.append(state.owner)
+            lock = DataFolderLock(settings.data.dir, "serve", url=url).acquire()
+            state.owner = lock
+            opened.append(lock)
         state.signer = Signer(session_secret(settings.auth))
         # NOTE: sessions live in memory (a restart signs everyone out): see web.security.
         state.sessions = SessionStore(ttl_s=settings.auth.session_hours * 3600)
         state.login_gate = LoginGate.from_config(settings.auth)
-        state.store = store if store is not None else _open_store(settings)
+        the_store = store if store is not None else _open_store(settings)
+        state.store = the_store
         if store is None:
-            opened.append(state.store)
-        interrupted = _recover(state.store)
+            opened.append(the_store)
+        interrupted = _recover(the_store)
         if interrupted:
             log.warning("runs left live by a stopped process are now interrupted: %s", interrupted)
         state.rig, state.rig_error = rig, None
@@ -70,8 +81,9 @@ def create_app(
             try:
                 from rig.rig import open_rig
 
-                state.rig = open_rig(settings)
-                opened.append(state.rig)
+                opened_rig: Rig = open_rig(settings)
+                state.rig = opened_rig
+                opened.append(opened_rig)
             except Exception as exc:  # NOTE: serve the dataset even when the rig is absent
                 state.rig_error = str(exc)
                 log.error("the rig could not be opened: %s", exc)
@@ -145,20 +157,18 @@ def create_app(
     return app
 
 
-def _open_store(settings: Settings) -> Any:
+def _open_store(settings: Settings) -> DatasetStore:
     from capture.store import DatasetStore
 
     store = DatasetStore.open(settings.data.dir, thumbnail_px=settings.data.thumbnail_px)
-    check = getattr(store, "startup_check", None)
-    if check is not None:
-        try:
-            check()
-        except Exception as exc:  # NOTE: report, but still let the operator see the dataset
-            log.error("dataset store start-up check: %s", exc)
+    try:
+        store.startup_check()
+    except Exception as exc:  # NOTE: report, but still let the operator see the dataset
+        log.error("dataset store start-up check: %s", exc)
     return store
 
 
-def _recover(store: Any) -> list[int]:
+def _recover(store: DatasetStore) -> list[int]:
     from capture.runs.run import recover_interrupted_runs
 
     return recover_interrupted_runs(store)
