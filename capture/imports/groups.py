@@ -152,7 +152,8 @@ def analyse(
     if box is None and background is not None and background.shape == work.shape:
         _mask, small_box = mask_and_box(work, background, work_px=WORK_PX)
         if small_box is not None:
-            box = tuple(round(v / scale) for v in small_box)  # type: ignore[assignment]
+            x, y, w, h = (round(v / scale) for v in small_box)
+            box = (x, y, w, h)
     crop = _crop(work, box, scale)
     photo = Photo(
         sha256=hashlib.sha256(data).hexdigest(),

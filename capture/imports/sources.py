@@ -233,6 +233,11 @@ def _snapshot_source(src: Path, rig_id: str | None) -> ImportSource:
                     f"{where}: {row.get('file_name')} is missing from the snapshot"
                 )
             bbox = row.get("bbox")
+            if bbox and (not isinstance(bbox, list | tuple) or len(bbox) != 4):
+                raise ImportSourceError(
+                    f"{where}: {row.get('file_name')} has bbox {bbox!r}; give [x, y, w, h]"
+                )
+            box = (int(bbox[0]), int(bbox[1]), int(bbox[2]), int(bbox[3])) if bbox else None
             items.append(
                 ImportItem(
                     origin=path.relative_to(src).as_posix(),
@@ -240,7 +245,7 @@ def _snapshot_source(src: Path, rig_id: str | None) -> ImportSource:
                     label=normalise_label(row.get("label"), where),
                     instance=f"{rig}:{row.get('instance_id') or row.get('key')}",
                     split=split,
-                    box=tuple(int(v) for v in bbox) if bbox else None,  # type: ignore[arg-type]
+                    box=box,
                 )
             )
     if not items:
