@@ -45,6 +45,10 @@ class LiveServer:
 
     def client(self, key: str | None = OPERATOR_KEY, **kw: object) -> httpx.Client:
         headers = {"X-Api-Key": key} if key else {}
+        # NOTE: idle connections are dropped after 1 s, before any server's keep-alive (2 s in
+        # the slowloris suite, 5 s by default) closes them: a request sent into that close races
+        # it and fails with "server disconnected" on a loaded machine.
+        kw.setdefault("limits", httpx.Limits(keepalive_expiry=1.0))
         return httpx.Client(base_url=self.url, headers=headers, timeout=10.0, **kw)  # type: ignore[arg-type]
 
     def alive(self) -> bool:
