@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -21,6 +21,11 @@ from rig.errors import FaultLatched, RunStateError
 from web.deps import OperatorAuth, RigDep, RunsDep, StoreDep, ViewerAuth, current_principal
 from web.emergency import FOLLOW_UP_WAIT_S, REASON, emergency_stop_of
 from web.security import PREVIEW_TOKEN_TTL_S
+
+if TYPE_CHECKING:
+    from capture.store import DatasetStore
+    from rig.rig_types import Rig
+    from web.run_registry import RunRegistry
 
 log = logging.getLogger("web.rig")
 
@@ -43,12 +48,12 @@ class LightsBody(BaseModel):
     level: float = Field(ge=0, le=1, description="0 = off, 1 = full")
 
 
-def stored_fault(store: Any) -> str | None:
+def stored_fault(store: DatasetStore | None) -> str | None:
     fault = store.active_fault() if store is not None else None
     return None if not fault else str(fault.get("reason") or fault)
 
 
-def rig_status(rig: Any, store: Any, runs: Any) -> dict[str, Any]:
+def rig_status(rig: Rig, store: DatasetStore, runs: RunRegistry | None) -> dict[str, Any]:
     status = dict(rig.status())
     status["fault"] = status.get("fault") or stored_fault(store)
     live = runs.live_run() if runs is not None else None
@@ -56,7 +61,7 @@ def rig_status(rig: Any, store: Any, runs: Any) -> dict[str, Any]:
     return status
 
 
-def _refuse_manual(rig: Any, store: Any, runs: Any) -> None:
+def _refuse_manual(rig: Rig, store: DatasetStore, runs: RunRegistry) -> None:
     fault = rig.fault or stored_fault(store)
     if fault:
         raise FaultLatched(fault)
