@@ -111,7 +111,11 @@ Object.assign(partrig, (() => {
       else {
         const label = "labelOther" in e.target.dataset ? card.querySelector("[data-other]").value.trim() : e.target.dataset.label;
         if (!label) throw new Error("Type the label first.");
-        await api("POST", `/api/review/${id}/label`, {label});
+        try { await api("POST", `/api/review/${id}/label`, {label}); } catch (err) {
+          // NOTE: a label outside the parts catalogue needs a yes: on a new rig every label is new.
+          if (err.status !== 409 || !/catalogue/.test(err.message) || !confirm(`"${label}" is not in the parts catalogue yet. Add it as a new part?`)) throw err;
+          await api("POST", `/api/review/${id}/label`, {label, confirm_new: true});
+        }
       }
       card.remove();
     }));
