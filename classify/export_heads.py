@@ -92,7 +92,10 @@ def add_attribute_heads(
     for i, head in enumerate(heads):
         rule = None
         if scores:
-            calibrated = {"split": "val", "count": len(crops), "known_acceptance": acceptance}
+            label_rule = card.head.open_set
+            snapshot = None if label_rule is None else label_rule.calibrated_on.get("snapshot")
+            calibrated = {"snapshot": snapshot, "split": "val", "count": len(crops),
+                          "known_acceptance": acceptance}  # fmt: skip
             threshold = calibrate_threshold(1.0 - scores[i].max(axis=1), acceptance)
             rule = OpenSet("max_softmax", threshold, calibrated)
         added.append(Head(head.name, list(head.values), wanted[i], rule, 0.0))

@@ -79,6 +79,7 @@ def test_one_tflite_with_an_output_per_head_and_model_json_lists_them() -> None:
     for h in heads[1:]:
         assert h["open_set"]["method"] == "max_softmax"
         assert h["open_set"]["calibrated_on"]["split"] == "val"
+        assert h["open_set"]["calibrated_on"]["snapshot"] == "snap-0008"
     from classify.export import describe
 
     info = describe((t.model_dir / "model.tflite").read_bytes())
