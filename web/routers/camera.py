@@ -13,15 +13,19 @@ white balance back to the camera's algorithms.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from rig.camera import Exposure
+from rig.camera_types import Camera, Exposure
 from web.deps import OperatorAuth, RigDep, ViewerAuth
 from web.routers.terminal import require_idle
 from web.sorting import CAMERA_CLAIM
+
+if TYPE_CHECKING:
+    from rig.config import Settings
+    from rig.rig_types import Rig
 
 router = APIRouter(prefix="/api/camera", tags=["camera"])
 
@@ -37,14 +41,14 @@ class CameraSettingsBody(BaseModel):
     )
 
 
-def _camera(rig: Any) -> Any:
-    camera = getattr(rig, "camera", None)
+def _camera(rig: Rig) -> Camera:
+    camera = rig.camera
     if camera is None:
         raise HTTPException(503, "no camera is open")
     return camera
 
 
-def camera_settings(rig: Any, settings: Any) -> dict[str, Any]:
+def camera_settings(rig: Rig, settings: Settings) -> dict[str, Any]:
     camera = _camera(rig)
     manual = getattr(camera, "manual", None)
     shown = manual or getattr(camera, "locked", None)
