@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -65,34 +65,34 @@ def write_and_rename(
     fs: FileSystem = REAL_FS,
     *,
     workers: int = 1,
-    renamed_before: Sequence[str] = (),
-) -> tuple[list[str], list[str]]:
+    renamed_before: Mapping[str, int] | None = None,
+) -> tuple[list[str], dict[str, int]]:
     """:func:`write_many_durably` up to the renames; the sha256s and the folders left to sync.
 
-    The caller must sync the folders returned (:func:`sync_folders`) before a row names any
-    of the files.  ``renamed_before`` are folders an earlier call renamed files into and that
-    were not synced yet: the one ``syncfs`` of this call makes those names durable too (it
-    commits the whole file system, directories included), and any that ``syncfs`` cannot
-    cover (another file system, or no safe ``syncfs``) are fsynced explicitly before this
-    returns.  So a writer that keeps up a stream of batches pays one file-system sync per
-    batch: the sync of batch *k*'s data is also the folder sync of batch *k - 1*'s names.
+    The folders come with their file system's device number.  The caller must sync them
+    (:func:`sync_folders`) before a row names any of the files.  ``renamed_before`` are the
+    folders an earlier call returned and that were not synced yet: the one ``syncfs`` of this
+    call makes those names durable too (it commits the whole file system, directories
+    included), and any that ``syncfs`` cannot cover (another file system, or no safe
+    ``syncfs``) are fsynced explicitly before this returns.  So a writer that keeps up a stream
+    of batches pays one file-system sync per batch: the sync of batch *k*'s data is also the
+    folder sync of batch *k - 1*'s names.
     """
+    before = renamed_before or {}
     if not fs.can_sync_filesystem():
         digests = _map(
             lambda job: write_durably(job[0], job[1], fs, sync_dir=False), files, workers
         )
-        sync_folders(renamed_before, fs)
-        return digests, list(dict.fromkeys(os.fspath(target.parent) for target, _ in files))
+        sync_folders(before, fs)
+        folders = dict.fromkeys(os.fspath(target.parent) for target, _ in files)
+        return digests, {folder: os.stat(folder).st_dev for folder in folders}
     # NOTE: plain strings from here on: pathlib cost ~15 µs per file, a tenth of the whole path.
     targets = [os.fspath(target) for target, _ in files]
-    folders = list(dict.fromkeys(os.path.dirname(target) for target in targets))
-    for folder in folders:
-        if not os.path.isdir(folder):
-            ensure_dir(Path(folder), fs)
+    devices = _folder_devices(targets, fs)
     # NOTE: opened BEFORE the writes: syncfs reports the write-back errors that happened since
     # its descriptor was opened, so a descriptor opened later could miss one of ours.
-    anchors = _open_anchors(folders, fs)
-    uncovered = [f for f in renamed_before if os.stat(f).st_dev not in anchors]
+    anchors = _open_anchors(devices, fs)
+    uncovered = [folder for folder, device in before.items() if device not in anchors]
     temps: list[str | None] = [None] * len(files)
     try:
         jobs = [
@@ -109,7 +109,7 @@ def write_and_rename(
                 fs.rename(temp, target)
                 temps[i] = None
         except OSError as exc:
-            raise os_error(exc, f"syncing and renaming {len(files)} files", folders[0]) from None
+            raise os_error(exc, f"syncing and renaming {len(files)} files", targets[0]) from None
     finally:
         for fd in anchors.values():
             with contextlib.suppress(OSError):
@@ -118,10 +118,24 @@ def write_and_rename(
             if temp is not None:
                 discard(fs, -1, temp)
     sync_folders(uncovered, fs)
-    return digests, folders
+    return digests, devices
 
 
-def sync_folders(folders: Sequence[str], fs: FileSystem = REAL_FS) -> None:
+def _folder_devices(targets: list[str], fs: FileSystem) -> dict[str, int]:
+    """Each target's folder (created, durably, when missing) and its file system's device."""
+    devices: dict[str, int] = {}
+    for folder in dict.fromkeys(os.path.dirname(target) for target in targets):
+        try:
+            devices[folder] = os.stat(folder).st_dev
+        except FileNotFoundError:
+            ensure_dir(Path(folder), fs)
+            devices[folder] = os.stat(folder).st_dev
+        except OSError as exc:
+            raise os_error(exc, "opening a folder", folder) from None
+    return devices
+
+
+def sync_folders(folders: Iterable[str], fs: FileSystem = REAL_FS) -> None:
     """fsync each folder, so the names renamed into it survive a power cut."""
     for folder in folders:
         try:
@@ -130,12 +144,11 @@ def sync_folders(folders: Sequence[str], fs: FileSystem = REAL_FS) -> None:
             raise os_error(exc, "syncing a folder", folder) from None
 
 
-def _open_anchors(folders: list[str], fs: FileSystem) -> dict[int, int]:
+def _open_anchors(devices: Mapping[str, int], fs: FileSystem) -> dict[int, int]:
     """One open folder per file system the batch writes to (a folder may be a mount point)."""
     anchors: dict[int, int] = {}
     try:
-        for folder in folders:
-            device = os.stat(folder).st_dev
+        for folder, device in devices.items():
             if device not in anchors:
                 anchors[device] = fs.open_dir(folder)
     except OSError as exc:

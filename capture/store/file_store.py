@@ -7,7 +7,7 @@ that commit rows take this object and never write files by other means.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 
 from capture.store.base import Repository
@@ -66,14 +66,15 @@ class FileStore(Repository):
         self,
         files: Sequence[tuple[str, bytes]],
         *,
-        renamed_before: Sequence[str] = (),
+        renamed_before: Mapping[str, int] | None = None,
         workers: int = WRITE_WORKERS,
-    ) -> tuple[list[StoredFile], list[str]]:
+    ) -> tuple[list[StoredFile], dict[str, int]]:
         """:meth:`write_files` without the final folder sync: the files and the folders to sync.
 
         For a stream of batches (:class:`capture.store.shot_batches.ShotBatches`): this
         batch's file-system sync also makes ``renamed_before`` (the folders the previous batch
-        renamed into) durable.  No row may name these files before their folders are synced.
+        renamed into, with their devices) durable.  No row may name these files before their
+        folders are synced.
         """
         rels = [self.checked_path(relpath) for relpath, _ in files]
         if len(set(rels)) != len(rels):

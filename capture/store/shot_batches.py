@@ -57,13 +57,15 @@ def as_shot_files(item: ShotItem) -> ShotFiles:
 class ShotRows(Protocol):
     """Commits rows whose files are already durable (:class:`capture.store.shots.Shots`)."""
 
-    def commit_durable(self, records: list[ShotRecord]) -> list[int]: ...
+    def commit_durable(
+        self, records: list[ShotRecord], *, known: set[tuple[str, str, int | None]]
+    ) -> list[int]: ...
 
 
 @dataclass
 class _Pending:
     records: list[ShotRecord]
-    folders: list[str]
+    folders: dict[str, int]
 
 
 class ShotBatches:
@@ -78,6 +80,8 @@ class ShotBatches:
         self._rows = rows
         self._workers = workers
         self._pending: _Pending | None = None
+        #: (label, instance, sheet) this stream has committed: their catalogue rows exist.
+        self._known: set[tuple[str, str, int | None]] = set()
 
     @property
     def pending(self) -> int:
@@ -93,7 +97,7 @@ class ShotBatches:
         shots = [as_shot_files(item) for item in items]
         for shot in shots:
             shot.record.validate_fields()
-        before = self._pending.folders if self._pending is not None else []
+        before = self._pending.folders if self._pending is not None else None
         stored, folders = self._files.write_and_rename(
             [f for shot in shots for f in shot.files()],
             renamed_before=before,
@@ -125,12 +129,12 @@ class ShotBatches:
         if self._pending is None:
             return []
         sync_folders(self._pending.folders, self._files.fs)
-        self._pending.folders = []
+        self._pending.folders = {}
         return self._commit_pending()
 
     def _commit_pending(self) -> list[int]:
         if self._pending is None:
             return []
-        ids = self._rows.commit_durable(self._pending.records)
+        ids = self._rows.commit_durable(self._pending.records, known=self._known)
         self._pending = None
         return ids

@@ -131,9 +131,18 @@ class Shots(Repository):
         """A stream of batches for one writer thread (the capture writer's durable path)."""
         return ShotBatches(self.files, self, workers=workers)
 
-    def commit_durable(self, records: list[ShotRecord]) -> list[int]:
-        """Commit rows whose files :class:`ShotBatches` has just made durable; their ids."""
-        return self._commit(records, files_checked=True)
+    def commit_durable(
+        self, records: list[ShotRecord], *, known: set[tuple[str, str, int | None]]
+    ) -> list[int]:
+        """Commit rows whose files :class:`ShotBatches` has just made durable; their ids.
+
+        ``known`` holds the (label, instance, sheet) keys whose catalogue rows this stream has
+        committed already; they are not looked up again, and this batch's keys join them.
+        """
+        keys = {(r.label, r.instance_id, r.background_id) for r in records}
+        ids = self._commit(records, files_checked=True, known=known)
+        known.update(keys)
+        return ids
 
     def _require_files(self, record: ShotRecord) -> None:
         for rel in (record.path, record.mask_path, record.thumb_path):
@@ -154,7 +163,13 @@ class Shots(Repository):
         """
         return self._commit(list(records), files_checked=False)
 
-    def _commit(self, records: list[ShotRecord], *, files_checked: bool) -> list[int]:
+    def _commit(
+        self,
+        records: list[ShotRecord],
+        *,
+        files_checked: bool,
+        known: set[tuple[str, str, int | None]] | None = None,
+    ) -> list[int]:
         for record in records:
             record.validate()
             if not files_checked:
@@ -162,7 +177,10 @@ class Shots(Repository):
         per_run = Counter(r.run_id for r in records if r.run_id is not None)
         ids: list[int] = []
         with self.transaction() as conn:
-            _ensure_catalogue_of(conn, records)
+            seen = known or set()
+            new = [r for r in records if (r.label, r.instance_id, r.background_id) not in seen]
+            if new:
+                _ensure_catalogue_of(conn, new)
             for record in records:
                 cur = conn.execute(_INSERT_SQL, _shot_values(record))
                 ids.append(lastrowid(cur))
