@@ -7,9 +7,11 @@ none`` by :func:`classify.model_build.build_model` and exported by
 (:class:`classify.runtime.Classifier`, ``sorter.num_threads`` threads).
 
 * ``invoke_ms_p50`` / ``invoke_fps``: bare ``Classifier.invoke_raw`` on one prepared crop.
-* ``loop_fps``: the sorter's running loop (:meth:`classify.sorter.Sorter.start`, the one-slot
-  pipeline of :mod:`classify.sort_pipeline`: a front thread grabs and prepares the next frame
-  while the back thread runs the model, fires and logs) on a stream of simulated 640x480
+* ``loop_fps``: the sorter's running loop (:meth:`classify.sorter.Sorter.start`) as the product
+  runs it on this machine (``loop_mode``: ``pipelined``, the one-slot pipeline of
+  :mod:`classify.sort_pipeline` where a front thread grabs and prepares the next frame while the
+  back thread runs the model, fires and logs, when a core is left beside the model's threads;
+  else ``serial``, the back thread alone) on a stream of simulated 640x480
   frames served by a camera, a part frame (each a different part, pose and angle) then an
   empty one, so every part frame is a new part (``stable_frames = 1``).  Loop time = from
   ``start()`` until the last part's decision is durably committed (the final flush of the
@@ -20,6 +22,8 @@ none`` by :func:`classify.model_build.build_model` and exported by
   reference's colour matrix), invoke, bin choice, the (simulated) actuator, and the decision
   handed to the log, whose writer commits batches to a real store (``synchronous=FULL``, crops
   fsynced).
+* ``loop_fps_pipelined`` / ``ratio_pipelined`` (and their latencies): the running loop with the
+  pipeline forced on, whatever the core count.
 * ``loop_fps_serial`` / ``ratio_serial``: the same work one frame after the other through
   :meth:`~classify.sorter.Sorter.process` (the loop before the pipeline), empty frames' time
   subtracted as before.
@@ -159,7 +163,7 @@ class CountingActuator:
         self.inner.close()
 
 
-def make_sorter(classifier, empty, threshold: float):
+def make_sorter(classifier, empty, threshold: float, pipelined: bool | None = None):
     from capture.store import DatasetStore
     from classify.sorter import Sorter
     from rig.config import Settings
@@ -171,7 +175,7 @@ def make_sorter(classifier, empty, threshold: float):
     settings.sorter.bins = {label: i + 1 for i, label in enumerate(trainable_labels())}
     tmp = Path(tempfile.mkdtemp(prefix="partrig-bench-sorter-"))
     store = DatasetStore.open(tmp)
-    sorter = Sorter(StreamCamera(empty), CountingActuator(), store, settings)
+    sorter = Sorter(StreamCamera(empty), CountingActuator(), store, settings, pipelined=pipelined)
     sorter.take_reference(3)
     sorter.set_classifier(classifier, "bench")
     return sorter, store, tmp
@@ -218,14 +222,23 @@ def loop_block(sorter, empty, frames, start: int, n: int) -> tuple[float, list[f
 
 
 def interleaved(
-    classifier, crop, empty, frames, parts: int, rounds: int, threshold: float, piped: bool = True
+    classifier,
+    crop,
+    empty,
+    frames,
+    parts: int,
+    rounds: int,
+    threshold: float,
+    piped: bool = True,
+    pipelined: bool | None = None,
 ):
     """Bare invokes and loop frames in alternating blocks, so load drift hits both alike.
 
     NOTE: the bench machine is shared; measuring one side after the other let a change in
     load between them decide the ratio.
     """
-    sorter, store, tmp = make_sorter(classifier, empty, threshold)
+    sorter, store, tmp = make_sorter(classifier, empty, threshold, pipelined)
+    mode = "pipelined" if sorter.pipelined else "serial"
 
     def block(start: int, n: int) -> tuple[float, list[float]]:
         if piped:
@@ -261,6 +274,7 @@ def interleaved(
         "latency_p99": float(np.percentile(latencies, 99)),
         "latency_p50": float(np.percentile(latencies, 50)),
         "parts": n,
+        "mode": mode,
         "logged": logged,
         "review": review,
     }
@@ -298,6 +312,9 @@ def main() -> None:
     threads = args.threads or Settings().sorter.num_threads
     classifier = Classifier.from_dir(model_dir, num_threads=threads)
     common = interleaved(classifier, crops[0], empty, frames, args.parts, 16, threshold=0.0)
+    forced = interleaved(
+        classifier, crops[0], empty, frames, args.parts // 2, 8, threshold=0.0, pipelined=True
+    )
     serial = interleaved(
         classifier, crops[0], empty, frames, args.parts // 2, 8, threshold=0.0, piped=False
     )
@@ -317,7 +334,11 @@ def main() -> None:
         "invoke_ms_p99": round(common["invoke_p99"], 3),
         "latency_goal_ms": round(2 * common["invoke_p50"] + 5, 3),
         "ratio_all_review": round(review["loop_fps"] / review["invoke_fps"], 3),
-        "loop": "pipelined (classify.sort_pipeline: one slot, front thread prepares)",
+        "loop_mode": common["mode"],
+        "loop_fps_pipelined": round(forced["loop_fps"], 1),
+        "ratio_pipelined": round(forced["loop_fps"] / forced["invoke_fps"], 3),
+        "decision_latency_ms_p99_pipelined": round(forced["latency_p99"], 3),
+        "decision_latency_ms_p50_pipelined": round(forced["latency_p50"], 3),
         "loop_fps_serial": round(serial["loop_fps"], 1),
         "ratio_serial": round(serial["loop_fps"] / serial["invoke_fps"], 3),
         "decision_latency_ms_p99_serial": round(serial["latency_p99"], 3),

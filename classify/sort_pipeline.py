@@ -140,7 +140,8 @@ class FrontThread(Generic[T]):
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread is not threading.current_thread():
+        """Wait for the thread to end (nothing to wait for if it never started)."""
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     def is_alive(self) -> bool:

@@ -36,6 +36,7 @@ the simulator's drop log.  The sorter itself never knows what a part really is.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -130,6 +131,9 @@ class Sorter:
     """The sorting loop over ``camera`` (its preview stream), ``actuator`` and ``store``.
 
     ``clock`` (a :class:`~rig.sim.clock.SimClock`) times the loop in simulation.
+    ``pipelined``: whether the running loop prepares the next part on a front thread while the
+    model runs (:mod:`classify.sort_pipeline`); None (the default) does so only when a core is
+    left over beside the model's ``sorter.num_threads`` (:func:`core_to_spare`).
     """
 
     def __init__(
@@ -139,8 +143,11 @@ class Sorter:
         store: SorterStore,
         settings: Settings,
         clock: LoopClock | None = None,
+        *,
+        pipelined: bool | None = None,
     ) -> None:
         self.camera = camera
+        self.pipelined = core_to_spare(settings) if pipelined is None else bool(pipelined)
         self._tagged = isinstance(camera, DropTaggedCamera)
         self.actuator = actuator
         self.store = store
@@ -295,7 +302,8 @@ class Sorter:
         front = FrontThread(
             self._produce, self._slot, self._stop, self._faulted, back_left_s=self._back_left_s
         )
-        front.start()
+        if self.pipelined:
+            front.start()
         try:
             while not self._stop.is_set():
                 job = front.next_item()
@@ -641,6 +649,17 @@ class Sorter:
             "incident": incident,
             "rules": self.sort_rules.status(classifier),
         }
+
+
+def core_to_spare(settings: Settings, cores: int | None = None) -> bool:
+    """Whether the machine has a core beside the model's threads for the front thread.
+
+    NOTE: measured on 2 cores with a 2-thread model (bench/sorter.py, docs/sorter.md): there the
+    front thread only takes the model's own cores, and the pipelined loop ran slower than the
+    serial one; on a Pi 4 or 5 (4 cores, 2 model threads) a core is left for it.
+    """
+    available = cores if cores is not None else (os.cpu_count() or 1)
+    return available > int(settings.sorter.num_threads)
 
 
 def open_set_status(classifier: Any, settings: Settings) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from capture.store import DatasetStore
 from classify.actuator_sim import SimActuator
 from classify.runtime import Prediction
 from classify.sort_pipeline import FrontThread, OneSlot
-from classify.sorter import Sorter
+from classify.sorter import Sorter, core_to_spare
 from rig.config import Settings
 
 SHAPE = (120, 160, 3)
@@ -81,13 +81,15 @@ class PreparingFake:
         raise AssertionError("the crop prepared by the front half was not used")
 
 
-def make_sorter(tmp_path: Path, parts: int, classifier: object) -> tuple[Sorter, SimActuator]:
+def make_sorter(
+    tmp_path: Path, parts: int, classifier: object, *, pipelined: bool = True
+) -> tuple[Sorter, SimActuator]:
     settings = Settings()
     settings.sorter.stable_frames = 1
     settings.sorter.bins = {LABEL: 3}
     store = DatasetStore.open(tmp_path)
     actuator = SimActuator()
-    sorter = Sorter(ScriptedCamera(parts), actuator, store, settings)
+    sorter = Sorter(ScriptedCamera(parts), actuator, store, settings, pipelined=pipelined)
     sorter.take_reference(2)
     sorter.set_classifier(classifier, "model-0001")  # type: ignore[arg-type]
     return sorter, actuator
@@ -236,3 +238,23 @@ def test_the_back_looks_at_the_next_frame_itself_when_the_front_is_not_at_work()
     front = FrontThread(lambda: next(frames), OneSlot(), threading.Event(), lambda: False)
     # The front thread is not running (as when it waits for a core): the back goes on alone.
     assert [front.next_item(0.1) for _ in range(4)] == [None, 1, None, 2]
+
+
+def test_without_a_core_to_spare_the_running_loop_is_the_serial_one_in_order(
+    tmp_path: Path,
+) -> None:
+    settings = Settings()
+    assert settings.sorter.num_threads == 2
+    assert not core_to_spare(settings, cores=2) and core_to_spare(settings, cores=4)
+    model = PreparingFake()
+    sorter, actuator = make_sorter(tmp_path, 10, model, pipelined=False)
+    try:
+        sorter.start()
+        assert wait_until(lambda: sorter.status()["counts"]["decisions"] >= 10)
+        sorter.stop()
+        rows = list(reversed(sorter.store.list_decisions(limit=100)))  # type: ignore[attr-defined]
+        assert [r["drop_id"] for r in rows] == [f"drop-{i}" for i in range(10)]
+        assert {t for _, t, _ in model.calls} == {"sorter"}  # no front thread ran
+        assert len(actuator.firings) == 10
+    finally:
+        sorter.close()
