@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
@@ -33,6 +33,10 @@ from rig.errors import GcodeError, RigError, RunStateError
 from rig.gcode import MAX_COMMAND_CHARS, validate
 from web.deps import OperatorAuth, RigDep, StoreDep
 from web.sorting import CAMERA_CLAIM
+
+if TYPE_CHECKING:
+    from rig.link_types import Link
+    from rig.rig_types import Rig
 
 router = APIRouter(prefix="/api/terminal", tags=["terminal"])
 
@@ -114,8 +118,8 @@ def require_idle(request: Request, what: str = "using the terminal") -> None:
         raise RunStateError(f"the sorter is running: stop it before {what}")
 
 
-def _link(rig: Any) -> Any:
-    link = getattr(rig, "link", None)
+def _link(rig: Rig) -> Link:
+    link: Link | None = getattr(rig, "link", None)
     if link is None or getattr(rig, "turntable", None) is None:
         raise HTTPException(503, "this rig has no serial link to the board")
     return link
