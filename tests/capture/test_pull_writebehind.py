@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from capture.pull.writebehind import _RANGE_SYNC, WAIT_AFTER, WAIT_BEFORE, WRITE, WriteBehind
-
-BOTH = WAIT_BEFORE | WRITE | WAIT_AFTER
+from capture.pull.writebehind import _RANGE_SYNC, WRITE, WriteBehind
 
 
 class Recorder:
@@ -22,18 +20,12 @@ class Recorder:
         return self.answer
 
 
-def test_full_stretches_start_writing_and_the_one_before_is_waited_for() -> None:
+def test_each_full_stretch_is_handed_to_the_disk_once_in_order() -> None:
     calls = Recorder()
     behind = WriteBehind(7, 0, stretch=100, range_sync=calls)
     for length in (60, 120, 150, 230, 260, 330):
         behind.wrote(length)
-    assert calls.calls == [
-        (7, 0, 120, WRITE),
-        (7, 120, 110, WRITE),
-        (7, 0, 120, BOTH),
-        (7, 230, 100, WRITE),
-        (7, 120, 110, BOTH),
-    ]
+    assert calls.calls == [(7, 0, 120, WRITE), (7, 120, 110, WRITE), (7, 230, 100, WRITE)]
 
 
 def test_a_resumed_download_starts_at_the_bytes_it_already_had() -> None:
