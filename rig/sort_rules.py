@@ -104,14 +104,16 @@ def _range(key: str, value: Any) -> tuple[float, float]:
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
     )
     if not ok:
-        raise ValueError(f"{key} takes a range [low, high] in its unit (got {value!r})")
+        raise ValueError(
+            f"{key} takes a range of two numbers in its unit, the lower first (got {value!r})"
+        )
     low, high = float(value[0]), float(value[1])
     if low < 0:
         raise ValueError(f"{key} range [{low:g}, {high:g}] starts below 0")
     if high <= low:
         raise ValueError(
-            f"{key} range [{low:g}, {high:g}] is inverted or empty: write [low, high] with "
-            "low < high"
+            f"{key} range [{low:g}, {high:g}] is inverted or empty: put the lower bound first, "
+            "and make it smaller than the upper"
         )
     return low, high
 

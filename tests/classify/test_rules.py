@@ -55,8 +55,8 @@ def test_rules_read_from_the_configuration() -> None:
     ("rules", "words"),
     [
         ([{"bin": 1, "when": {"shaft_length_mm": [11, 9]}}], "inverted"),
-        ([{"bin": 1, "when": {"shaft_length_mm": [9]}}], "range [low, high]"),
-        ([{"bin": 1, "when": {"shaft_length_mm": ["a", "b"]}}], "range [low, high]"),
+        ([{"bin": 1, "when": {"shaft_length_mm": [9]}}], "two numbers in its unit"),
+        ([{"bin": 1, "when": {"shaft_length_mm": ["a", "b"]}}], "two numbers in its unit"),
         ([{"bin": 1, "when": {"height_mm": [1, 2]}}], "not a size the sorter measures"),
         ([{"bin": 1, "when": {"Colour": "red"}}], "not a head name"),
         ([{"bin": 1, "when": {}}], "sorter.rules.0.when"),
