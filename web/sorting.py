@@ -16,10 +16,18 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rig.config import Settings
-from rig.errors import FaultLatched, RigError, RunStateError
+from rig.errors import CameraError, FaultLatched, RigError, RunStateError
+
+if TYPE_CHECKING:
+    from capture.store import DatasetStore
+    from classify.actuator import ActuatorGate
+    from classify.sorter import Sorter
+    from rig.camera_types import Camera
+    from rig.rig_types import Rig
+    from web.run_registry import RunRegistry
 
 log = logging.getLogger("web.sorting")
 
@@ -50,7 +58,7 @@ class Sorting:
                 log.warning("closing the actuator failed: %s", exc)
 
 
-def open_sorting(settings: Settings, store: Any, rig: Any) -> Sorting:
+def open_sorting(settings: Settings, store: DatasetStore, rig: Rig | None) -> Sorting:
     """Build the sorter (when the rig is open) and the model registry; start it if enabled."""
     from classify.registry import ModelRegistry
 
@@ -84,7 +92,9 @@ def open_sorting(settings: Settings, store: Any, rig: Any) -> Sorting:
     return sorting
 
 
-def _build_sorter(settings: Settings, store: Any, rig: Any) -> tuple[Any, Any]:
+def _build_sorter(
+    settings: Settings, store: DatasetStore, rig: Rig | None
+) -> tuple[Sorter, ActuatorGate]:
     """The sorter over the rig's camera, or, simulated, over a simulated feeder's platform.
 
     NOTE: the simulated turntable never gets new parts by itself, so ``--sim`` sorts on the
@@ -95,13 +105,16 @@ def _build_sorter(settings: Settings, store: Any, rig: Any) -> tuple[Any, Any]:
     from classify.actuator import ActuatorGate, open_actuator
     from classify.sorter import Sorter
 
+    camera: Camera
     if settings.sim:
         from classify.feeder_sim import SimFeeder
 
         feeder = SimFeeder(settings)
         camera, world, clock = feeder.camera, feeder.world, feeder.clock
-    else:
+    elif rig is not None and rig.camera is not None:
         camera, world, clock = rig.camera, None, None
+    else:
+        raise CameraError("the rig is not open, so the sorter has no camera")
     # NOTE: gated, so the e-stop can disable firing from the event loop without waiting.
     actuator = ActuatorGate(open_actuator(settings, world=world))
     try:
@@ -123,7 +136,7 @@ def _load_active_model(sorting: Sorting) -> None:
         log.info("the sorter uses %s (%s)", model_id, classifier.runtime)
 
 
-def require_idle_rig(runs: Any, rig: Any = None) -> None:
+def require_idle_rig(runs: RunRegistry | None, rig: Rig | None = None) -> None:
     """The sorter and a capture run both need the camera: refuse to start beside a live run,
     and (FaultLatched) while the rig's fault is latched (an e-stop stops everything)."""
     live = runs.live_run() if runs is not None else None
@@ -135,10 +148,10 @@ def require_idle_rig(runs: Any, rig: Any = None) -> None:
     require_no_rig_fault(rig)
 
 
-def require_no_rig_fault(rig: Any) -> None:
+def require_no_rig_fault(rig: Rig | None) -> None:
     """FaultLatched while the rig (link, turntable, e-stop) has a latched fault in memory; the
     sorter itself checks the fault latched in the store."""
-    fault = getattr(rig, "fault", None) if rig is not None else None
+    fault = rig.fault if rig is not None else None
     if fault:
         raise FaultLatched(str(fault))
 
