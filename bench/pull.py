@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -307,6 +308,47 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def with_children(pid: int) -> list[int]:
+    """``pid`` and its direct children (nginx's workers), from /proc; ``[pid]`` elsewhere."""
+    pids = [pid]
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(entry.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                pids.append(int(entry.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (0 where /proc is missing)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class CpuMeter:
+    """CPU seconds of one side of a run: this process (the client or the fsync/sha256 threads),
+    the curl processes it waited for, and the servers' processes."""
+
+    def __init__(self, servers: list[int]) -> None:
+        self.servers = servers
+        self.start = self._now()
+
+    def _now(self) -> float:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + cpu_seconds(self.servers)
+
+    def used(self) -> float:
+        return self._now() - self.start
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-gb", type=float, default=2.0, help="size of the shard snapshot")
@@ -333,6 +375,7 @@ def main() -> None:
 
     work = args.out.resolve() / "work"
     times: dict[str, list[float]] = {k: [] for k in SIDES}
+    cpu: dict[str, list[float]] = {k: [] for k in ("direct", "front", "verified")}
 
     def fresh() -> None:
         # NOTE: start each run with an empty folder and no dirty pages from the previous one,
@@ -344,27 +387,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.out) as tmp_s, contextlib.ExitStack() as procs:
         tmp = Path(tmp_s)
 
-        def started(proc_url: tuple[subprocess.Popen[bytes], str]) -> str:
+        def started(proc_url: tuple[subprocess.Popen[bytes], str]) -> tuple[str, list[int]]:
             procs.callback(stop, proc_url[0])
-            return proc_url[1]
+            return proc_url[1], with_children(proc_url[0].pid)
 
-        url = started(start_partrig(data, tmp))
-        accel_url = started(start_partrig(front_data, tmp, accel=ACCEL_PREFIX))
-        front_url = started(
+        url, direct_pids = started(start_partrig(data, tmp))
+        accel_url, accel_pids = started(start_partrig(front_data, tmp, accel=ACCEL_PREFIX))
+        front_url, front_pids = started(
             start_nginx(front_data, tmp, args.workers, front=accel_url.removeprefix("http://"))
         )
-        nurl = started(start_nginx(shards_dir, tmp, args.workers))
+        nurl, nginx_pids = started(start_nginx(shards_dir, tmp, args.workers))
+        servers = {"direct": direct_pids, "front": accel_pids + front_pids}
         # NOTE: runs alternate between the sides (partrig, nginx, partrig behind nginx, ...),
         # so a burst of load on this shared machine hits them alike; the median of each side
         # is reported, never the best.
         for _ in range(args.repeat):
             for target, side in ((url, "direct"), (front_url, "front")):
                 fresh()
+                meter = CpuMeter(servers[side])
                 r = pull(target, SHARDS_ID, work, key=KEY, workers=args.workers, progress=False)
+                cpu[side].append(meter.used())
                 assert r.bytes_fetched == r.bytes_total >= total, r
                 times[side].append(r.seconds)
                 fresh()
+                meter = CpuMeter(nginx_pids)
                 fetched, durable, verified = curl_all(nurl, files, work, args.workers)
+                cpu["verified"].append(meter.used())
                 times["nosync"].append(fetched)
                 times["nginx"].append(durable)
                 times["verified"].append(verified)
@@ -399,6 +447,12 @@ def main() -> None:
                 "incremental_bytes": inc.bytes_fetched,
                 "incremental_bytes_ratio": round(inc.bytes_fetched / inc.bytes_total, 4),
                 "runs_s": {side: [round(s, 3) for s in v] for side, v in times.items()},
+                # NOTE: CPU seconds per GB of every process on a side (client or curl + fsync
+                # + sha256, and the servers): on a shared 2-core machine the rate follows the
+                # CPU share a side gets, this does not.
+                "cpu_s_per_GB": {
+                    side: round(median(v) / (total / 1e9), 2) for side, v in cpu.items()
+                },
                 "loadavg_1m": [round(load_before[0], 2), round(load_after[0], 2)],
             }
         )
