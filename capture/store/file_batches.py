@@ -61,7 +61,7 @@ def write_many_durably(
 
 
 def write_and_rename(
-    files: Sequence[tuple[Path, bytes]],
+    files: Sequence[tuple[Path | str, bytes]],
     fs: FileSystem = REAL_FS,
     *,
     workers: int = 1,
@@ -81,10 +81,10 @@ def write_and_rename(
     before = renamed_before or {}
     if not fs.can_sync_filesystem():
         digests = _map(
-            lambda job: write_durably(job[0], job[1], fs, sync_dir=False), files, workers
+            lambda job: write_durably(Path(job[0]), job[1], fs, sync_dir=False), files, workers
         )
         sync_folders(before, fs)
-        folders = dict.fromkeys(os.fspath(target.parent) for target, _ in files)
+        folders = dict.fromkeys(os.path.dirname(os.fspath(target)) for target, _ in files)
         return digests, {folder: os.stat(folder).st_dev for folder in folders}
     # NOTE: plain strings from here on: pathlib cost ~15 µs per file, a tenth of the whole path.
     targets = [os.fspath(target) for target, _ in files]

@@ -16,10 +16,10 @@ class; :meth:`capture.store.shots.Shots.save_shots` is one batch flushed at once
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from capture.store.file_batches import sync_folders
 from capture.store.file_store import WRITE_WORKERS, FileStore
@@ -58,7 +58,7 @@ class ShotRows(Protocol):
     """Commits rows whose files are already durable (:class:`capture.store.shots.Shots`)."""
 
     def commit_durable(
-        self, records: list[ShotRecord], *, known: set[tuple[str, str, int | None]]
+        self, records: list[ShotRecord], *, known: dict[str, set[Any]]
     ) -> list[int]: ...
 
 
@@ -80,8 +80,8 @@ class ShotBatches:
         self._rows = rows
         self._workers = workers
         self._pending: _Pending | None = None
-        #: (label, instance, sheet) this stream has committed: their catalogue rows exist.
-        self._known: set[tuple[str, str, int | None]] = set()
+        #: Catalogue keys (per table) this stream has committed: their rows exist.
+        self._known: dict[str, set[Any]] = {"label": set(), "instance": set(), "sheet": set()}
 
     @property
     def pending(self) -> int:
@@ -111,16 +111,15 @@ class ShotBatches:
             image = next(files)
             mask = next(files) if shot.mask is not None else None
             thumb = next(files) if shot.thumb is not None else None
-            records.append(
-                dataclasses.replace(
-                    shot.record,
-                    path=image.path,
-                    sha256=image.sha256,
-                    size=image.size,
-                    mask_path=mask.path if mask is not None else shot.record.mask_path,
-                    thumb_path=thumb.path if thumb is not None else shot.record.thumb_path,
-                )
-            )
+            # NOTE: a shallow copy and three fields: dataclasses.replace re-ran __init__ over
+            # all thirty fields, a tenth of the path's CPU per shot.
+            record = copy.copy(shot.record)
+            record.path, record.sha256, record.size = image.path, image.sha256, image.size
+            if mask is not None:
+                record.mask_path = mask.path
+            if thumb is not None:
+                record.thumb_path = thumb.path
+            records.append(record)
         self._pending = _Pending(records, folders) if records else None
         return committed
 

@@ -344,3 +344,22 @@ def test_a_stream_of_batches_commits_each_batch_only_after_its_names_are_durable
     if fs_class is LoggingFS:
         # NOTE: one file-system sync per batch; the folder fsyncs only for the last batch.
         assert log.count("syncfs") == 2 and log.count("fsync dir") == 3
+
+
+@pytest.mark.parametrize(
+    "relpath",
+    ["../outside.jpg", "images/../../x.jpg", "/abs/x.jpg", "trash/x.jpg", "partrig.db-wal",
+     "images/.a.jpg.1234.partrig-tmp", "images/"],
+)  # fmt: skip
+def test_a_batch_with_a_path_outside_the_data_folder_or_reserved_is_refused(
+    tmp_path: Path, relpath: str
+) -> None:
+    with DatasetStore.open(tmp_path) as store:
+        run_id = store.create_run("r", "", "{}", 1)
+        record = ShotRecord(
+            label="3001", instance_id="a", run_id=run_id, shot_index=0, path="", sha256="", size=0
+        )
+        with pytest.raises(StoreError):
+            store.save_shots([ShotFiles(record, (relpath, b"x"))])
+        assert store.done_shot_indices(run_id) == set()
+    assert not (tmp_path.parent / "outside.jpg").exists()
