@@ -15,7 +15,7 @@ Goal: ``unknown_to_review`` >= 0.90, ``known_accuracy`` >= 0.95, ``known_to_revi
    cached in ``bench/out/open_set/`` (``--retrain`` to rebuild).
 3. A fresh feeder (new seed) drops known and unknown parts; the real :class:`Sorter` with the
    model loaded by ``Classifier.from_dir`` (model.json included) decides and logs each part.
-   Ground truth is the feeder's drop log, joined to the logged decisions by drop order.
+   Ground truth is the feeder's drop log, joined to the logged decisions by drop id.
 
 Unknown types (:data:`UNKNOWN`): every other part of the simulated catalogue.
 ``brick-1x2-red`` shares the colour of brick-2x2-red and, lying on its side, its exact
@@ -128,19 +128,19 @@ def sort_parts(model_dir: Path, known: int, unknown: int, seed: int = 7) -> dict
         sorter.set_classifier(classifier, "bench")
         t0 = time.monotonic()
         decided = 0
-        scores: list[float | None] = []
+        scores: list[tuple[float | None, str | None]] = []
         try:
             while True:
                 counts = Counter(d.label in KNOWN for d in feeder.drops[:decided])
                 if counts[True] >= known and counts[False] >= unknown:
                     break
                 got = sorter.run_parts(50)
-                scores += [d.open_set_score for d in got]
+                scores += [(d.open_set_score, d.drop_id) for d in got]
                 if sorter.incident is not None:
                     raise RuntimeError(f"the sorter faulted: {sorter.incident}")
                 decided += len(got)
             assert sorter.flush(120)
-            rows = store.query("SELECT id, bin FROM decisions ORDER BY id", ())
+            rows = store.query("SELECT id, bin, drop_id FROM decisions ORDER BY id", ())
             queued = {
                 int(r["decision_id"])
                 for r in store.query("SELECT decision_id FROM review_items", ())
@@ -150,17 +150,16 @@ def sort_parts(model_dir: Path, known: int, unknown: int, seed: int = 7) -> dict
             store.close()
         sort_s = time.monotonic() - t0
     figures = score(rows, feeder.drops, queued, sort_s)
-    figures["scores"] = score_spread(scores, feeder.drops)
+    figures["scores"] = score_spread([(s, feeder.drop(i)) for s, i in scores])
     return figures
 
 
-def score_spread(scores: list[float | None], drops: list) -> dict[str, Any]:
-    """Percentiles of the open-set score of known and unknown parts (to see the gap)."""
-    known = [s for s, d in zip(scores, drops, strict=False) if s is not None and d.label in BINS]
+def score_spread(scores: list[tuple[float | None, Any]]) -> dict[str, Any]:
+    """Percentiles of the open-set score of known and unknown parts (to see the gap); each
+    score comes with its drop from the feeder's drop log."""
+    known = [s for s, d in scores if s is not None and d.label in BINS]
     unknown = [
-        s
-        for s, d in zip(scores, drops, strict=False)
-        if s is not None and d.label not in BINS and d.label != HARD_UNKNOWN
+        s for s, d in scores if s is not None and d.label not in BINS and d.label != HARD_UNKNOWN
     ]  # NOTE: without the hard case, to show the gap the others leave
     if not known or not unknown:
         return {}
@@ -174,13 +173,15 @@ def score_spread(scores: list[float | None], drops: list) -> dict[str, Any]:
 
 
 def score(rows: list[dict], drops: list, queued: set[int], sort_s: float) -> dict[str, Any]:
-    """Join decisions to the drop log by order and count (contracts' definitions)."""
+    """Join decisions to the drop log by drop id and count (contracts' definitions)."""
     if len(rows) > len(drops):
         raise RuntimeError(f"{len(rows)} decisions for {len(drops)} drops")
+    by_id = {d.id: d for d in drops}
+    joined = [(row, by_id[row["drop_id"]]) for row in rows]
     per_type: dict[str, Counter] = {}
     known_n = known_ok = known_review = unknown_n = unknown_review = 0
     hard_n = hard_review = 0
-    for row, drop in zip(rows, drops, strict=False):
+    for row, drop in joined:
         review = int(row["id"]) in queued
         c = per_type.setdefault(drop.label, Counter())
         c["n"] += 1
@@ -203,7 +204,7 @@ def score(rows: list[dict], drops: list, queued: set[int], sort_s: float) -> dic
         "known_reviewed": known_review,
         "unknown_drops": unknown_n,
         "unknown_reviewed": unknown_review,
-        "unknown_types": len({d.label for d in drops[: len(rows)]} - set(BINS)),
+        "unknown_types": len({d.label for _, d in joined} - set(BINS)),
         "hard_unknown": {
             "label": HARD_UNKNOWN,
             "drops": hard_n,
