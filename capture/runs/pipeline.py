@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -34,6 +34,9 @@ from capture.runs.ports import ShotSink, ShotStream
 from capture.store.records import ShotRecord
 from capture.store.shot_batches import ShotFiles
 from rig.errors import StoreError
+
+if TYPE_CHECKING:
+    from capture.vision.masks import MaskReference
 
 log = logging.getLogger("capture.runs.run")
 
@@ -50,9 +53,16 @@ class SegmentContext:
     """What every shot of one background segment shares: the reference and the locked exposure."""
 
     background: int
-    reference: np.ndarray  # RGB empty-turntable frame for the masks
+    reference: np.ndarray  # RGB empty-turntable frame, for the masks and the measurer
     colour_matrix: list[list[float]] | None
     exposure: dict[str, Any]
+    #: The reference readied once for the mask function (capture.vision.masks.prepare_reference)
+    prepared: MaskReference | None = None
+
+    @property
+    def mask_reference(self) -> MaskReference:
+        """What the mask function is given: the prepared reference, else the frame itself."""
+        return self.reference if self.prepared is None else self.prepared
 
 
 @dataclass
@@ -157,7 +167,7 @@ class ShotWriter:
         image_format: str,
         jpeg_quality: int,
         thumbnail_px: int,
-        mask_fn: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, Any]],
+        mask_fn: Callable[[np.ndarray, MaskReference], tuple[np.ndarray, Any]],
         record_factory: Callable[..., ShotRecord],
         on_stored: Callable[[ShotJob, int], None] | None = None,
         phase_hook: PhaseHook | None = None,
@@ -258,7 +268,7 @@ class ShotWriter:
         data = encode_image(job.image, self.image_format, self.jpeg_quality)
         self._phase("encoded", idx)
         img_path, mask_path, thumb_path = shot_paths(job.run_id, idx, self.image_format)
-        mask, bbox = self._mask_fn(job.image, job.segment.reference)
+        mask, bbox = self._mask_fn(job.image, job.segment.mask_reference)
         h, w = job.image.shape[:2]
         # NOTE: path, sha256 and size are filled in by the store once the image is durable.
         record = self._record_factory(

@@ -20,11 +20,15 @@ if TYPE_CHECKING:
     from capture.plans.order import ShotSpec
     from capture.plans.schema import Plan
     from capture.runs.pipeline import MeasureFn
-    from capture.vision.masks import Box
+    from capture.vision.masks import Box, MaskReference
 
 
 def _no_measurer(_data_dir: Path) -> MeasureFn | None:
     return None
+
+
+def _as_taken(reference: np.ndarray) -> MaskReference:
+    return reference
 
 
 @dataclass(frozen=True)
@@ -32,18 +36,21 @@ class CaptureTools:
     """The image functions the engine uses; :meth:`default` takes the real ones."""
 
     expand: Callable[[Plan], list[ShotSpec]]
-    mask_and_box: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, Box | None]]
+    mask_and_box: Callable[[np.ndarray, MaskReference], tuple[np.ndarray, Box | None]]
     detect_sheet: Callable[[np.ndarray], int | None]
     colour_matrix: Callable[[np.ndarray], np.ndarray | None]
     #: Makes the per-shot measurer (mm from the sheet's marker) for a data folder; None: off.
     measurer: Callable[[Path], MeasureFn | None] = _no_measurer
+    #: Readies a segment's reference once for every ``mask_and_box`` of its shots; by default
+    #: the frame as taken.
+    prepare_reference: Callable[[np.ndarray], MaskReference] = _as_taken
 
     @classmethod
     def default(cls) -> CaptureTools:
         from capture.plans.order import expand
         from capture.vision.backgrounds import detect_sheet
         from capture.vision.colour import colour_matrix_from_reference
-        from capture.vision.masks import mask_and_box
+        from capture.vision.masks import mask_and_box, prepare_reference
         from capture.vision.measure import ShotMeasurer
 
         return cls(
@@ -52,6 +59,7 @@ class CaptureTools:
             detect_sheet=detect_sheet,
             colour_matrix=colour_matrix_from_reference,
             measurer=ShotMeasurer.for_data_dir,
+            prepare_reference=prepare_reference,
         )
 
 
