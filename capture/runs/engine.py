@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 from capture.runs.eta import RunEta
-from capture.runs.pipeline import SegmentContext, ShotJob, ShotWriter, encode_image, utc_now
+from capture.runs.pipeline import SegmentContext, ShotJob, ShotWriter, utc_now
+from capture.runs.references import ReferenceJob, ReferenceWriter
 from capture.runs.state import RunState
 from capture.runs.tools import CaptureTools, matrix_list
 from capture.store.records import ShotRecord
@@ -55,6 +56,7 @@ class RunEngine:
         self.segment: SegmentContext | None = None
         self.light: float | None = None
         self.writer: ShotWriter | None = None
+        self.references = ReferenceWriter(self.store)
         self.done = 0
         self.session_done = 0
         self.total = 0
@@ -165,6 +167,9 @@ class RunEngine:
             self.run_.sleep(settle)
         frame = self._camera().capture()
         assert self.writer is not None and self.segment is not None
+        # NOTE: the segment's reference is durable and recorded before its first shot goes to
+        # the writer, so no shot row can name a reference that is not on disk.
+        self.references.wait()
         self.run_.publish(
             "shot",
             index=spec.index,
@@ -245,12 +250,14 @@ class RunEngine:
         camera.unlock()
         exposure = camera.meter_and_lock().as_dict()
         self.store.set_run_exposure(self.run_.run_id, exposure)
+        self.references.wait()  # NOTE: a previous segment's, so the store is asked the truth
         stored = self._stored_reference(want)
         if stored is not None:
             reference, matrix = stored
         else:
             reference, matrix = self._take_reference(want, exposure)
-        self.segment = SegmentContext(want, reference, matrix, exposure)
+        prepared = self.tools.prepare_reference(reference)
+        self.segment = SegmentContext(want, reference, matrix, exposure, prepared)
 
     def _take_reference(
         self, sheet: int, exposure: dict[str, Any]
@@ -264,16 +271,9 @@ class RunEngine:
             self.loaded = None
         image = self._camera().capture().image
         matrix = matrix_list(self.tools.colour_matrix(image))
-        rel = f"references/{self.run_.run_id}/sheet{sheet:03d}.png"
-        stored = self.store.write_file(rel, encode_image(image, "png", 0))
-        self.store.add_reference(
-            self.run_.run_id,
-            sheet,
-            path=stored.path,
-            sha256=stored.sha256,
-            colour_matrix=matrix,
-            exposure=exposure,
-        )
+        # NOTE: the PNG encode and durable write (seconds on a Pi) run while the operator
+        # places the part; see capture.runs.references.
+        self.references.start(ReferenceJob(self.run_.run_id, sheet, image, matrix, exposure))
         return image, matrix
 
     def _stored_reference(self, sheet: int) -> tuple[np.ndarray, list[list[float]] | None] | None:
@@ -363,6 +363,10 @@ class RunEngine:
     # --- ending ----------------------------------------------------------------------------------
 
     def _drain(self) -> None:
+        try:
+            self.references.wait()
+        except Exception:
+            log.exception("run %s: the segment's reference was not stored", self.run_.run_id)
         if self.writer is not None:
             self.writer.close()
 

@@ -511,3 +511,82 @@ def test_the_engine_records_shots_references_and_faults_in_the_real_store(tmp_pa
     assert store.done_shot_indices(run.run_id) == set(range(12))
     assert store.check().ok
     store.close()
+
+
+class SlowReferenceStore(FakeStore):
+    """Writes a segment's reference PNG only once the operator was asked to place the part (or
+    after 5 s), and checks that no shot row comes before its segment's reference row."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.prompts: list[str] = []
+        self.asked_first: list[bool] = []
+        self.fail_references = False
+
+    def write_file(self, rel: str, data: bytes) -> Stored:
+        if rel.startswith("references/"):
+            segment = len(self.asked_first) + 1
+            for _ in range(500):
+                if self._place_prompts() >= segment:
+                    break
+                threading.Event().wait(0.01)
+            self.asked_first.append(self._place_prompts() >= segment)
+            if self.fail_references:
+                raise DiskFull("no space left in the data directory; free some space")
+        return super().write_file(rel, data)
+
+    def _place_prompts(self) -> int:
+        return sum("Place part" in p for p in list(self.prompts))
+
+    def add_shot(self, record: ShotRecord) -> int:
+        assert (record.run_id, record.background_id) in self.refs, "shot before its reference"
+        return super().add_shot(record)
+
+
+def test_the_reference_is_stored_while_the_operator_places_the_part_and_before_any_shot(
+    tmp_path,
+):
+    store = SlowReferenceStore(tmp_path)
+    run, store, _ = make_run(tmp_path, store=store, parts=("a",), backgrounds=(1, 2), angles=3)
+    store.prompts = auto_answer(run)
+    run.start()
+    assert run.wait(20) is RunState.COMPLETED, run.reason
+    # each segment's reference PNG was written after the operator was asked to place the part
+    assert store.asked_first == [True, True]
+    assert len(store.refs) == 2 and len(store.shots) == 6
+
+
+def test_a_reference_that_cannot_be_stored_fails_the_run_before_any_shot_is_stored(tmp_path):
+    store = SlowReferenceStore(tmp_path)
+    store.fail_references = True
+    run, store, rig = make_run(tmp_path, store=store, parts=("a",), backgrounds=(1,), angles=3)
+    store.prompts = auto_answer(run)
+    run.start()
+    assert run.wait(10) is RunState.FAILED
+    assert "DiskFull" in run.reason and "free some space" in run.reason
+    assert rig.stops and not store.shots and not store.refs
+
+
+def test_the_reference_is_prepared_once_per_segment_and_given_to_every_mask(tmp_path):
+    prepared: list[np.ndarray] = []
+
+    @dataclass(frozen=True)
+    class Prepared:
+        image: np.ndarray
+
+    def prepare(reference: np.ndarray) -> Prepared:
+        prepared.append(reference)
+        return Prepared(reference)
+
+    def mask(image: np.ndarray, reference: Prepared):
+        assert isinstance(reference, Prepared)
+        return _mask(image, reference.image)
+
+    tools = dataclasses.replace(TOOLS, mask_and_box=mask, prepare_reference=prepare)
+    run, store, _ = make_run(tmp_path, parts=("a", "b"), backgrounds=(1, 2), angles=3)
+    run.tools = tools
+    auto_answer(run)
+    run.start()
+    assert run.wait(10) is RunState.COMPLETED, run.reason
+    assert len(prepared) == 2 and len(store.shots) == 12
+    assert all(r.bbox == (10, 8, 10, 8) for r in store.shots.values())
