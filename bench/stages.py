@@ -10,14 +10,20 @@ product calls them:
 
 * ``capture_ms`` (one shot, a simulated 12 MP frame at the configured ``camera.still_size``
   with the metric optics, the benchmark's JPEG quality 90; the shot writer's work,
-  :meth:`capture.runs.pipeline.ShotWriter.write`): ``encode`` (:func:`encode_image`), ``mask``
-  (:func:`capture.vision.masks.mask_and_box`), ``mask_png`` (:func:`encode_mask`),
-  ``thumbnail`` (:func:`make_thumbnail`), ``measure`` (a
+  :class:`capture.runs.pipeline.ShotWriter`): ``encode`` (:func:`encode_image`), ``mask``
+  (:func:`capture.vision.masks.mask_and_box` against the segment's
+  :class:`~capture.vision.masks.PreparedReference`, as the writer calls it), ``mask_png``
+  (:func:`encode_mask`), ``thumbnail`` (:func:`make_thumbnail`), ``measure`` (a
   :class:`capture.vision.measure.ShotMeasurer` whose sheet pose is already known, as for every
-  shot after a segment's first), ``write`` (the writer's store calls: three durable
-  ``write_file`` and one ``add_shot``, on a real store in a temporary folder) and ``colour``
-  (:func:`capture.vision.colour.colour_matrix_from_reference`, run once per background segment:
-  its share per shot for a 36-shot turn; ``segment_ms`` has the whole figure).
+  shot after a segment's first), ``write`` (the writer's store calls: the shot's three files
+  and its row through the store's durable batched path, ``store.shot_batches()``'s ``add`` then
+  ``flush``, as the writer does when no other frame waits, on a real store in a temporary
+  folder) and ``colour`` (:func:`capture.vision.colour.colour_matrix_from_reference`, run once
+  per background segment: its share per shot for a 36-shot turn).  ``segment_ms`` has the
+  once-per-segment figures: ``colour_fit``, ``reference_png`` (the reference's PNG encode, on
+  the engine's reference thread), ``reference_prepare`` (:func:`prepare_reference`),
+  ``measure_pose``; ``mask_bare_ms`` is ``mask`` against the bare reference frame (what other
+  callers pay, and what the writer paid before the reference was prepared once).
 * ``sorter_ms`` (one classified 640 x 480 preview frame, ``sorter`` settings defaults):
   ``grab`` (the Pi camera driver's I420-to-RGB conversion and frame check; the wait for the
   sensor is not CPU), ``presence`` (:meth:`PresenceDetector.look` with a previous frame, so the
@@ -173,7 +179,7 @@ def capture_stages(size: tuple[int, int], shots: int) -> dict[str, Any]:
     from capture.runs.pipeline import encode_image, encode_mask, make_thumbnail
     from capture.store import DatasetStore
     from capture.vision.colour import colour_matrix_from_reference
-    from capture.vision.masks import mask_and_box
+    from capture.vision.masks import mask_and_box, prepare_reference
     from capture.vision.measure import ShotMeasurer
     from rig.config import Settings
 
@@ -186,23 +192,27 @@ def capture_stages(size: tuple[int, int], shots: int) -> dict[str, Any]:
     for _ in range(3):
         matrix = segment.run("colour_fit", colour_matrix_from_reference, reference)
         segment.run("reference_png", encode_image, reference, "png", 0)
+        prepared = segment.run("reference_prepare", prepare_reference, reference)
     measurer = ShotMeasurer()
     mask0, _ = mask_and_box(frames[0], reference)
     segment.run("measure_pose", measurer, frames[0], reference, mask0)  # finds the sheet once
 
+    bare = Stages()
     stages = Stages()
     with temporary_folder("partrig-bench-stages-") as data:
         store = DatasetStore.open(data)
         try:
             run_id = store.create_run("bench-stages", "", "{}", shots)
+            stream = store.shot_batches()
             for i in range(shots):
                 frame = frames[i % len(frames)]
                 jpeg = stages.run("encode", encode_image, frame, "jpeg", JPEG_QUALITY)
-                mask, box = stages.run("mask", mask_and_box, frame, reference)
+                bare.run("mask", mask_and_box, frame, reference)
+                mask, box = stages.run("mask", mask_and_box, frame, prepared)
                 png = stages.run("mask_png", encode_mask, mask)
                 thumb = stages.run("thumbnail", make_thumbnail, frame, thumb_px)
                 stages.run("measure", measurer, frame, reference, mask)
-                stages.run("write", write_shot, store, run_id, i, (jpeg, png, thumb), frame, box)
+                stages.run("write", write_shot, stream, run_id, i, (jpeg, png, thumb), frame, box)
         finally:
             store.close()
     fit = (
@@ -213,6 +223,7 @@ def capture_stages(size: tuple[int, int], shots: int) -> dict[str, Any]:
     return {
         "capture_ms": stages.table(),
         "segment_ms": segment.table(),
+        "mask_bare_ms": bare.table()["mask"],
         "capture_frame": f"{size[0]}x{size[1]}",
         "capture_shots": shots,
         "colour_matrix_found": matrix is not None,
@@ -223,29 +234,34 @@ def capture_stages(size: tuple[int, int], shots: int) -> dict[str, Any]:
 
 
 def write_shot(
-    store: Any,
+    stream: Any,
     run_id: int,
     index: int,
     files: tuple[bytes, bytes, bytes],
     frame: np.ndarray,
     box: tuple[int, int, int, int] | None,
 ) -> int:
-    """The shot writer's store calls for one shot: three durable files, then the row."""
+    """The shot writer's store calls for one shot when no other frame waits (ShotWriter._loop).
+
+    Its three files and its row through ``stream`` (``store.shot_batches()``): ``add`` writes,
+    syncs and renames the files; ``flush`` syncs their folders and commits the row.  A writer
+    with another frame waiting skips the ``flush`` (the next ``add``'s sync covers the folders),
+    so this is the dearer of its two paths.
+    """
     from capture.runs.pipeline import shot_paths
     from capture.store.records import ShotRecord
+    from capture.store.shot_batches import ShotFiles
 
     img_path, mask_path, thumb_path = shot_paths(run_id, index, "jpeg")
-    stored = store.write_file(img_path, files[0])
-    store.write_file(mask_path, files[1])
-    store.write_file(thumb_path, files[2])
     h, w = frame.shape[:2]
     x, y, bw, bh = box if box is not None else (None, None, None, None)
+    # NOTE: path, sha256 and size are filled in by the store once the image is durable.
     record = ShotRecord(
         label="bench-part",
         instance_id="bench-1",
-        path=stored.path,
-        sha256=stored.sha256,
-        size=stored.size,
+        path=img_path,
+        sha256="",
+        size=0,
         run_id=run_id,
         shot_index=index,
         pose="upright",
@@ -262,7 +278,13 @@ def write_shot(
         bbox_h=bh,
         source="capture",
     )
-    return int(store.add_shot(record))
+    shot = ShotFiles(
+        record, (img_path, files[0]), mask=(mask_path, files[1]), thumb=(thumb_path, files[2])
+    )
+    ids = list(stream.add([shot])) + list(stream.flush())
+    if len(ids) != 1:
+        raise RuntimeError(f"the store committed {len(ids)} rows for one shot; expected 1")
+    return int(ids[0])
 
 
 # --- sorter --------------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ def test_tiny_run_prints_every_stage_with_cpu_and_wall_and_a_total_that_adds_up(
     assert sorter["total"]["cpu"] == pytest.approx(
         sum(v["cpu"] for k, v in sorter.items() if k not in ("total", "crop")), abs=0.01
     )
+    assert {"colour_fit", "reference_png", "reference_prepare"} <= set(result["segment_ms"])
+    assert result["mask_bare_ms"]["wall"] > 0  # the mask against the bare reference, for contrast
     assert result["model"] is None
     assert len(result["load_avg_before"]) == 3 and result["cpus"] >= 1
 
