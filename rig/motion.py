@@ -146,3 +146,15 @@ class MoveOverhead:
     def predict(self, predicted_s: float, moves: int = 1) -> float:
         """Seconds ``moves`` moves predicted at ``predicted_s`` will really take."""
         return predicted_s + moves * self.per_move_s
+
+
+def travel_deg(here: float, goal: float, mode: str) -> float:
+    """Signed degrees the turntable moves from ``here`` to ``goal`` in ``mode``.
+
+    The same rule as :meth:`rig.turntable.Turntable.rotate_to`: ``absolute`` always turns
+    forward (``315 -> 0`` is +45), ``shortest`` takes the shorter way round.
+    """
+    delta = (goal % 360.0 - here % 360.0) % 360.0
+    if mode == "shortest" and delta >= 180.0:
+        delta -= 360.0
+    return delta

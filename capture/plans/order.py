@@ -245,12 +245,11 @@ def estimate(
     turntable's speed, acceleration and direction mode), the settle time and one exposure per
     shot, two extra exposures per sheet installation (marker check and reference frame), and
     ``operator_action_s`` for each operator action (none by default: the rig's time only).
-    Moves follow the turntable's own direction rule (:func:`capture.runs.eta.travel_deg`:
+    Moves follow the turntable's own direction rule (:func:`rig.motion.travel_deg`:
     ``absolute`` always turns forward).  Encoding and writing are not counted: the pipeline
     hides them behind the moves.  A running run's ETA is measured instead (capture/runs/eta.py).
     """
-    from capture.runs.eta import travel_deg
-    from rig.motion import duration
+    from rig.motion import duration, travel_deg
 
     tt = turntable_config
     shots = expand(plan)

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from capture.pull.objects import human_bytes
+from capture.units import human_bytes
 from rig.cli import ConfigOption, DataOption
 from rig.errors import AccessDenied, ConfigError, NotFound, QueryError, RigError, StoreError
 
@@ -120,6 +120,11 @@ def publish_after_snapshot(settings: Any, directory: Path, snapshot: str) -> Non
         )
 
 
+def _publish_if_configured(settings: Any, directory: Path, snapshot: str) -> None:
+    if settings.storage.publish_after_snapshot:
+        publish_after_snapshot(settings, directory, snapshot)
+
+
 def pull_s3(url: str, snapshot: str, dest: Path, fmt: str, workers: int, quiet: bool) -> None:
     """``partrig dataset pull s3://bucket/prefix/<rig.id> --snapshot snap-NNNN --dest DIR``."""
     from dataclasses import replace
@@ -150,4 +155,8 @@ def pull_s3(url: str, snapshot: str, dest: Path, fmt: str, workers: int, quiet: 
 
 
 def register(app: typer.Typer) -> None:
+    from capture.snapshots.cli import AFTER_SNAPSHOT
+
+    if _publish_if_configured not in AFTER_SNAPSHOT:
+        AFTER_SNAPSHOT.append(_publish_if_configured)
     app.command("publish")(publish_command)

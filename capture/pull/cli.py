@@ -14,8 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from capture.pull.objects import human_bytes
 from capture.snapshots.formats import FORMATS
+from capture.units import human_bytes
 from rig.errors import AccessDenied, NotFound, RigError
 
 err_console = Console(stderr=True)

@@ -45,13 +45,13 @@ from capture.pull.objects import (
     disk_error,
     finish_part,
     hash_state,
-    human_bytes,
     is_verified,
     make_dirs,
     safe_relpath,
 )
 from capture.pull.transport import BUFFER_BYTES, FileStreams, TransferFailed, read_into
 from capture.pull.writebehind import WriteBehind
+from capture.units import human_bytes
 from rig.errors import AccessDenied, ChecksumMismatch, DiskFull, NotFound, PullError
 
 FORMATS = ("webdataset", "folder", "coco", "csv")

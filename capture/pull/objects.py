@@ -21,6 +21,7 @@ import shutil
 import threading
 from pathlib import Path, PurePosixPath
 
+from capture.units import human_bytes
 from rig.errors import DiskFull, PullError
 
 OBJECTS_DIR = ".partrig/objects"
@@ -107,14 +108,6 @@ def disk_error(exc: OSError, where: Path, needed: int) -> Exception:
         full.errno = errno.ENOSPC
         return full
     return PullError(f"cannot write {where}: {exc.strerror or exc}; check --dest is writable")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 class NewNames:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -23,18 +23,23 @@ import numpy as np
 from capture.runs.eta import RunEta
 from capture.runs.pipeline import SegmentContext, ShotJob, ShotWriter, utc_now
 from capture.runs.references import ReferenceJob, ReferenceWriter
-from capture.runs.state import RunState
+from capture.runs.state import Aborted, RunState
 from capture.runs.tools import CaptureTools, matrix_list
 from capture.store.records import ShotRecord
 from rig.errors import CameraError, MotionError
 from rig.sheets import SHEETS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from capture.plans.order import ShotSpec
     from capture.plans.schema import Plan
-    from capture.runs.pipeline import MeasureFn
-    from capture.runs.run import CaptureRun
+    from capture.runs.eta import ActiveClock
+    from capture.runs.pipeline import MeasureFn, PhaseHook
+    from capture.runs.ports import RunStore
     from rig.camera_types import Camera, Frame
+    from rig.config import Settings
+    from rig.rig_types import Rig
 
 log = logging.getLogger("capture.runs.run")
 
@@ -42,10 +47,40 @@ S = RunState
 _UNKNOWN = "unknown"
 
 
+class EngineRun(Protocol):
+    """What the engine thread uses of its :class:`capture.runs.run.CaptureRun`.
+
+    Why a Protocol: the run starts the engine and the engine reports back to the run; naming
+    the engine's side here keeps the two modules importing one way (run -> engine).
+    """
+
+    run_id: int
+    store: RunStore
+    rig: Rig
+    plan: Plan
+    settings: Settings | None
+    tools: CaptureTools | None
+    phase_hook: PhaseHook | None
+    sleep: Callable[[float], None]
+    active: ActiveClock
+    end_state: RunState
+    reason: str | None
+
+    def checkpoint(self) -> None: ...
+
+    def ask_operator(self, text: str, action: dict[str, Any]) -> None: ...
+
+    def publish(self, kind: str, **data: Any) -> None: ...
+
+    def update_progress(self, done: int, total: int, eta_s: float | None) -> None: ...
+
+    def finish(self, new: RunState, **fields: Any) -> None: ...
+
+
 class RunEngine:
     """One session of a run; :meth:`run` is the body of the engine thread."""
 
-    def __init__(self, run: CaptureRun) -> None:
+    def __init__(self, run: EngineRun) -> None:
         self.run_ = run
         self.rig = run.rig
         self.store = run.store
@@ -66,8 +101,6 @@ class RunEngine:
     # --- the session -----------------------------------------------------------------------------
 
     def run(self) -> None:
-        from capture.runs.run import Aborted
-
         run = self.run_
         try:
             shots = self.tools.expand(self.plan)

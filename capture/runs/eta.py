@@ -29,21 +29,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rig.motion import travel_deg
+
 #: Recent shots whose cost the median is taken over: enough to ignore a stall, few enough to
 #: follow a change (say, a light level that takes longer to switch).
 WINDOW = 9
-
-
-def travel_deg(here: float, goal: float, mode: str) -> float:
-    """Signed degrees the turntable moves from ``here`` to ``goal`` in ``mode``.
-
-    The same rule as :meth:`rig.turntable.Turntable.rotate_to`: ``absolute`` always turns
-    forward (``315 -> 0`` is +45), ``shortest`` takes the shorter way round.
-    """
-    delta = (goal % 360.0 - here % 360.0) % 360.0
-    if mode == "shortest" and delta >= 180.0:
-        delta -= 360.0
-    return delta
 
 
 class ActiveClock:

@@ -33,6 +33,7 @@ from capture.runs.state import (
     FINAL_STATES,
     LIVE_STATES,
     STARTABLE_STATES,
+    Aborted,
     RunState,
     check_transition,
     parse_state,
@@ -44,15 +45,12 @@ if TYPE_CHECKING:
     from capture.runs.pipeline import PhaseHook
     from capture.runs.ports import RunStore
     from capture.runs.tools import CaptureTools
+    from rig.config import Settings
     from rig.rig_types import Rig
 
 log = logging.getLogger("capture.runs.run")
 
 S = RunState
-
-
-class Aborted(Exception):
-    """Raised inside the engine thread when the operator aborted the run."""
 
 
 def _catalogue_from_plan(store: RunStore, plan: Plan) -> None:
@@ -96,7 +94,7 @@ class CaptureRun:
         plan: Plan,
         *,
         state: RunState = S.PENDING,
-        settings: Any = None,
+        settings: Settings | None = None,
         sleep: Callable[[float], None] | None = None,
         phase_hook: PhaseHook | None = None,
         simulated_operator: bool | None = None,

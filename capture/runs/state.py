@@ -75,3 +75,7 @@ def check_transition(run_id: int | str, current: RunState, new: RunState, verb: 
             f"cannot {verb} run {run_id}: it is {current.value}"
             + (" and finished" if current in FINAL_STATES else "")
         )
+
+
+class Aborted(Exception):
+    """Raised inside the engine thread when the operator aborted (or interrupted) the run."""

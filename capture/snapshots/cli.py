@@ -7,6 +7,7 @@ Registered on the ``dataset`` sub-app by :mod:`capture.dataset_cli`.  Exit codes
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,12 @@ from capture.snapshots.formats import FORMATS
 from rig.cli import ConfigOption, DataOption
 from rig.errors import RigError
 from rig.owner import DataFolderLock, current_owner, refuse
+
+#: Called with (settings, data folder, snapshot id) after ``partrig dataset snapshot`` wrote a
+#: snapshot.  Why a hook list: publishing sits above snapshots (it reads them), so
+#: :mod:`capture.publish.cli` adds its step here when it registers its commands, and this
+#: module never imports it.
+AFTER_SNAPSHOT: list[Callable[[Any, Path, str], None]] = []
 
 console = Console()
 err_console = Console(stderr=True)
@@ -160,10 +167,8 @@ def snapshot_command(
         )
     if report["dropped_classes"]:
         console.print(f"dropped (too few shots): {report['dropped_classes']}")
-    if settings.storage.publish_after_snapshot:
-        from capture.publish.cli import publish_after_snapshot
-
-        publish_after_snapshot(settings, data or settings.data.dir, manifest["id"])
+    for hook in AFTER_SNAPSHOT:
+        hook(settings, Path(data or settings.data.dir), manifest["id"])
 
 
 def _through_server(

@@ -15,10 +15,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from capture.runs.eta import ActiveClock, RunEta, travel_deg
+from capture.runs.eta import ActiveClock, RunEta
 from capture.runs.run import CaptureRun
 from capture.runs.state import RunState
 from rig.config import apply_sim, parse_settings
+from rig.motion import travel_deg
 
 
 def test_travel_follows_the_turntable_s_direction_rule():
