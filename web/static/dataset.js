@@ -51,11 +51,6 @@ Object.assign(partrig, (() => {
       fill("label", Object.keys(stats.by_label)); fill("background", Object.keys(stats.by_background));
       fill("run", Object.keys(stats.by_run)); fill("instance", Object.keys(stats.by_instance));
     })();
-    poll(async () => {
-      const cat = await api("GET", "/api/dataset/catalogue");
-      const sel = form.elements.attr_name;
-      cat.attribute_names.forEach((n) => sel.add(new Option(n.replace(/_/g, " "), n)));
-    })();
     form.addEventListener("submit", (e) => { e.preventDefault(); load(false); });
     $("#more").addEventListener("click", () => load(true));
     load(false);
