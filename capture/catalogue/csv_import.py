@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,16 +220,3 @@ def _cell(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def rows_from_plan(parts: Iterable[Mapping[str, Any]]) -> list[CatalogueRow]:
-    """Catalogue rows from a plan's parts that give attributes (one row per label)."""
-    out: dict[str, CatalogueRow] = {}
-    for part in parts:
-        attrs = part.get("attributes") or {}
-        if not attrs or not part.get("label"):
-            continue
-        label = str(part["label"])
-        merged = {**(out[label].attributes if label in out else {}), **attrs}
-        out[label] = CatalogueRow(label, part.get("name"), merged)
-    return list(out.values())
