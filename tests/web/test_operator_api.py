@@ -85,7 +85,7 @@ def test_the_terminal_is_refused_while_a_run_or_the_sorter_is_active(sim: TestCl
     assert sim.post(f"/api/runs/{run['id']}/start", headers=OP).status_code == 200
     r = send(sim, "M114")
     assert r.status_code == 409 and f"run {run['id']}" in r.json()["detail"]
-    assert sim.post("/api/terminal/reconnect", headers=OP).status_code == 409
+    assert sim.post("/api/rig/port/reconnect", headers=OP).status_code == 409
     assert sim.post(f"/api/runs/{run['id']}/abort", headers=OP).status_code == 200
     sim.app.state.runs.get(run["id"])._thread.join(10)
     started = sim.post("/api/sorter/start", json={"collect_for_review": True}, headers=OP)
@@ -99,7 +99,7 @@ def test_the_terminal_is_refused_while_a_run_or_the_sorter_is_active(sim: TestCl
 
 
 def test_reconnect_reopens_the_port_and_gives_the_position_up(sim: TestClient) -> None:
-    r = sim.post("/api/terminal/reconnect", headers=OP)
+    r = sim.post("/api/rig/port/reconnect", headers=OP)
     assert r.status_code == 200 and r.json()["link"] == "ready", r.text
     assert "reopened" in sim.get("/api/rig/status", headers=OP).json()["fault"]
     assert send(sim, "M114").status_code == 200

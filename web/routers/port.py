@@ -167,10 +167,25 @@ def connect(
     closed and the fault latched."""
     link = _link(rig)
     port = check_port_name(body.port, rig)
-    config = _serial_config(link, port, body.baud)
+    return _connect(request, rig, store, who.name, port, _serial_config(link, port, body.baud))
+
+
+@router.post("/reconnect")
+def reconnect(request: Request, rig: RigDep, store: StoreDep, who: OperatorAuth) -> Any:
+    """Close and reopen the present port with the start-up checks (a board that resets on open
+    forgets its position, so the position is given up); failures as for ``connect``."""
+    link = _link(rig)
+    return _connect(request, rig, store, who.name, link.path, link.config)
+
+
+def _connect(
+    request: Request, rig: Any, store: Any, who: str, port: str, config: SerialConfig
+) -> dict[str, Any]:
+    link = _link(rig)
     with CAMERA_CLAIM:
         require_idle(request, "changing the serial port")
         old = f"{link.path} at {link.config.baud} baud"
+        change = "reopened" if str(link.path) == port else f"changed to {port}"
         LOG.add("sent", f"(connecting to {port} at {config.baud} baud; was {old})")
         link.close()
         link.path, link.config = port, config
@@ -179,13 +194,13 @@ def connect(
         try:
             _bring_up(rig, link)
         except (RigError, OSError) as exc:
-            reason = _fail(rig, store, who.name, port, config.baud, exc)
+            reason = _fail(rig, store, who, port, config.baud, exc)
             raise LinkError(reason) from exc
         finally:
-            rig.turntable.mark_untrusted(f"the serial port was changed to {port} by {who.name}")
+            rig.turntable.mark_untrusted(f"the serial port was {change} by {who}")
     info = link.firmware
     LOG.add("link", f"connected to {port}: {info.name} {info.version}".strip())
-    _audit(store, who.name, f"connected the serial port {port} at {config.baud} baud (was {old})")
+    _audit(store, who, f"connected the serial port {port} at {config.baud} baud (was {old})")
     return port_status(rig)
 
 

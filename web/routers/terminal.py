@@ -12,8 +12,7 @@ or zero is confirmed, the same recovery as after a reset mid-move.
 ``M112`` is refused here: the EMERGENCY STOP button sends it out of band *and* stops the sorter,
 the run and the lights.  ``M110`` is refused because the link numbers lines itself.
 
-Reconnect closes and reopens the serial port (a board that resets on open forgets its
-position, so the position is given up too).
+Reconnecting (and changing the port) lives in :mod:`web.routers.port`, with the start-up checks.
 """
 
 from __future__ import annotations
@@ -180,21 +179,3 @@ def send_line(
     LOG.add("reply", "ok")
     _audit(store, who.name, f"{line} → {' | '.join(reply) or 'ok'}")
     return {"line": line, "reply": reply, "position_untrusted": untrusted is not None}
-
-
-@router.post("/reconnect")
-def reconnect(request: Request, rig: RigDep, store: StoreDep, who: OperatorAuth) -> dict[str, Any]:
-    """Close and reopen the serial port and handshake again (409 while a run or the sorter is
-    active).  The position is given up: home or confirm zero afterwards."""
-    link = _link(rig)
-    with CAMERA_CLAIM:
-        require_idle(request)
-        LOG.add("sent", f"(reconnecting {getattr(link, 'path', 'the port')})")
-        link.close()
-        try:
-            info = link.open()
-        finally:
-            rig.turntable.mark_untrusted("the serial port was reopened from the terminal page")
-    _audit(store, who.name, "reconnected the serial port")
-    LOG.add("link", f"connected: {getattr(info, 'name', '?')} {getattr(info, 'version', '')}")
-    return {"port": getattr(link, "path", None), "link": str(link.state)}
