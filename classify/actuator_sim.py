@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from classify.actuator_types import check_bin
 from rig.errors import ActuatorError
@@ -24,6 +24,14 @@ if TYPE_CHECKING:
     from rig.sim.world import SimWorld
 
 SIM_BINS = 16
+
+
+@runtime_checkable
+class BinnedPlatform(Protocol):
+    """A simulated platform that wants to know which bin a part was pushed into (the simulated
+    feeder's: a part pushed into ``sorter.recirculate_bin`` goes back to its hopper)."""
+
+    def push_into(self, bin: int) -> None: ...
 
 
 class SimActuator:
@@ -50,7 +58,9 @@ class SimActuator:
             if self._jams:
                 self._jams -= 1
                 return
-            if self.world is not None:
+            if isinstance(self.world, BinnedPlatform):
+                self.world.push_into(b)
+            elif self.world is not None:
                 self.world.remove_part()
 
     def fail_next(self, n: int = 1, message: str | None = None) -> None:

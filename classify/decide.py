@@ -11,7 +11,10 @@ Rules, in order (contracts, "Models and edits"):
 4. attribute and size rules (``sorter.rules``, :mod:`classify.rules`): the first rule whose
    conditions all hold picks the bin (``confident``, rule ``sort_rule``, ``fired`` names it);
    a rule that might match but whose size was not measured or whose attribute head is unsure
-   sends the part to review (``uncertain``, rule ``unmeasured`` or ``attribute``).  An
+   sends the part to review (``uncertain``, rule ``unmeasured`` or ``attribute``) - unless
+   the size was not seen because of how the part lies and it may go round again
+   (:mod:`classify.recirculate`): then the recirculation bin (``uncertain``, rule
+   ``recirculate``, not a review item: the part comes back through the feeder).  An
    attribute head's answer counts only when it passes the same margin, confidence and (if
    calibrated) open-set limits as the label;
 5. label map: the label's bin in ``sorter.bins`` (``confident``);
@@ -33,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from classify.recirculate import POSE, RECIRCULATE
 from classify.rules import UNCERTAIN_ATTRIBUTE, UNMEASURED, apply_rules
 from rig.config import Settings
 
@@ -51,6 +55,8 @@ class BinChoice:
     rule: str = "mapped"
     #: The sorting rule that decided (its name or "rule N"), when one did.
     fired: str | None = None
+    #: Why, in words, when the part was sent round again: ``recirculate: <size> <why>``.
+    why: str | None = None
 
     @property
     def review(self) -> bool:
@@ -99,10 +105,16 @@ def head_values(prediction: Any, bounds: Limits) -> dict[str, str | None]:
 
 
 def choose_bin(
-    prediction: Any, settings: Settings, sizes: Mapping[str, float | None] | None = None
+    prediction: Any,
+    settings: Settings,
+    sizes: Mapping[str, float | None] | None = None,
+    recirculate: str | None = None,
 ) -> BinChoice:
     """The bin for a :class:`classify.runtime.Prediction` (None: no model was active) and, for
-    the size rules, the part's measured sizes (``capture``'s ``Measurement`` fields)."""
+    the size rules, the part's measured sizes (``capture``'s ``Measurement`` fields).
+
+    ``recirculate``: why the part may go round again when a size rule cannot see its size
+    (:meth:`classify.recirculate.Recirculation.offer`), None when it may not."""
     review_bin = settings.actuator.review_bin
     if prediction is None:
         return BinChoice(review_bin, "no_model", "no_model")
@@ -120,6 +132,16 @@ def choose_bin(
         outcome = apply_rules(rules, head_values(prediction, bounds), sizes)
         if outcome is not None and outcome.bin is not None:
             return BinChoice(outcome.bin, "confident", SORT_RULE, outcome.title)
+        recirculate_bin = settings.sorter.recirculate_bin
+        if (
+            outcome is not None
+            and outcome.why == UNMEASURED
+            and recirculate is not None
+            and recirculate_bin is not None
+        ):
+            seen = f"{outcome.missing or 'size'} {POSE}" if recirculate == POSE else recirculate
+            why = f"{RECIRCULATE}: {seen}"
+            return BinChoice(recirculate_bin, "uncertain", RECIRCULATE, outcome.title, why)
         if outcome is not None:
             return BinChoice(review_bin, "uncertain", outcome.why, outcome.title)
     target = settings.sorter.bins.get(prediction.label)

@@ -20,9 +20,15 @@ part drops.  Time is the simulator's clock: the camera delivers a frame every ``
 seconds of it, so on a virtual clock thousands of parts take no wall time beyond rendering.
 
 The sim actuator (:class:`~classify.actuator_sim.SimActuator`, given :attr:`SimFeeder.world`)
-removes the part when it fires and records the bin with the truth.  Faults for tests:
-``camera.fail_next(n)`` and the actuator's ``jam_next()``; :meth:`SimFeeder.clear_platform` is
-the operator taking a stuck part away.
+removes the part when it fires and records the bin with the truth.  A part pushed into
+``sorter.recirculate_bin`` (:mod:`classify.recirculate`) goes down that bin's chute back to the
+feeder and is dropped again: the same physical part (same instance, so the same size and
+colour), a new drop with a drop id of its own, a new pose drawn from the same poses and a new
+angle.  ``return_after`` new parts drop before it comes back (0, the default: it is the next
+drop, a chute that leads straight back onto the platform).  :attr:`Drop.part` is the physical
+part, :attr:`Drop.passes` which pass this is; a part's final bin is the one its last drop went
+to.  Faults for tests: ``camera.fail_next(n)`` and the actuator's ``jam_next()``;
+:meth:`SimFeeder.clear_platform` is the operator taking a stuck part away.
 
 Example::
 
@@ -36,6 +42,8 @@ Example::
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +71,10 @@ RESUME_HOLD_FRAMES = 10
 
 @dataclass(frozen=True)
 class Drop:
-    """One part the feeder dropped: its label, instance, pose, resting angle and time."""
+    """One part the feeder dropped: its label, instance, pose, resting angle and time.
+
+    ``passes`` counts the times this physical part has been dropped (2 and more: it came back
+    through the recirculation chute); ``drop_id`` is set for those re-drops."""
 
     index: int
     label: str
@@ -71,11 +82,37 @@ class Drop:
     pose: str
     angle: float
     t: float
+    passes: int = 1
+    drop_id: str | None = None
 
     @property
     def id(self) -> str:
-        """The drop id the camera tags its frames with (the part's instance id, unique)."""
+        """The drop id the camera tags its frames with (unique per drop; a part's first drop
+        has its instance id)."""
+        return self.drop_id or self.instance
+
+    @property
+    def part(self) -> str:
+        """The physical part (its instance id), the same on every pass."""
         return self.instance
+
+
+class PlatformWorld(SimWorld):
+    """The feeder's platform: it learns which bin the actuator pushed its part into."""
+
+    def __init__(
+        self,
+        on_push: Callable[[int], None],
+        angle_source: Callable[[], float],
+        *,
+        seed: int,
+        clock: SimClock,
+    ) -> None:
+        super().__init__(angle_source, lambda: 1.0, seed=seed, clock=clock)
+        self._on_push = on_push
+
+    def push_into(self, bin: int) -> None:
+        self._on_push(bin)
 
 
 class SimFeeder:
@@ -96,6 +133,7 @@ class SimFeeder:
         sheet: int = DEFAULT_SHEET,
         preview_size: tuple[int, int] | None = None,
         max_parts: int | None = None,
+        return_after: int = 0,
     ) -> None:
         self.clock = clock or SimClock(settings.simulator.time_scale)
         self.labels = list(labels) if labels is not None else trainable_labels()
@@ -112,6 +150,12 @@ class SimFeeder:
         self.gap_s, self.settle_s = float(gap_s), float(settle_s)
         self.seed = int(seed)
         self.max_parts = max_parts
+        self.return_after = int(return_after)
+        self.recirculate_bin = settings.sorter.recirculate_bin
+        #: Parts pushed into the recirculation bin, waiting to drop again (with the count of
+        #: new parts dropped when they went down the chute).
+        self._returns: deque[tuple[Drop, int]] = deque()
+        self._new_parts = 0
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._drop: Drop | None = None
@@ -119,7 +163,7 @@ class SimFeeder:
         self._hold = 0
         self.drops: list[Drop] = []
         self._by_id: dict[str, Drop] = {}
-        self.world = SimWorld(self._angle, lambda: 1.0, seed=seed, clock=self.clock)
+        self.world = PlatformWorld(self._pushed, self._angle, seed=seed, clock=self.clock)
         self.world.install_sheet(sheet)
         size = preview_size or settings.camera.preview_size
         sim_cfg, still = settings.simulator, size
@@ -139,6 +183,26 @@ class SimFeeder:
             return 0.0
         left = drop.t + self.settle_s - self.clock.now()
         return drop.angle + SETTLE_SPIN_DEG_S * max(0.0, left)
+
+    def _pushed(self, bin: int) -> None:
+        """The actuator pushed the part on the platform into ``bin``; the recirculation bin's
+        chute takes it back to the feeder."""
+        with self._lock:
+            part, drop = self.world.part, self._drop
+            self.world.remove_part()
+            if part is not None and drop is not None and bin == self.recirculate_bin:
+                self._returns.append((drop, self._new_parts))
+
+    @property
+    def circulating(self) -> list[Drop]:
+        """Parts in the return chute now (their last drop), not yet dropped again."""
+        with self._lock:
+            return [d for d, _ in self._returns]
+
+    def on_platform(self) -> str | None:
+        """The id of the drop on the platform now, or None when it is empty."""
+        drop = self._drop
+        return None if self.world.part is None or drop is None else drop.id
 
     def truth(self) -> str | None:
         """The label of the part on the platform now (the simulator knows), or None."""
@@ -182,20 +246,33 @@ class SimFeeder:
                 return
             if now - self._empty_since < self.gap_s:
                 return
-            if self.max_parts is not None and len(self.drops) >= self.max_parts:
+            out_of_parts = self.max_parts is not None and self._new_parts >= self.max_parts
+            if out_of_parts and not self._returns:
                 return
-            self._drop_part(now)
+            self._drop_part(now, out_of_parts)
 
-    def _drop_part(self, now: float) -> None:
+    def _drop_part(self, now: float, out_of_parts: bool = False) -> None:
         rng = self._rng
-        pool = self.unknown if rng.random() < self.unknown_rate else self.labels
-        label = pool[int(rng.integers(len(pool)))]
+        returned = None
+        if self._returns and (
+            out_of_parts or self._new_parts - self._returns[0][1] >= self.return_after
+        ):
+            returned = self._returns.popleft()[0]
+        if returned is None:
+            pool = self.unknown if rng.random() < self.unknown_rate else self.labels
+            label = pool[int(rng.integers(len(pool)))]
+        else:
+            label = returned.label
         spec = part_spec(label)
         pose = spec.poses[int(rng.integers(len(spec.poses)))]
-        drop = Drop(
-            len(self.drops), label, f"feed-{self.seed}-{len(self.drops)}", pose,
-            float(rng.uniform(0.0, 360.0)), now,
-        )  # fmt: skip
+        drop_id = f"feed-{self.seed}-{len(self.drops)}"
+        angle = float(rng.uniform(0.0, 360.0))
+        if returned is None:
+            self._new_parts += 1
+            drop = Drop(len(self.drops), label, drop_id, pose, angle, now)
+        else:
+            drop = Drop(len(self.drops), label, returned.instance, pose, angle, now,
+                        returned.passes + 1, drop_id)  # fmt: skip
         self.world.load_part(drop.label, drop.instance, drop.pose)
         self._drop = drop
         self.drops.append(drop)
@@ -250,8 +327,8 @@ class FeederCamera:
             if self._failures:
                 raise CameraError(self._failures.pop(0))
         self.feeder.tick()
-        part = self.feeder.world.part
-        return self.inner.preview(), None if part is None else part.instance
+        drop_id = self.feeder.on_platform()
+        return self.inner.preview(), drop_id
 
     def capture(self) -> Frame:
         return self.inner.capture()

@@ -42,6 +42,8 @@ class RuleOutcome:
     bin: int | None
     #: ``fired``, :data:`UNMEASURED` or :data:`UNCERTAIN_ATTRIBUTE`.
     why: str
+    #: The size the rule needed and the part did not show (``UNMEASURED`` only).
+    missing: str | None = None
 
 
 def needs_sizes(rules: Sequence[SortRule]) -> bool:
@@ -69,6 +71,7 @@ def apply_rules(
     measured = sizes or {}
     for index, rule in enumerate(rules):
         unknown: str | None = None
+        missing: str | None = None
         matched = True
         for key, cond in rule.when.items():
             if key in SIZE_KEYS:
@@ -83,10 +86,11 @@ def apply_rules(
                 break
             if holds is None and unknown is None:
                 unknown = why
+                missing = key if why == UNMEASURED else None
         if not matched:
             continue
         if unknown is not None:
-            return RuleOutcome(index, rule.title(index), None, unknown)
+            return RuleOutcome(index, rule.title(index), None, unknown, missing)
         return RuleOutcome(index, rule.title(index), rule.bin, "fired")
     return None
 
@@ -96,12 +100,20 @@ def check_rules(
     heads: Mapping[str, Sequence[str]] | None,
     bin_count: int,
     review_bin: int,
+    recirculate_bin: int | None = None,
 ) -> None:
     """ConfigError when a rule names a head or value the model lacks, or a bin that cannot be.
 
     ``heads``: the active model's heads (name -> labels), the label head under ``label``; None
-    when no model is active (only the bins are checked).
+    when no model is active (only the bins are checked).  ``recirculate_bin``
+    (``sorter.recirculate_bin``) must exist on the actuator too; that it is neither the review
+    bin nor a rule's is checked when the configuration is read (:mod:`rig.config`).
     """
+    if recirculate_bin is not None and not 0 <= recirculate_bin < bin_count:
+        raise ConfigError(
+            f"sorter.recirculate_bin {recirculate_bin} does not exist; the actuator has bins "
+            f"0..{bin_count - 1}: give the bin whose chute leads back to the feeder"
+        )
     for index, rule in enumerate(rules):
         where = f"sorter.rules[{index}] ({rule.title(index)})"
         if not 0 <= rule.bin < bin_count:

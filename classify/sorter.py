@@ -49,7 +49,6 @@ import numpy as np
 from capture.store.records import utc_now
 from capture.store.sorting import DecisionRecord
 from capture.vision.colour import colour_matrix_from_reference
-from classify.decide import choose_bin
 from classify.decision_log import DecisionLog
 from classify.preprocess import crop_square, square_region
 from classify.presence import PresenceDetector, median_frame
@@ -125,6 +124,8 @@ class SortJob:
     error: Exception | None = None
     #: The part's measured sizes when a sorting rule measures (classify.sorter_rules).
     sizes: dict[str, float | None] | None = None
+    #: How that measurement went (``measured``, ``moving``, ...): whether another pass may help.
+    size_status: str | None = None
 
 
 class Sorter:
@@ -442,7 +443,10 @@ class Sorter:
         if self._still >= self.cfg.stable_frames and seen.bbox is not None:
             self._phase = "leaving"
             job = self._job(frame, seen.bbox, t_in, drop_id)
-            return replace(job, sizes=self.sort_rules.measure(self.camera))
+            size = self.sort_rules.measure_part(self.camera)
+            if size is None:
+                return job
+            return replace(job, sizes=size.sizes, size_status=size.status)
         self._check_stuck(now)
         return None
 
@@ -498,7 +502,7 @@ class Sorter:
                 return None
         label = None if prediction is None else prediction.label
         confidence = 0.0 if prediction is None else float(prediction.confidence)
-        choice = choose_bin(prediction, self.settings, job.sizes)
+        choice = self.sort_rules.choose(prediction, job.sizes, job.size_status)
         if self._halted or self.incident is not None:
             # NOTE: an e-stop is stopping the loop, or the front half latched a fault while
             # the model ran: push nothing, log nothing.

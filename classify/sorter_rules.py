@@ -14,6 +14,8 @@ from collections import deque
 from typing import Any
 
 from classify.actuator import bin_count
+from classify.decide import BinChoice, choose_bin
+from classify.recirculate import Recirculation
 from classify.rules import check_rules, needs_sizes, rules_table
 from classify.sorter_measure import PartSize, PlatformMeasurer, StillCamera
 from rig.config import Settings
@@ -35,6 +37,7 @@ class SorterRules:
         self._fired = [0] * len(self.rules)
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.last_size: PartSize | None = None
+        self.recirculation = Recirculation(settings.sorter)
 
     def take_reference(self, camera: object) -> None:
         """A still of the empty platform, when a rule measures (else nothing).
@@ -54,10 +57,22 @@ class SorterRules:
         """ConfigError when the rules do not fit the model's heads or the actuator's bins."""
         heads = None if classifier is None else getattr(classifier, "head_labels", None)
         actuator = self.settings.actuator
-        check_rules(self.rules, heads, bin_count(actuator), actuator.review_bin)
+        check_rules(
+            self.rules,
+            heads,
+            bin_count(actuator),
+            actuator.review_bin,
+            self.settings.sorter.recirculate_bin,
+        )
 
     def measure(self, camera: object) -> dict[str, float | None] | None:
-        """The part's sizes from a still (None when no rule measures; empty when unmeasured).
+        """The part's sizes from a still (None when no rule measures; empty when unmeasured)."""
+        size = self.measure_part(camera)
+        return None if size is None else size.sizes
+
+    def measure_part(self, camera: object) -> PartSize | None:
+        """The part's measurement (its status and sizes) from a still; None when no rule
+        measures.
 
         A camera error here is not a sorter fault: the part is unmeasured and goes to review,
         and the next part is measured afresh."""
@@ -71,11 +86,20 @@ class SorterRules:
                 self.last_size = platform.measure(camera)
             except (CameraError, OSError) as exc:
                 self.last_size = PartSize(f"camera_error: {exc}", {})
-        return self.last_size.sizes
+        return self.last_size
+
+    def choose(
+        self, prediction: Any, sizes: dict[str, float | None] | None, status: str | None
+    ) -> BinChoice:
+        """The part's bin (:func:`classify.decide.choose_bin`), sent round again instead of to
+        review when its measurement ``status`` says another pass may show the size and the
+        limit allows (:class:`classify.recirculate.Recirculation`)."""
+        return choose_bin(prediction, self.settings, sizes, self.recirculation.offer(status))
 
     def record(self, choice: Any, label: str | None, sizes: dict[str, float | None] | None) -> None:
         """Count the rule that decided ``choice`` (a :class:`classify.decide.BinChoice`)."""
         fired = getattr(choice, "fired", None)
+        self.recirculation.record(str(choice.rule))
         if fired is None and not self.rules:
             return
         with self._lock:
@@ -88,6 +112,7 @@ class SorterRules:
                     "bin": int(choice.bin),
                     "step": choice.rule,
                     "rule": fired,
+                    "why": getattr(choice, "why", None),
                     "sizes": {k: round(v, 2) for k, v in (sizes or {}).items() if v is not None},
                     "measure": None if self.last_size is None else self.last_size.status,
                 }
@@ -113,4 +138,5 @@ class SorterRules:
             "measuring": self.measuring,
             "marker_found": None if platform is None else platform.marker_found,
             "recent": recent,
+            "recirculation": self.recirculation.status(),
         }

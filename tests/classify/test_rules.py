@@ -179,3 +179,66 @@ def test_without_rules_the_decision_is_unchanged() -> None:
     s = parse_settings({"sorter": {"bins": {"screw-m4": 6}}})
     choice = choose_bin(prediction(), s, {"shaft_length_mm": 10})
     assert (choice.bin, choice.rule, choice.fired) == (6, "mapped", None)
+
+
+# --- recirculation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sorter", "words"),
+    [
+        ({"recirculate_bin": 0}, "is the review bin"),
+        ({"recirculate_bin": 3}, "is also the bin of M4x10"),
+        ({"recirculate_bin": 4}, "is also the bin of label 'brick-2x4-blue'"),
+        ({"recirculate_bin": 9, "max_recirculations": -1}, "max_recirculations"),
+    ],
+)
+def test_a_recirculation_bin_that_would_mix_parts_is_refused_when_the_file_is_read(
+    sorter, words
+) -> None:
+    with pytest.raises(ConfigError, match=words):
+        settings(**sorter)
+
+
+def test_a_recirculation_bin_the_actuator_lacks_is_refused_at_start() -> None:
+    rules = settings(recirculate_bin=9).sorter.rules
+    with pytest.raises(ConfigError, match="recirculate_bin 9 does not exist.*0..7"):
+        check_rules(rules, None, 8, 0, 9)
+    check_rules(rules, None, 10, 0, 9)
+
+
+def test_a_size_the_pose_hides_sends_the_part_round_again_until_the_limit() -> None:
+    from classify.recirculate import MOVING, POSE, Recirculation
+
+    s = settings(recirculate_bin=9, max_recirculations=2)
+    standing = {"length_mm": 7.6, "width_mm": 7.6, "shaft_length_mm": None}
+    loop = Recirculation(s.sorter)
+    choices = []
+    for _ in range(3):
+        choice = choose_bin(prediction(), s, standing, loop.offer("measured"))
+        loop.record(choice.rule)
+        choices.append(choice)
+    assert [(c.bin, c.rule, c.review) for c in choices] == [
+        (9, "recirculate", False), (9, "recirculate", False), (0, "unmeasured", True)
+    ]  # fmt: skip
+    assert choices[0].why == "recirculate: shaft_length_mm not visible in this pose"
+    assert choices[0].fired == "M4x8" and choices[0].reason == "uncertain"
+    # a final decision ends the run in a row: the next standing part may go round again
+    lying = choose_bin(prediction(), s, {"shaft_length_mm": 10.1}, loop.offer("measured"))
+    loop.record(lying.rule)
+    assert (lying.bin, lying.rule) == (3, "sort_rule") and loop.in_a_row == 0
+    assert loop.offer("moving") == MOVING and loop.offer("measured") == POSE
+    moving = choose_bin(prediction(), s, {}, loop.offer("moving"))
+    assert (moving.bin, moving.why) == (9, "recirculate: still moving")
+    # another pass would not help without the marker or with a failed still: review
+    for status in ("marker_missing", "camera_error: x", "no_reference", None):
+        assert loop.offer(status) is None
+        assert choose_bin(prediction(), s, {}, loop.offer(status)).rule == "unmeasured"
+    # without a recirculation bin nothing is sent round
+    plain = settings()
+    off = Recirculation(plain.sorter)
+    assert off.offer("measured") is None
+    assert choose_bin(prediction(), plain, standing, POSE).rule == "unmeasured"
+    # a rule whose size is measured, or an unsure head, is not a matter of pose
+    unsure = prediction(heads={"category": head("category", "screw", confidence=0.3)})
+    assert choose_bin(unsure, s, standing, POSE).rule == "attribute"

@@ -13,11 +13,16 @@ Object.assign(partrig, (() => {
     $("#rules-problem").hidden = !r.problem;
     $("#rules-problem").textContent = r.problem || "";
     $("#rules-marker").hidden = !(r.measuring && r.marker_found === false);
+    const rc = r.recirculation || {};
+    $("#rules-recirculation").hidden = rc.bin === null || rc.bin === undefined;
+    $("#rules-recirculation").textContent = rc.bin === null || rc.bin === undefined ? "" :
+      `Parts whose pose hides a size go round again through bin ${rc.bin} (at most ${rc.max_in_a_row} in a row, ` +
+      `then review): ${rc.recirculated} sent round since start.`;
     $("#rules-table tbody").innerHTML = r.table.map((row) =>
       `<tr data-rule="${esc(row.title)}"><td>${row.index + 1}</td><td>${esc(row.title)}</td>` +
       `<td>${esc(row.when)}</td><td>${row.bin}</td><td class="fired">${row.fired}</td></tr>`).join("");
     $("#rules-recent tbody").innerHTML = (r.recent || []).map((d) =>
-      `<tr><td>${esc(d.label ?? "–")}</td><td>${esc(String(d.step).replace(/_/g, " "))}</td>` +
+      `<tr><td>${esc(d.label ?? "–")}</td><td class="step">${esc(d.why ?? String(d.step).replace(/_/g, " "))}</td>` +
       `<td class="rule">${esc(d.rule ?? "–")}</td><td>${d.bin}</td><td>${sizeText(d.sizes)}</td></tr>`).join("") ||
       `<tr><td colspan="5" class="muted">No part sorted by the rules yet.</td></tr>`;
   }
