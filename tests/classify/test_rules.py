@@ -202,7 +202,7 @@ def test_a_recirculation_bin_that_would_mix_parts_is_refused_when_the_file_is_re
 
 def test_a_recirculation_bin_the_actuator_lacks_is_refused_at_start() -> None:
     rules = settings(recirculate_bin=9).sorter.rules
-    with pytest.raises(ConfigError, match="recirculate_bin 9 does not exist.*0..7"):
+    with pytest.raises(ConfigError, match=r"recirculate_bin 9 does not exist.*0\.\.7"):
         check_rules(rules, None, 8, 0, 9)
     check_rules(rules, None, 10, 0, 9)
 

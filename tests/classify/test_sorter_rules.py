@@ -5,6 +5,7 @@ the rules and which one fired."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -192,11 +193,14 @@ def test_the_limit_counts_recirculations_in_a_row(tmp_path) -> None:
         assert len(decisions) == 12 and sorter.incident is None
         rules = [d.rule for d in decisions]
         assert "recirculate" in rules
-        for before, after in zip(rules, rules[1:], strict=False):
+        limited = 0
+        for before, after in pairwise(rules):
             assert not (before == after == "recirculate")
-        for d, nxt in zip(decisions, decisions[1:], strict=False):
+        for d, nxt in pairwise(decisions):
             if d.rule == "recirculate" and feeder.drop(nxt.drop_id).pose == "upright":
                 assert (nxt.rule, nxt.bin) == ("unmeasured", 0)
+                limited += 1
+        assert limited >= 1  # NOTE: seed 2 stands a screw twice running within 12 parts
     finally:
         sorter.close()
         store.close()
