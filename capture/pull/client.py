@@ -59,6 +59,11 @@ FORMATS = ("webdataset", "folder", "coco", "csv")
 #: the data.
 ALWAYS = ("report",)
 MAX_WAITS_429 = 60
+#: Bytes per write(2) into a ``.part`` file.  NOTE: measured on the 2-core build VM, writing
+#: 1 GB to a new file in 1 MiB writes cost 1.5-2.4 s of system CPU, in 64 KiB writes 0.3-0.4 s
+#: (16 KiB: 0.5 s): large writes make the kernel take large page-cache blocks, which a VM
+#: may have handed back to its host.  Receiving and hashing stay in 1 MiB steps.
+WRITE_BYTES = 64 * 1024
 SNAPSHOT_ID = re.compile(r"^snap-\d{4,9}$")
 
 
@@ -288,7 +293,8 @@ class _Puller:
                         raise _Cancelled
                     chunk = buffer[:n]
                     try:
-                        f.write(chunk)
+                        for at in range(0, n, WRITE_BYTES):
+                            f.write(chunk[at : at + WRITE_BYTES])
                     except OSError as exc:
                         raise disk_error(exc, part.parent, job.size - have) from None
                     digest.update(chunk)
