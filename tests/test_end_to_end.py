@@ -239,7 +239,7 @@ def test_capture_snapshot_train_push_activate_and_sort_300_simulated_parts(tmp_p
             feeder = SimFeeder(settings, clock, seed=11, labels=LABELS, unknown_rate=0.1,
                                preview_size=FRAME)  # fmt: skip
             actuator = SimActuator(feeder.world, clock=clock)
-            sorter = TeeSorter(feeder.camera, actuator, store, settings, clock, truth=feeder.truth)
+            sorter = TeeSorter(feeder.camera, actuator, store, settings, clock)
             sorter.baseline = MeanColourClassifier(open_snapshot(snap).samples("train"))
             sorter.baseline_log = []
             state.sorting.sorter = state.sorter = state.models.sorter = sorter
@@ -264,11 +264,14 @@ def test_capture_snapshot_train_push_activate_and_sort_300_simulated_parts(tmp_p
 
         decisions = list(reversed(store.list_decisions(limit=1000)))
         drops = feeder.drops[:PARTS]
+        # NOTE: the truth comes from the feeder's drop log, joined by each decision's drop id.
+        for d in decisions:
+            d["truth"] = feeder.drop(d["drop_id"]).label
         # Exactly one decision and one firing per part, in order, each firing to its bin.
         assert len(decisions) == PARTS and len(actuator.firings) == PARTS
         assert all(f[2] == d.label for f, d in zip(actuator.firings, drops, strict=True))
         assert all(f[1] == d["bin"] for f, d in zip(actuator.firings, decisions, strict=True))
-        assert all(d["truth"] == p.label for d, p in zip(decisions, drops, strict=True))
+        assert [d["drop_id"] for d in decisions] == [p.id for p in drops]
         assert {d["model_id"] for d in decisions} == {answer["id"]}
 
         known = [d for d in decisions if d["truth"] in LABELS]
