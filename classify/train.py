@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from capture.store.files import fsync_dir, write_durably
-from classify.augment import AugmentConfig, as_affine, augment, background_patch
+from classify.augment import AugmentConfig, as_affine, background_patch
 from classify.export import deployable, export_float, export_int8, write_model_card
 from classify.export_heads import add_attribute_heads, evaluate_heads
 from classify.metrics import confusion, confusion_png, summarise
@@ -39,10 +39,11 @@ from classify.model_build import build_model, check_options
 from classify.preprocess import prepare, prepare_mask
 from classify.runtime import Classifier
 from classify.train_data import Sample, Snapshot, open_snapshot
+from classify.train_epoch import Prepared, augmented_epoch, class_weights, epoch_line
 from classify.train_heads import attribute_heads, compile_heads, fit_heads, parse_heads
 from classify.train_output import native_output_quiet
 from classify.train_stream import CropLoader, StreamSplit, at_sorter_density, index_split
-from rig.errors import ModelError, StoreError
+from rig.errors import ModelError
 
 Log = Callable[[str], None]
 SPLIT_NAMES = ("train", "val", "test")
@@ -83,17 +84,6 @@ class TrainOptions:
     heads: tuple[str, ...] = ("label",)
 
 
-@dataclass
-class Prepared:
-    """One split as arrays: crops (``uint8``), class indices, and for training the extras."""
-
-    crops: np.ndarray
-    classes: np.ndarray
-    matrices: list[np.ndarray] = field(default_factory=list)
-    masks: list[np.ndarray | None] = field(default_factory=list)
-    backgrounds: list[np.ndarray] = field(default_factory=list)
-
-
 def prepare_split(
     samples: list[Sample], size: int, *, for_training: bool, sorter_px: int | None = None
 ) -> Prepared:
@@ -119,18 +109,6 @@ def prepare_split(
     return out
 
 
-def class_weights(classes: np.ndarray, labels: list[str]) -> dict[int, float]:
-    """Inverse-frequency weights (mean 1); every class needs training shots."""
-    counts = np.bincount(classes, minlength=len(labels))
-    missing = [labels[i] for i, c in enumerate(counts) if c == 0]
-    if missing:
-        raise StoreError(
-            f"the train split has no shots of {', '.join(missing)}; capture some, or leave "
-            "these classes out of the snapshot's filter"
-        )
-    return {i: float(len(classes) / (len(labels) * c)) for i, c in enumerate(counts)}
-
-
 def pick_strategy() -> tuple[Any, list[str]]:
     """MirroredStrategy across several GPUs, else the default (one GPU, or the CPU)."""
     import tensorflow as tf
@@ -146,29 +124,6 @@ Split = Prepared | StreamSplit
 
 def _size(split: Split) -> int:
     return len(split) if isinstance(split, StreamSplit) else len(split.crops)
-
-
-def augmented_epoch(
-    train: Prepared, opts: TrainOptions, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """One epoch of fresh augmentations; small sets repeat to ``min_epoch_samples``."""
-    repeats = max(1, -(-opts.min_epoch_samples // len(train.crops)))
-    order = np.tile(np.arange(len(train.crops)), repeats)
-    x = np.stack(
-        [
-            augment(train.crops[i], train.matrices[i], train.masks[i], train.backgrounds, rng,
-                    opts.augment)
-            for i in order
-        ]
-    )  # fmt: skip
-    return x, train.classes[order]
-
-
-def _epoch_line(row: dict[str, Any]) -> str:
-    line = f"epoch {row['epoch']}: loss {row['loss']:.4f} acc {row['accuracy']:.3f}"
-    if "val_loss" in row:
-        line += f" val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.3f}"
-    return line
 
 
 def fit(
@@ -229,7 +184,7 @@ def fit(
             # NOTE: without a val split there is nothing to stop on; keep the last epoch.
             better = True
         history.append(row)
-        log(_epoch_line(row))
+        log(epoch_line(row))
         if better:
             best = {
                 "epoch": epoch,

@@ -170,7 +170,7 @@ def fit_workers(
     """:func:`classify.train.fit` for one worker: same schedule, same best-epoch rule."""
     import tensorflow as tf
 
-    from classify.train import _epoch_line, augmented_epoch
+    from classify.train_epoch import augmented_epoch, epoch_line
 
     check_batch(opts.batch, role)
     steps = steps_per_epoch(total_train, opts.min_epoch_samples, opts.batch)
@@ -216,7 +216,7 @@ def fit_workers(
                 row["val_accuracy"] == best["val_accuracy"] and row["val_loss"] < best["val_loss"]
             )
         history.append(row)
-        log(f"{_epoch_line(row)} weights {weights_digest(model)[:16]}")
+        log(f"{epoch_line(row)} weights {weights_digest(model)[:16]}")
         if better:
             best = {"epoch": epoch, "val_accuracy": row.get("val_accuracy", -1.0),
                     "val_loss": row.get("val_loss", float("inf"))}  # fmt: skip
@@ -243,7 +243,7 @@ def shared_class_weights(
     A manifest without per-class counts (an older or hand-made snapshot) falls back to this
     worker's own counts and the options' epoch size, which still keeps the steps equal.
     """
-    from classify.train import class_weights
+    from classify.train_epoch import class_weights
     from classify.train_sources import train_counts
 
     counts = train_counts(snap)
