@@ -21,6 +21,7 @@ from classify.sorter_rules import SorterRules
 from rig.camera import Frame
 from rig.config import apply_sim, parse_settings
 from rig.errors import CameraError, ConfigError
+from rig.sim.catalogue import part_spec
 from rig.sim.clock import SimClock
 
 LENGTHS = (10, 16)
@@ -204,3 +205,35 @@ def test_the_limit_counts_recirculations_in_a_row(tmp_path) -> None:
     finally:
         sorter.close()
         store.close()
+
+
+@pytest.mark.parametrize("return_after", [0, 2])
+def test_the_feeder_drops_a_recirculated_part_again(return_after) -> None:
+    """A part pushed into the recirculation bin comes back as a new drop of the same physical
+    part (same instance and label, a new drop id, one more pass); ``return_after`` new parts
+    drop first (a hopper return).  Pushed into any other bin, it is gone for good."""
+    settings = apply_sim(parse_settings({"sorter": {"recirculate_bin": 5}}))
+    clock = SimClock(0)
+    feeder = SimFeeder(settings, clock, seed=4, unknown_rate=0.0, gap_s=0.0,
+                       preview_size=(320, 240), return_after=return_after)  # fmt: skip
+    actuator = SimActuator(feeder.world, clock=clock)
+
+    def next_drop():
+        feeder.tick()
+        assert feeder.on_platform() is not None
+        return feeder.drops[-1]
+
+    first = next_drop()
+    actuator.fire(5)
+    assert feeder.world.part is None and feeder.circulating == [first]
+    for _ in range(return_after):  # NOTE: a hopper return: new parts drop first
+        new = next_drop()
+        assert new.passes == 1 and new.part != first.part
+        actuator.fire(1)
+    again = next_drop()
+    assert (again.part, again.label, again.passes) == (first.part, first.label, 2)
+    assert again.id != first.id and feeder.drop(again.id) is again and feeder.circulating == []
+    assert again.pose in part_spec(first.label).poses
+    actuator.fire(2)
+    after = next_drop()
+    assert after.part != first.part and after.passes == 1
