@@ -43,6 +43,7 @@ from capture.snapshots.formats import (
 from capture.snapshots.formats.coco import CocoWriter
 from capture.snapshots.formats.csvfmt import CsvWriter
 from capture.snapshots.formats.folder import FolderWriter
+from capture.snapshots.formats.folder_card import attribute_types
 from capture.snapshots.formats.webdataset import WebDatasetWriter
 from capture.snapshots.report import ReportBuilder, render_markdown
 from capture.snapshots.splits import SPLITS, Group, SplitRules, assign_splits, refuse_empty_splits
@@ -269,9 +270,10 @@ def _writers(
     dirs = [class_dir_name(i, c) for i, c in enumerate(classes)]
     names = attrs.names if attrs is not None else []
     per_class = [attrs.of_label(c) for c in classes] if attrs is not None and names else None
+    card_attrs = attribute_types(names, attrs.words) if attrs is not None and names else None
     makers: dict[str, Callable[[], FormatWriter]] = {
         "webdataset": lambda: WebDatasetWriter(tmp, settings.snapshot.shard_bytes),
-        "folder": lambda: FolderWriter(tmp, dirs),
+        "folder": lambda: FolderWriter(tmp, dirs, card_attrs),
         # NOTE: no snapshot id inside the formats' files: unchanged content must give equal bytes.
         "coco": lambda: CocoWriter(tmp, classes, "partrig dataset snapshot", per_class),
         "csv": lambda: CsvWriter(tmp, names),

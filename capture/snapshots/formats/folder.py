@@ -9,6 +9,10 @@ that fetches only the manifest's files) for the same reason.
 Why hard links: the image is the store's own file, so its sha256 is the shot's sha256, and a
 trainer pulling the next snapshot skips every image it already has (content addressing).  Where
 the snapshot folder is on another file system the bytes are copied instead.
+
+``folder/README.md`` is the dataset card that declares every metadata column's type
+(:mod:`capture.snapshots.formats.folder_card`), so Hugging Face loads splits whose columns are
+null throughout.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 from pathlib import Path
 
 from capture.snapshots.formats import HashingFile, Sample, WrittenFile
+from capture.snapshots.formats.folder_card import card_text
 
 NAME = "folder"
 KEEP_FILE = ".keep"
@@ -28,9 +33,14 @@ _EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85
 class FolderWriter:
     name = NAME
 
-    def __init__(self, root: Path, class_dirs: list[str]) -> None:
+    def __init__(
+        self, root: Path, class_dirs: list[str], attributes: dict[str, str] | None = None
+    ) -> None:
+        """``attributes``: each catalogue attribute's card type (``folder_card.attribute_types``),
+        None when the rows carry no ``attributes`` object."""
         self.root = root
         self.class_dirs = class_dirs
+        self.attributes = attributes
         self._metadata: dict[str, HashingFile] = {}
         self._filled: set[tuple[str, str]] = set()
         self._written: list[WrittenFile] = []
@@ -89,6 +99,11 @@ class FolderWriter:
                     out.append(
                         WrittenFile(keep.relative_to(self.root).as_posix(), NAME, _EMPTY_SHA256, 0)
                     )
+        if self._metadata:
+            # NOTE: the card is per snapshot and listed with its sha256 like every other file.
+            card = HashingFile(self.root / NAME / "README.md")
+            card.write(card_text(sorted(self._metadata), self.attributes).encode())
+            out.append(card.written(self.root, NAME))
         return out
 
 
