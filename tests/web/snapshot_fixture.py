@@ -1,8 +1,7 @@
 """Snapshot folders written straight to the on-disk contract, for the HTTP and pull tests.
 
 Why not always ``capture.snapshots.build.create_snapshot``: the serving and pulling tests need
-control
-over file sizes (a shard big enough to kill a pull inside it) and over exactly which files
+control over file sizes (a shard big enough to kill a pull inside it) and over exactly which files
 change between two versions; the layout written here is the contract's (manifest.json listing
 every other file with format, sha256 and size; ``webdataset/{split}-NNNNNN.tar`` with
 ``{key}.jpg/.cls/.json`` members; ``folder/{split}/{index:03d}-{label}/{key}.jpg`` with
