@@ -60,11 +60,12 @@ def test_sizes_and_attributes_on_the_shot_dataset_and_label_pages(page, served):
     assert finish.input_value() == "zinc"
     finish.fill("black")
     finish.press("Tab")
-    page.wait_for_function("document.querySelector('#attributes').textContent.includes('this shot')")
+    attrs_text = "document.querySelector('#attributes').textContent"
+    page.wait_for_function(f"{attrs_text}.includes('this shot')")
     page.wait_for_function("document.querySelector('#edits').textContent.includes('set_attribute')")
     assert Catalogue(store).shot_attributes(a)["overrides"] == {"finish": "black"}
     page.click("#attributes .attr-undo")
-    page.wait_for_function("!document.querySelector('#attributes').textContent.includes('this shot')")
+    page.wait_for_function(f"!{attrs_text}.includes('this shot')")
     assert Catalogue(store).shot_attributes(a)["overrides"] == {}
 
     page.goto(f"{url}/dataset/shots/{b}")
@@ -76,15 +77,18 @@ def test_sizes_and_attributes_on_the_shot_dataset_and_label_pages(page, served):
     attrs.wait_for()
     attrs.fill("category=nut; finish=zinc; thread=M4")
     page.click('#catalogue tr[data-label="nut"] .cat-save')
-    page.wait_for_function("document.querySelector('#flash-text')?.textContent.includes('Saved nut')")
+    flash = "document.querySelector('#flash-text')?.textContent"
+    page.wait_for_function(f"{flash}.includes('Saved nut')")
     assert Catalogue(store).attributes_for_label("nut")["thread"] == "M4"
     page.wait_for_function("document.querySelector('select[name=attr_name]').options.length > 2")
     page.select_option("select[name=attr_name]", "thread")
     page.fill("input[name=attr_value]", "M4")
     page.fill("input[name=min_length_mm]", "9.5")
     page.click("#filters button[type=submit]")
-    page.wait_for_function(f"[...document.querySelectorAll('#grid a')].map(x => x.href).join().includes('/shots/{a}')"
-                           f" && document.querySelectorAll('#grid a').length === 1")  # fmt: skip
+    grid = "[...document.querySelectorAll('#grid a')]"
+    page.wait_for_function(
+        f"{grid}.map(x => x.href).join().includes('/shots/{a}') && {grid}.length === 1"
+    )
 
     # the station: the queued shot's attribute edit is one action of the same undo stack
     store.enqueue_shots([(c, [("nut", 0.6)], None)])

@@ -32,9 +32,7 @@ def _app():
     return app
 
 
-schema = schemathesis.openapi.from_dict(_app().openapi()).exclude(
-    path_regex=r"(\.mjpg|/events)$"
-)
+schema = schemathesis.openapi.from_dict(_app().openapi()).exclude(path_regex=r"(\.mjpg|/events)$")
 
 
 @schema.parametrize()
