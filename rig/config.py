@@ -558,11 +558,17 @@ def _toml_value(v: Any) -> str:
 
 
 def _to_toml(data: dict[str, Any]) -> str:
-    top = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    # NOTE: a None setting is left out (TOML has no null): reading the file back gives the
+    # field its default, which is None for every optional setting.
+    top = [
+        f"{k} = {_toml_value(v)}"
+        for k, v in data.items()
+        if not isinstance(v, dict) and v is not None
+    ]
     out = [*top, ""] if top else []
     for name, section in data.items():
         if isinstance(section, dict):
             out.append(f"[{name}]")
-            out.extend(f"{k} = {_toml_value(v)}" for k, v in section.items())
+            out.extend(f"{k} = {_toml_value(v)}" for k, v in section.items() if v is not None)
             out.append("")
     return "\n".join(out)

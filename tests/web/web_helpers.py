@@ -95,8 +95,13 @@ class FakeLink:
     path = "/dev/fake"
 
     def __init__(self) -> None:
+        from rig.config import SerialConfig
+
         self.sent: list[str] = []
         self.state = "ready"
+        self.config = SerialConfig(port=self.path)
+        self.firmware: Any = None
+        self.reset_hook: Any = None
 
     def send(self, line: str, timeout: float | None = None) -> list[str]:
         self.sent.append(line)
@@ -129,6 +134,9 @@ class FakeRig:
         self.world = None
         self._fault: str | None = None
         self.estops = 0
+        from rig.config import Settings
+
+        self.settings = Settings()
 
     @property
     def fault(self) -> str | None:
@@ -146,6 +154,9 @@ class FakeRig:
             "camera": "sim",
             "fault": self._fault,
         }
+
+    def safe_stop(self, reason: str) -> None:
+        self._fault = self._fault or reason
 
     def emergency_stop(self) -> None:
         self.estops += 1

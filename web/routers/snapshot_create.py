@@ -31,8 +31,13 @@ class SnapshotRequest(BaseModel):
     labels: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=list, max_length=1000
     )
-    runs: list[int] = Field(default_factory=list, max_length=10000)
-    backgrounds: list[int] = Field(default_factory=list, max_length=1000)
+    # NOTE: ids are SQLite integers: a larger number is a 422 here, not an overflow in the query.
+    runs: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+        default_factory=list, max_length=10000
+    )
+    backgrounds: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] = Field(
+        default_factory=list, max_length=1000
+    )
     sources: list[Literal["capture", "sorter", "import"]] = Field(
         default_factory=list, max_length=3
     )
