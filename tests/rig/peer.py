@@ -159,8 +159,11 @@ class Peer:
             if line in ("M410", "M112"):
                 self.stops_seen.append(line)  # in arrival order, before any handling
             if line == "M112":
-                self.m112_at = time.monotonic()
+                # NOTE: timed on arrival but published after the halt line is written, so a test
+                # that waits for m112_at and then resets the peer never puts "start" first.
+                arrived = time.monotonic()
                 self.kill()
+                self.m112_at = arrived
             elif line:
                 self._lines.append(line)
 
