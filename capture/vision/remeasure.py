@@ -42,7 +42,7 @@ REFERENCES_KEPT = 4
 
 Progress = Callable[[int, int], None]
 
-_TODO_SQL = """
+_PENDING_SQL = """
 SELECT s.id, s.path, s.mask_path, s.run_id, s.background_id, s.pose
 FROM shots s LEFT JOIN shot_measurements m ON m.shot_id = s.id
 WHERE s.deleted_at IS NULL AND s.run_id IS NOT NULL {run}
@@ -128,7 +128,7 @@ class Remeasure:
         after = 0
         while not (stop is not None and stop()):
             rows = self.store.query(
-                _TODO_SQL.format(run="AND s.run_id = ?" if run_id is not None else ""),
+                _PENDING_SQL.format(run="AND s.run_id = ?" if run_id is not None else ""),
                 (*([run_id] if run_id is not None else []), started, after, int(batch)),
             )
             if not rows:
